@@ -1,0 +1,1 @@
+"""streamkit benchmarks: ratios against baselines measured in the same process."""

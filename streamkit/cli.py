@@ -1,0 +1,260 @@
+"""The ``streamkit`` command line: a thin shell over the public API.
+
+Exit codes: 0 success; 1 failure (message on stderr); 2 bad usage or
+configuration; 3 another run of the same pipeline holds the lease.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from streamkit.errors import (
+    ConfigurationError,
+    LeaseError,
+    LogNotFoundError,
+    MachineError,
+    SchemaError,
+    StreamkitError,
+)
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_LEASE = 0, 1, 2, 3
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"streamkit: {message}", err=True)
+    sys.exit(code)
+
+
+def _errors(fn: F) -> F:
+    """Map streamkit errors to exit codes and one clear line on stderr."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LeaseError as exc:
+            _fail(str(exc), EXIT_LEASE)
+        except (ConfigurationError, SchemaError, MachineError, LogNotFoundError) as exc:
+            _fail(str(exc), EXIT_USAGE)
+        except StreamkitError as exc:
+            _fail(str(exc), EXIT_FAILURE)
+        except KeyboardInterrupt:
+            _fail("interrupted", EXIT_FAILURE)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``--option key=value`` pairs (values parsed as JSON when they parse)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            _fail(f"--option takes key=value, got {pair!r}", EXIT_USAGE)
+        k, v = pair.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except ValueError:
+            out[k] = v
+    return out
+
+
+def _store(url: str, options: tuple[str, ...]) -> Any:
+    from streamkit.storage import Store
+
+    return Store(url, storage_options=_options(options) or None)
+
+
+def _load_pipeline(target: str) -> Any:
+    from streamkit.pipeline import Pipeline
+
+    path_s, _, name = target.partition(":")
+    name = name or "pipeline"
+    path = Path(path_s)
+    if not path.is_file():
+        _fail(f"pipeline file {path_s!r} does not exist", EXIT_USAGE)
+    spec = importlib.util.spec_from_file_location(f"_streamkit_job_{uuid.uuid4().hex}", path)
+    if spec is None or spec.loader is None:
+        _fail(f"cannot import {path_s!r} as Python", EXIT_USAGE)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        spec.loader.exec_module(module)
+    except StreamkitError:
+        raise
+    except Exception as exc:
+        _fail(f"{path_s}: {type(exc).__name__}: {exc}", EXIT_USAGE)
+    finally:
+        sys.path.pop(0)
+    obj = getattr(module, name, None)
+    if obj is None:
+        found = sorted(k for k, v in vars(module).items() if isinstance(v, Pipeline))
+        hint = f" (pipelines in the file: {', '.join(found)})" if found else ""
+        _fail(f"{path_s} has no object named {name!r}{hint}", EXIT_USAGE)
+    if callable(obj) and not isinstance(obj, Pipeline):
+        obj = obj()
+    if not isinstance(obj, Pipeline):
+        _fail(f"{path_s}:{name} is a {type(obj).__name__}, not a streamkit Pipeline", EXIT_USAGE)
+    return obj
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log progress at INFO level.")
+@click.version_option(package_name="streamkit")
+def main(verbose: bool) -> None:
+    """streamkit: resumable, stateful analytics over event logs."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@main.command()
+@click.option("--store", "store_dir", default="./streamkit-demo", show_default=True,
+              help="Local folder of the demo store.")
+@click.option("--orders", default=20_000, show_default=True, help="Orders per simulated day.")
+@_errors
+def demo(store_dir: str, orders: int) -> None:
+    """Run the main job on a local default store (run again: another day)."""
+    from streamkit.demo import run_demo
+
+    run_demo(store_dir, orders=orders, echo=click.echo)
+
+
+@main.command()
+@click.argument("target", metavar="FILE.py[:NAME]")
+@click.option("--max-batches", type=click.IntRange(min=0), default=None)
+@click.option("--batch-rows", type=click.IntRange(min=1), default=None)
+@click.option("--from-checkpoint", type=click.IntRange(min=0), default=None)
+@click.option("--progress/--no-progress", default=None, help="Progress bar or log lines.")
+@_errors
+def run(
+    target: str,
+    max_batches: int | None,
+    batch_rows: int | None,
+    from_checkpoint: int | None,
+    progress: bool | None,
+) -> None:
+    """Run the pipeline object NAME (default ``pipeline``) defined in FILE.py."""
+    if progress is not False:
+        logging.getLogger("streamkit").setLevel(logging.INFO)
+        if not logging.getLogger().handlers:  # pragma: no cover - basicConfig ran
+            logging.basicConfig(stream=sys.stderr)
+    pipe = _load_pipeline(target)
+    report = pipe.run(
+        max_batches=max_batches,
+        batch_rows=batch_rows,
+        from_checkpoint=from_checkpoint,
+        progress=progress,
+    )
+    click.echo(str(report))
+
+
+@main.group()
+def machine() -> None:
+    """Work with state machine definitions."""
+
+
+@machine.command("check")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def machine_check(path: str) -> None:
+    """Validate a machine YAML file: exit 0 when valid, 1 with problems listed."""
+    from streamkit.machines import Machine
+
+    try:
+        m = Machine.from_yaml(Path(path))
+    except MachineError as exc:
+        _fail(f"{path}: {exc}", EXIT_FAILURE)
+    except OSError as exc:
+        _fail(f"{path}: {exc}", EXIT_USAGE)
+    report = m.validate()
+    for p in report.problems:
+        click.echo(f"{path}: {getattr(p, 'severity', 'error')}: {p.kind}: {p.message}")
+    if not report.ok:
+        sys.exit(EXIT_FAILURE)
+    click.echo(f"{path}: machine {m.name!r} is valid ({len(m.states)} states)")
+
+
+@main.group("log")
+def log_group() -> None:
+    """Inspect logs in a store."""
+
+
+@log_group.command("ls")
+@click.argument("store_url")
+@click.option("--option", "options", multiple=True, help="fsspec storage option key=value.")
+@_errors
+def log_ls(store_url: str, options: tuple[str, ...]) -> None:
+    """List the logs of STORE_URL with their extent."""
+    store = _store(store_url, options)
+    names = store.logs()
+    if not names:
+        click.echo(f"no logs in {store.url}")
+        return
+    rows = []
+    for name in names:
+        lg = store.log(name)
+        segs = lg.segments()
+        rows.append(
+            (
+                name,
+                f"{int(segs['rows'].sum()) if segs.height else 0:,}",
+                str(segs.height),
+                str(segs["min_time"].min()) if segs.height else "-",
+                str(segs["max_time"].max()) if segs.height else "-",
+                str(lg.end().offset),
+            )
+        )
+    header = ("log", "rows", "segments", "first time", "last time", "end offset")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+@main.command()
+@click.argument("store_url")
+@click.argument("pipeline")
+@click.option("--option", "options", multiple=True, help="fsspec storage option key=value.")
+@_errors
+def checkpoints(store_url: str, pipeline: str, options: tuple[str, ...]) -> None:
+    """List the checkpoints of PIPELINE in STORE_URL."""
+    import polars as pl
+
+    from streamkit.pipeline import Pipeline
+
+    table = Pipeline(pipeline, _store(store_url, options)).checkpoints()
+    if table.height == 0:
+        _fail(f"pipeline {pipeline!r} has no checkpoints in {store_url}", EXIT_FAILURE)
+    with pl.Config(tbl_rows=200, tbl_cols=20, tbl_width_chars=200):
+        click.echo(str(table))
+
+
+@main.command()
+@click.argument("store_url")
+@click.argument("pipeline")
+@click.option("--replay", is_flag=True, help="Also recompute state from the log and compare.")
+@click.option("--checkpoint", type=int, default=None, help="Checkpoint id (default: latest).")
+@click.option("--option", "options", multiple=True, help="fsspec storage option key=value.")
+@_errors
+def verify(
+    store_url: str, pipeline: str, replay: bool, checkpoint: int | None, options: tuple[str, ...]
+) -> None:
+    """Check PIPELINE's checkpoint independently; exit 1 if anything is wrong."""
+    from streamkit.pipeline import Pipeline
+
+    pipe = Pipeline.open(_store(store_url, options), pipeline)
+    report = pipe.verify(checkpoint, replay=replay)
+    click.echo(str(report))
+    if not report.ok:
+        sys.exit(EXIT_FAILURE)

@@ -1,0 +1,207 @@
+"""Keys of any dtype to dense integer ids, by Polars hash joins."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from streamkit.errors import SchemaError
+
+__all__ = ["KeyIndex"]
+
+_MAX_CHUNKS = 8
+
+
+class KeyIndex:
+    """Map keys (strings, integers, any hashable Polars dtype) to dense int64 ids.
+
+    Ids are positions in :attr:`keys`: the first key ever seen gets 0, and new
+    keys get the next ids in order of first appearance. Lookups are Polars hash
+    joins, so string keys are never sorted and hash collisions are resolved by
+    the join. Keys must not be null (the log's key column is non-null).
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> index = KeyIndex()
+    >>> index.lookup_or_insert(pl.Series(["b", "a", "b"])).tolist()
+    [0, 1, 0]
+    >>> index.lookup_or_insert(pl.Series(["c", "a"])).tolist()
+    [2, 1]
+    >>> index.keys.to_list(), len(index)
+    (['b', 'a', 'c'], 3)
+    """
+
+    __slots__ = ("_table",)
+
+    def __init__(self) -> None:
+        self._table: pl.DataFrame | None = None
+
+    @classmethod
+    def from_series(cls, keys: pl.Series) -> KeyIndex:
+        """Rebuild an index whose key with id ``i`` is ``keys[i]`` (e.g. from a checkpoint).
+
+        Raises
+        ------
+        SchemaError
+            If ``keys`` holds nulls or duplicates.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> index = KeyIndex.from_series(pl.Series([10, 20]))
+        >>> index.lookup_or_insert(pl.Series([20, 30])).tolist()
+        [1, 2]
+        """
+        _check_no_nulls(keys, "KeyIndex.from_series")
+        dup = keys.is_duplicated()
+        if dup.any():
+            first = keys.filter(dup)[0]
+            raise SchemaError(
+                f"KeyIndex.from_series: expected unique keys (position = id), found "
+                f"{int(dup.sum())} rows with duplicated keys, e.g. {first!r}"
+            )
+        index = cls()
+        index._table = pl.DataFrame(
+            {
+                "key": keys.rename("key"),
+                "id": pl.int_range(0, len(keys), dtype=pl.Int64, eager=True),
+            }
+        )
+        return index
+
+    def __len__(self) -> int:
+        return 0 if self._table is None else self._table.height
+
+    @property
+    def dtype(self) -> pl.DataType | None:
+        """The keys' dtype, fixed by the first keys seen (None before that)."""
+        return None if self._table is None else self._table.schema["key"]
+
+    @property
+    def keys(self) -> pl.Series:
+        """All keys, named ``key``; position is the id.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> KeyIndex.from_series(pl.Series(["x", "y"])).keys.to_list()
+        ['x', 'y']
+        """
+        if self._table is None:
+            return pl.Series("key", [], dtype=pl.Null)
+        return self._table["key"]
+
+    def lookup_or_insert(self, keys: pl.Series) -> npt.NDArray[np.int64]:
+        """Return the id of each key, assigning new ids to keys never seen.
+
+        Parameters
+        ----------
+        keys : polars.Series
+            Non-null keys of the index's dtype (integers of another width are
+            cast when every value fits).
+
+        Returns
+        -------
+        numpy.ndarray of int64
+            One id per row.
+
+        Raises
+        ------
+        SchemaError
+            If ``keys`` holds nulls or has a dtype other than the index's.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> index = KeyIndex()
+        >>> index.lookup_or_insert(pl.Series([7, 7, 3])).tolist()
+        [0, 0, 1]
+        """
+        frame = self._frame(keys, "KeyIndex.lookup_or_insert")
+        if self._table is None:
+            self._table = pl.DataFrame(
+                {"key": pl.Series("key", [], dtype=frame.schema["key"]), "id": []},
+                schema={"key": frame.schema["key"], "id": pl.Int64},
+            )
+        ids = self._join(frame)
+        missing = ids < 0
+        if missing.any():
+            new_keys = frame.filter(pl.Series(missing))["key"].unique(maintain_order=True)
+            start = len(self)
+            new = pl.DataFrame(
+                {
+                    "key": new_keys,
+                    "id": pl.int_range(start, start + len(new_keys), dtype=pl.Int64, eager=True),
+                }
+            )
+            self._append(new)
+            sub = frame.filter(pl.Series(missing)).join(
+                new, on="key", how="left", maintain_order="left"
+            )
+            ids[missing] = sub["id"].to_numpy()
+        return ids
+
+    def lookup(self, keys: pl.Series) -> npt.NDArray[np.int64]:
+        """Return the id of each key, -1 for keys never seen; inserts nothing.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> index = KeyIndex.from_series(pl.Series(["a"]))
+        >>> index.lookup(pl.Series(["a", "z"])).tolist(), len(index)
+        ([0, -1], 1)
+        """
+        if self._table is None:
+            _check_no_nulls(keys, "KeyIndex.lookup")
+            return np.full(len(keys), -1, dtype=np.int64)
+        return self._join(self._frame(keys, "KeyIndex.lookup"))
+
+    def _frame(self, keys: pl.Series, where: str) -> pl.DataFrame:
+        if not isinstance(keys, pl.Series):
+            raise SchemaError(f"{where}: expected a polars Series of keys, found {type(keys)}")
+        _check_no_nulls(keys, where)
+        dtype = self.dtype
+        if dtype is not None and keys.dtype != dtype:
+            if keys.dtype.is_integer() and dtype.is_integer():
+                try:
+                    keys = keys.cast(dtype, strict=True)
+                except pl.exceptions.InvalidOperationError as exc:
+                    raise SchemaError(
+                        f"{where}: keys of dtype {keys.dtype} do not fit the index's "
+                        f"dtype {dtype}: {exc}"
+                    ) from None
+            else:
+                raise SchemaError(
+                    f"{where}: expected keys of dtype {dtype} (the dtype of the keys seen "
+                    f"first), found {keys.dtype}; cast the key column consistently"
+                )
+        return keys.rename("key").to_frame()
+
+    def _join(self, frame: pl.DataFrame) -> npt.NDArray[np.int64]:
+        assert self._table is not None
+        joined = frame.join(self._table, on="key", how="left", maintain_order="left")
+        ids: npt.NDArray[np.int64] = joined["id"].fill_null(-1).to_numpy().astype(np.int64)
+        return ids
+
+    def _append(self, new: pl.DataFrame) -> None:
+        assert self._table is not None
+        table = pl.concat([self._table, new], how="vertical", rechunk=False)
+        if table.n_chunks() > _MAX_CHUNKS:
+            table = table.rechunk()
+        self._table = table
+
+    def __repr__(self) -> str:
+        return f"KeyIndex({len(self)} keys, dtype={self.dtype})"
+
+
+def _check_no_nulls(keys: pl.Series, where: str) -> None:
+    nulls = keys.null_count()
+    if nulls:
+        first = int(keys.is_null().arg_max() or 0)
+        raise SchemaError(
+            f"{where}: keys must not be null, found {nulls} null key(s) (first at row "
+            f"{first}); drop or fill them before the kernel (the log's key column is "
+            f"non-null)"
+        )

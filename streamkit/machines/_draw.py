@@ -1,0 +1,428 @@
+"""State diagrams with matplotlib only: a layered layout and the drawing.
+
+``layout`` places states in BFS layers from the initial state, left to right, and
+orders each layer by the barycentre of its neighbours in the adjacent layers (a
+few down and up sweeps) to reduce crossings. ``draw_machine`` draws on a given
+Axes and is shared by :meth:`Machine.plot` and ``sk.plot.process_map``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from streamkit.machines._duration import format_duration
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from streamkit.machines.machine import Machine
+
+__all__ = ["draw_machine", "figure_size", "layout", "new_axes"]
+
+X_GAP = 2.4  # data units between layers (widened by draw_machine for long labels)
+Y_GAP = 1.9  # data units between states of a layer
+RADIUS = 0.55
+INCH_PER_UNIT = 0.85  # figure_size scale: keeps 8-point names inside the circles
+_CHAR = 0.075  # width of one edge-label character in data units at that scale
+_SWEEPS = 4
+
+_NODE_FACE = "#e3f2fd"
+_NODE_EDGE = "#1565c0"
+_BAD_FACE = "#ffebee"
+_BAD_EDGE = "#c62828"
+_EDGE = "#37474f"
+_TIMEOUT = "#6d4c41"
+_EXTRA = "#ef6c00"
+_FONT = 8
+
+
+def _nodes_and_edges(machine: Machine) -> tuple[list[str], list[tuple[str, str]]]:
+    """Declared states then undeclared ones the transitions/timeouts name; directed edges."""
+    nodes: dict[str, None] = dict.fromkeys(machine.states)
+    edges: list[tuple[str, str]] = [(t.source, t.target) for t in machine.transitions]
+    edges.extend((t.state, t.target) for t in machine.timeouts)
+    for u, v in edges:
+        nodes.setdefault(u)
+        nodes.setdefault(v)
+    return list(nodes), edges
+
+
+def layout(machine: Machine) -> dict[str, tuple[float, float]]:
+    """Positions ``{state: (x, y)}`` for drawing ``machine``, in data units.
+
+    Layers are BFS distances from the initial state (x grows left to right);
+    states not reachable from it follow in further layers. Undeclared states that
+    transitions or timeouts name are placed too, so they can be drawn as problems.
+
+    Examples
+    --------
+    >>> from streamkit.machines import Machine
+    >>> m = Machine("m", states=["a", "b", "c"], initial="a", final=["c"],
+    ...             transitions=[("a", "x", "b"), ("b", "y", "c")])
+    >>> {s: x for s, (x, _) in layout(m).items()}
+    {'a': 0.0, 'b': 2.4, 'c': 4.8}
+    """
+    nodes, edges = _nodes_and_edges(machine)
+    succ: dict[str, list[str]] = {v: [] for v in nodes}
+    neighbours: dict[str, set[str]] = {v: set() for v in nodes}
+    for u, v in edges:
+        if u != v:
+            succ[u].append(v)
+            neighbours[u].add(v)
+            neighbours[v].add(u)
+
+    layer_of: dict[str, int] = {}
+    layers: list[list[str]] = []
+
+    def bfs(start: str, base: int) -> None:
+        layer_of[start] = base
+        queue = deque([start])
+        while queue:
+            u = queue.popleft()
+            while len(layers) <= layer_of[u]:
+                layers.append([])
+            layers[layer_of[u]].append(u)
+            for v in succ[u]:
+                if v not in layer_of:
+                    layer_of[v] = layer_of[u] + 1
+                    queue.append(v)
+
+    if machine.initial in succ:
+        bfs(machine.initial, 0)
+    for v in nodes:
+        if v not in layer_of:
+            bfs(v, len(layers))
+
+    index = {v: i for layer in layers for i, v in enumerate(layer)}
+    for _ in range(_SWEEPS):
+        order = list(range(1, len(layers))) + list(range(len(layers) - 2, -1, -1))
+        for step, li in enumerate(order):
+            ref = li - 1 if step < len(layers) - 1 else li + 1
+            keys: dict[str, float] = {}
+            for v in layers[li]:
+                near = [index[w] for w in neighbours[v] if layer_of[w] == ref]
+                keys[v] = sum(near) / len(near) if near else float(index[v])
+            layers[li].sort(key=lambda v: (keys[v], index[v]))
+            for i, v in enumerate(layers[li]):
+                index[v] = i
+
+    positions: dict[str, tuple[float, float]] = {}
+    for li, layer in enumerate(layers):
+        middle = (len(layer) - 1) / 2
+        for i, v in enumerate(layer):
+            positions[v] = (li * X_GAP, (middle - i) * Y_GAP)
+    return {v: positions[v] for v in nodes}
+
+
+def figure_size(machine: Machine) -> tuple[float, float]:
+    """A figure size in inches that keeps state names and edge labels legible.
+
+    Examples
+    --------
+    >>> from streamkit.machines import Machine
+    >>> figure_size(Machine("m", states=["a"], initial="a", final=["a"]))
+    (4.0, 3.0)
+    """
+    pos = _stretch(layout(machine), _default_labels(machine).items())
+    xs = [x for x, _ in pos.values()]
+    ys = [y for _, y in pos.values()]
+    width = (max(xs) - min(xs) + 2.5) * INCH_PER_UNIT + 0.5
+    height = (max(ys) - min(ys) + 2.5) * INCH_PER_UNIT + 0.6
+    return (min(max(round(width, 1), 4.0), 40.0), min(max(round(height, 1), 3.0), 40.0))
+
+
+def _default_labels(machine: Machine) -> dict[tuple[str, str], str]:
+    events: dict[tuple[str, str], list[str]] = {}
+    for t in machine.transitions:
+        names = events.setdefault((t.source, t.target), [])
+        if t.event not in names:
+            names.append(t.event)
+    return {pair: ", ".join(names) for pair, names in events.items()}
+
+
+def _stretch(
+    pos: dict[str, tuple[float, float]], labels: Iterable[tuple[tuple[str, str], str]]
+) -> dict[str, tuple[float, float]]:
+    """Widen the gap between layers so the longest label between neighbours fits."""
+    need = X_GAP
+    for (u, v), text in labels:
+        if u in pos and v in pos and abs(pos[u][0] - pos[v][0]) > X_GAP / 2:
+            need = max(need, 2 * RADIUS + 0.4 + _CHAR * len(text))
+    factor = need / X_GAP
+    return {v: (x * factor, y) for v, (x, y) in pos.items()}
+
+
+def new_axes(machine: Machine) -> Axes:
+    """A fresh pyplot figure sized for ``machine``; returns its Axes."""
+    import matplotlib.pyplot as plt
+
+    _, ax = plt.subplots(figsize=figure_size(machine))
+    return ax
+
+
+def _wrap(name: str, width: int = 10) -> str:
+    if len(name) <= width:
+        return name
+    cuts = [i for i, ch in enumerate(name) if ch in " -_/"]
+    if not cuts:
+        return name
+    cut = min(cuts, key=lambda i: abs(i - len(name) / 2))
+    keep = name[cut] if name[cut] in "-/" else ""
+    return name[:cut].rstrip() + keep + "\n" + name[cut + 1 :].lstrip()
+
+
+class _Bounds:
+    def __init__(self) -> None:
+        self.x0 = self.y0 = math.inf
+        self.x1 = self.y1 = -math.inf
+
+    def add(self, x: float, y: float, pad: float = 0.0) -> None:
+        self.x0 = min(self.x0, x - pad)
+        self.x1 = max(self.x1, x + pad)
+        self.y0 = min(self.y0, y - pad)
+        self.y1 = max(self.y1, y + pad)
+
+
+def draw_machine(
+    machine: Machine,
+    ax: Axes,
+    *,
+    edge_labels: Mapping[tuple[str, str], str] | None = None,
+    edge_widths: Mapping[tuple[str, str], float] | None = None,
+    extra_edges: Mapping[tuple[str, str], str] | None = None,
+    state_labels: Mapping[str, str] | None = None,
+    highlight: Iterable[str] = (),
+) -> Axes:
+    """Draw ``machine``'s state diagram on ``ax`` and return ``ax``.
+
+    One curved, labelled edge per ordered pair of states (events joined by ", "),
+    self-loops as small loops above the state, timeouts as dashed edges labelled
+    with their duration, final states as double circles, the initial state marked
+    by an arrow from a dot. Undeclared states named by transitions are dashed red.
+
+    Parameters
+    ----------
+    machine
+        The machine to draw.
+    ax
+        The Axes to draw on (its aspect is set to equal and its axis turned off).
+    edge_labels
+        Labels replacing the default for the listed ``(from, to)`` pairs: the
+        transition edge of the pair, or its timeout edge when it has none.
+    edge_widths
+        Line widths for the listed ``(from, to)`` pairs (all their edges).
+    extra_edges
+        Additional edges, e.g. seen in data but not declared, ``(from, to) ->
+        label``, drawn dotted in orange; states they name that the machine lacks
+        are added in an extra column on the right.
+    state_labels
+        A second line under the names of the listed states.
+    highlight
+        States drawn in red (problems).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from matplotlib.figure import Figure
+    >>> from streamkit.machines import Machine
+    >>> m = Machine("m", states=["a", "b"], initial="a", final=["b"],
+    ...             transitions=[("a", "go", "b")])
+    >>> ax = draw_machine(m, Figure().add_subplot(), edge_labels={("a", "b"): "go (12)"},
+    ...                   extra_edges={("b", "a"): "back (3)"}, state_labels={"b": "n=12"})
+    >>> sorted(t.get_text() for t in ax.texts)
+    ['a', 'b\\nn=12', 'back (3)', 'go (12)']
+    """
+    from matplotlib.patches import Circle, FancyArrowPatch
+    from matplotlib.path import Path
+
+    edge_labels = edge_labels or {}
+    edge_widths = edge_widths or {}
+    extra_edges = extra_edges or {}
+    state_labels = state_labels or {}
+    bad = set(highlight)
+    declared = set(machine.states)
+
+    events: dict[tuple[str, str], list[str]] = {}
+    for t in machine.transitions:
+        names = events.setdefault((t.source, t.target), [])
+        if t.event not in names:
+            names.append(t.event)
+    waits: dict[tuple[str, str], list[str]] = {}
+    for tt in machine.timeouts:
+        waits.setdefault((tt.state, tt.target), []).append(f"timeout {format_duration(tt.after)}")
+    labels: dict[tuple[str, str], str] = {}
+    for pair, names in events.items():
+        labels[pair] = edge_labels.get(pair, ", ".join(names))
+    for pair, names in waits.items():
+        text = ", ".join(names)
+        if pair not in events:
+            text = edge_labels.get(pair, text)
+        labels[pair] = max(labels.get(pair, ""), text, key=len)
+    pairs = set(events) | set(waits) | set(extra_edges)
+
+    base = layout(machine)
+    layer = {v: round(x / X_GAP) for v, (x, _) in base.items()}
+    extra_nodes = list(dict.fromkeys(v for pair in extra_edges for v in pair if v not in base))
+    if extra_nodes:
+        right = max(layer.values()) + 1
+        middle = (len(extra_nodes) - 1) / 2
+        for i, v in enumerate(extra_nodes):
+            base[v] = (right * X_GAP, (middle - i) * Y_GAP)
+            layer[v] = right
+    pos = _stretch(base, [*labels.items(), *extra_edges.items()])
+
+    bounds = _Bounds()
+    for x, y in pos.values():
+        bounds.add(x, y, RADIUS)
+
+    placed: list[tuple[float, float, float, float]] = []  # label boxes: x0, y0, x1, y1
+
+    def free(x: float, y: float, text: str) -> bool:
+        half_w, half_h = _CHAR * len(text) / 2 + 0.05, 0.14
+        box = (x - half_w, y - half_h, x + half_w, y + half_h)
+        for x0, y0, x1, y1 in placed:
+            if box[0] < x1 and x0 < box[2] and box[1] < y1 and y0 < box[3]:
+                return False
+        for nx, ny in pos.values():
+            near_x = min(max(nx, box[0]), box[2])
+            near_y = min(max(ny, box[1]), box[3])
+            if math.hypot(nx - near_x, ny - near_y) < RADIUS:
+                return False
+        return True
+
+    def label_at(x: float, y: float, text: str, colour: str) -> None:
+        half_w = _CHAR * len(text) / 2 + 0.05
+        placed.append((x - half_w, y - 0.14, x + half_w, y + 0.14))
+        ax.text(
+            x,
+            y,
+            text,
+            fontsize=_FONT - 1,
+            color=colour,
+            ha="center",
+            va="center",
+            zorder=5,
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
+        )
+        bounds.add(x - half_w, y, 0.15)
+        bounds.add(x + half_w, y, 0.15)
+
+    def edge(u: str, v: str, label: str, colour: str, style: str, rad: float, below: bool) -> None:
+        width = edge_widths.get((u, v), 1.2)
+        ux, uy = pos[u]
+        if u == v:
+            sign = -1.0 if below else 1.0
+            a, b = math.radians(115), math.radians(65)
+            start = (ux + RADIUS * math.cos(a), uy + sign * RADIUS * math.sin(a))
+            end = (ux + RADIUS * math.cos(b), uy + sign * RADIUS * math.sin(b))
+            c1 = (ux - 0.95 * RADIUS, uy + sign * 2.3 * RADIUS)
+            c2 = (ux + 0.95 * RADIUS, uy + sign * 2.3 * RADIUS)
+            path = Path([start, c1, c2, end], [Path.MOVETO, Path.CURVE4, Path.CURVE4, Path.CURVE4])
+            top = (ux, uy + sign * 2.05 * RADIUS)
+            bounds.add(top[0], top[1], 0.35)
+        else:
+            vx, vy = pos[v]
+            dx, dy = vx - ux, vy - uy
+            cx, cy = (ux + vx) / 2 + rad * dy, (uy + vy) / 2 - rad * dx
+            su, sv = math.hypot(cx - ux, cy - uy), math.hypot(cx - vx, cy - vy)
+            start = (ux + RADIUS * (cx - ux) / su, uy + RADIUS * (cy - uy) / su)
+            end = (vx + RADIUS * (cx - vx) / sv, vy + RADIUS * (cy - vy) / sv)
+            path = Path([start, (cx, cy), end], [Path.MOVETO, Path.CURVE3, Path.CURVE3])
+            # The label sits at the middle of the curve unless it would cover another
+            # label or a state there; then at the first free point nearer an end.
+            top = (0.0, 0.0)
+            for t in (0.5, 0.38, 0.62, 0.28, 0.72, 0.5):
+                a0, a1, a2 = (1 - t) ** 2, 2 * (1 - t) * t, t * t
+                top = (
+                    a0 * start[0] + a1 * cx + a2 * end[0],
+                    a0 * start[1] + a1 * cy + a2 * end[1],
+                )
+                if free(top[0], top[1], label):
+                    break
+        ax.add_patch(
+            FancyArrowPatch(
+                path=path,
+                arrowstyle="-|>",
+                mutation_scale=9 + 2 * width,
+                color=colour,
+                linewidth=width,
+                linestyle=style,
+                zorder=2,
+            )
+        )
+        label_at(top[0], top[1], label, colour)
+
+    def curvature(u: str, v: str, kind_rank: int) -> float:
+        straight = abs(layer[u] - layer[v]) == 1 and (v, u) not in pairs
+        if kind_rank == 0:
+            return 0.0 if straight else 0.22
+        return 0.22 * (kind_rank + (0 if straight else 1))
+
+    for u, v in sorted(pairs, key=lambda p: (pos[p[0]], pos[p[1]])):
+        rank = 0
+        if (u, v) in events:
+            text = edge_labels.get((u, v), ", ".join(events[(u, v)]))
+            edge(u, v, text, _EDGE, "-", curvature(u, v, rank), below=False)
+            rank += 1
+        if (u, v) in waits:
+            text = ", ".join(waits[(u, v)])
+            if (u, v) not in events:
+                text = edge_labels.get((u, v), text)
+            edge(u, v, text, _TIMEOUT, "--", curvature(u, v, rank), below=True)
+            rank += 1
+        if (u, v) in extra_edges:
+            edge(u, v, extra_edges[(u, v)], _EXTRA, ":", curvature(u, v, rank), below=rank == 1)
+
+    finals = set(machine.final)
+    for v, (x, y) in pos.items():
+        if v in bad or v not in declared:
+            face, line = _BAD_FACE, _BAD_EDGE
+        elif v in extra_nodes:
+            face, line = "white", _EXTRA
+        else:
+            face, line = _NODE_FACE, _NODE_EDGE
+        style = "-" if v in declared else "--"
+        ax.add_patch(Circle((x, y), RADIUS, fc=face, ec=line, lw=1.4, ls=style, zorder=3))
+        if v in finals:
+            ax.add_patch(Circle((x, y), RADIUS * 0.82, fc="none", ec=line, lw=1.2, zorder=3))
+        text = _wrap(v)
+        if v in state_labels:
+            text += "\n" + state_labels[v]
+        longest = max(len(line) for line in text.split("\n"))
+        size = _FONT if longest <= 10 else max(5.0, _FONT * 10 / longest)
+        ax.text(x, y, text, fontsize=size, ha="center", va="center", zorder=4, color="#0d1b2a")
+
+    if machine.initial in pos:
+        x, y = pos[machine.initial]
+        dot = (x - RADIUS - 0.7, y)
+        ax.add_patch(Circle(dot, 0.08, fc="black", ec="black", zorder=3))
+        ax.add_patch(
+            FancyArrowPatch(
+                (dot[0] + 0.08, y),
+                (x - RADIUS, y),
+                arrowstyle="-|>",
+                mutation_scale=11,
+                color="black",
+                lw=1.2,
+                shrinkA=0,
+                shrinkB=0,
+                zorder=2,
+            )
+        )
+        bounds.add(dot[0], y, 0.2)
+
+    margin = 0.25
+    ax.set_xlim(bounds.x0 - margin, bounds.x1 + margin)
+    ax.set_ylim(bounds.y0 - margin, bounds.y1 + margin)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    ax.set_title(machine.name)
+    return ax

@@ -1,0 +1,440 @@
+"""Micro-batch operators.
+
+An operator turns the frame of one micro-batch into the next frame. Stateless
+operators (``Filter``, ``WithColumns``) are plain Polars expressions applied
+lazily; a stateful operator (``Transitions``) also restores its state from a
+checkpoint entry and writes a new entry after each batch. The runner knows only
+this small interface, so new operators (windows, dedupe) slot in beside these.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+import polars as pl
+
+from streamkit.errors import CheckpointError, ConfigurationError, UndefinedTransitionError
+
+if TYPE_CHECKING:
+    from streamkit.machines import Machine
+    from streamkit.pipeline._checkpoints import CheckpointStore
+    from streamkit.pipeline._executor import Executor
+
+#: Internal column carrying each row's source-log offset through the operators.
+OFFSET = "__streamkit_offset"
+#: Columns the quarantine adds to the events it sets aside.
+QUARANTINE_COLUMNS = ("reason", "state", "offset")
+
+OnUndefined = Literal["quarantine", "ignore", "error"]
+HISTORY_SCHEMA_COLUMNS = ("key", "time", "event", "from_state", "to_state")
+
+
+@dataclass
+class BatchContext:
+    """What an operator may use and report while processing one batch."""
+
+    key: str
+    time: str
+    executor: Executor
+    quarantine: list[pl.DataFrame] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def count(self, name: str, n: int) -> None:
+        self.counts[name] = self.counts.get(name, 0) + int(n)
+
+
+class Operator:
+    """Base of every operator: a stable id, a description, ``process``."""
+
+    kind: ClassVar[str] = "operator"
+    stateful: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self.op_id = ""  # assigned by the pipeline: "<index>-<kind>"
+
+    def describe(self) -> str:
+        return self.kind
+
+    def process(self, frame: pl.LazyFrame, ctx: BatchContext) -> pl.LazyFrame:
+        raise NotImplementedError
+
+    # Stateful operators override these three.
+    def open(self, entry: dict[str, Any] | None, ckpts: CheckpointStore, schema: pl.Schema) -> None:
+        """Restore state from a checkpoint entry (None: start empty)."""
+
+    def snapshot(self, ckpts: CheckpointStore) -> dict[str, Any]:
+        """Persist state; return the checkpoint entry describing it."""
+        return {"kind": self.kind}
+
+    def fingerprint(self) -> str:
+        return self.kind
+
+    def fresh(self) -> Operator:
+        """A copy of this operator with no state, ready to ``open``."""
+        return copy.copy(self)
+
+    def plan(self) -> dict[str, Any] | None:
+        """A JSON description to rebuild the operator (None: not serializable)."""
+        return None
+
+
+def expr_to_json(expr: Any) -> str | None:
+    """Polars' JSON form of an expression, or None when it holds Python code."""
+    if not isinstance(expr, pl.Expr):
+        expr = pl.lit(expr)
+    try:
+        text = expr.meta.serialize(format="json")
+    except Exception:  # expressions with Python UDFs cannot be stored safely
+        return None
+    return None if "Python" in text or "pickle" in text.lower() else text
+
+
+def expr_from_json(text: str) -> pl.Expr:
+    return pl.Expr.deserialize(io.StringIO(text), format="json")
+
+
+def operator_from_plan(d: dict[str, Any], machine_from_dict: Any) -> Operator:
+    """Rebuild an operator from ``Operator.plan()`` output."""
+    kind = d["kind"]
+    op: Operator
+    if kind == "filter":
+        op = Filter(tuple(expr_from_json(e) for e in d["predicates"]))
+    elif kind == "with_columns":
+        op = WithColumns(
+            tuple(expr_from_json(e) for e in d["exprs"]),
+            {k: expr_from_json(v) for k, v in d["named"].items()},
+        )
+    elif kind == "transitions":
+        tick = d.get("tick_us")
+        op = Transitions(
+            machine_from_dict(d["machine"]),
+            event=expr_from_json(d["event"]),
+            on_undefined=d["on_undefined"],
+            tick=None if tick is None else timedelta(microseconds=int(tick)),
+        )
+        op.event_name = str(d.get("event_name", "event"))
+    else:
+        raise ConfigurationError(f"unknown operator kind {kind!r} in a stored pipeline plan")
+    op.op_id = str(d["id"])
+    return op
+
+
+class Filter(Operator):
+    kind = "filter"
+
+    def __init__(self, predicates: tuple[pl.Expr, ...]) -> None:
+        super().__init__()
+        self.predicates = predicates
+
+    def describe(self) -> str:
+        return "filter(" + ", ".join(str(p) for p in self.predicates) + ")"
+
+    def process(self, frame: pl.LazyFrame, ctx: BatchContext) -> pl.LazyFrame:
+        return frame.filter(*self.predicates)
+
+    def plan(self) -> dict[str, Any] | None:
+        preds = [expr_to_json(p) for p in self.predicates]
+        if any(p is None for p in preds):
+            return None
+        return {"id": self.op_id, "kind": self.kind, "predicates": preds}
+
+
+class WithColumns(Operator):
+    kind = "with_columns"
+
+    def __init__(self, exprs: tuple[Any, ...], named: dict[str, Any]) -> None:
+        super().__init__()
+        self.exprs = exprs
+        self.named = named
+
+    def describe(self) -> str:
+        parts = [str(e) for e in self.exprs] + [f"{k}={v}" for k, v in self.named.items()]
+        return "with_columns(" + ", ".join(parts) + ")"
+
+    def process(self, frame: pl.LazyFrame, ctx: BatchContext) -> pl.LazyFrame:
+        return frame.with_columns(*self.exprs, **self.named)
+
+    def plan(self) -> dict[str, Any] | None:
+        exprs = [expr_to_json(e) for e in self.exprs]
+        named = {k: expr_to_json(v) for k, v in self.named.items()}
+        if any(e is None for e in exprs) or any(v is None for v in named.values()):
+            return None
+        return {"id": self.op_id, "kind": self.kind, "exprs": exprs, "named": named}
+
+
+def time_tick(dtype: pl.DataType, tick: timedelta | None) -> tuple[timedelta | int, str]:
+    """The duration of one integer unit of a time column, and a label for it."""
+    if isinstance(dtype, pl.Datetime):
+        unit = dtype.time_unit or "us"
+        if unit == "ns":
+            return 1, "ns"  # kernel: an int tick counts nanoseconds
+        return (timedelta(microseconds=1) if unit == "us" else timedelta(milliseconds=1)), unit
+    if dtype.is_integer():
+        t = tick or timedelta(seconds=1)
+        return t, f"tick={t}"
+    raise ConfigurationError(
+        f"the time column must be Datetime or an integer type, found {dtype}; "
+        "cast it with .with_columns(...) before .transitions()"
+    )
+
+
+class Transitions(Operator):
+    """Run a finite-state machine per key; emit the transition history."""
+
+    kind = "transitions"
+    stateful = True
+
+    def __init__(
+        self,
+        machine: Machine,
+        *,
+        event: str | pl.Expr,
+        on_undefined: OnUndefined,
+        tick: timedelta | None,
+    ) -> None:
+        super().__init__()
+        if on_undefined not in ("quarantine", "ignore", "error"):
+            raise ConfigurationError(
+                f"on_undefined must be 'quarantine', 'ignore' or 'error', got {on_undefined!r}"
+            )
+        machine.check()
+        self.machine = machine
+        self.event = pl.col(event) if isinstance(event, str) else event
+        self.event_name = event if isinstance(event, str) else "event"
+        self.on_undefined: OnUndefined = on_undefined
+        self.tick = tick
+        self._opened = False
+
+    def describe(self) -> str:
+        return (
+            f"transitions({self.machine.name!r}, event={self.event_name!r}, "
+            f"on_undefined={self.on_undefined!r})"
+        )
+
+    def fingerprint(self) -> str:
+        return self.machine.fingerprint()
+
+    def fresh(self, *, on_undefined: OnUndefined | None = None) -> Transitions:
+        new = Transitions(
+            self.machine,
+            event=self.event,
+            on_undefined=on_undefined or self.on_undefined,
+            tick=self.tick,
+        )
+        new.op_id = self.op_id
+        return new
+
+    def plan(self) -> dict[str, Any] | None:
+        event = expr_to_json(self.event)
+        if event is None:
+            return None
+        return {
+            "id": self.op_id,
+            "kind": self.kind,
+            "machine": self.machine.to_dict(),
+            "event": event,
+            "event_name": self.event_name,
+            "on_undefined": self.on_undefined,
+            "tick_us": None if self.tick is None else self.tick // timedelta(microseconds=1),
+        }
+
+    # --------------------------------------------------------------- state
+    def open(self, entry: dict[str, Any] | None, ckpts: CheckpointStore, schema: pl.Schema) -> None:
+        from streamkit.kernel import KeyIndex, KeyState, compile
+
+        self._time_dtype: pl.DataType | None = None
+        self.index = KeyIndex()
+        self.kstate = KeyState.empty(0)
+        self.watermark = int(np.iinfo(np.int64).min)
+        self._key_dtype: pl.DataType | None = None
+        self._compile = compile
+        self.cm: Any = None
+        if entry is None:
+            self._opened = True
+            return
+        states = list(entry.get("states", []))
+        missing = [s for s in states if s not in self.machine.states]
+        if missing:
+            raise CheckpointError(
+                f"the checkpoint was written by machine {entry.get('machine_name')!r} whose "
+                f"states {missing} the current machine {self.machine.name!r} does not declare; "
+                "keep those states, or reprocess from the start with "
+                "run(from_checkpoint=0)"
+            )
+        from streamkit.pipeline._checkpoints import FileRef
+
+        ref = FileRef.from_dict(entry["state_file"])
+        table = ckpts.read_state(ref)
+        expected = {"key", "state", "since", "last_time", "events"}
+        if not expected <= set(table.columns):
+            raise CheckpointError(
+                f"state file {ref.path} lacks columns {sorted(expected - set(table.columns))}"
+            )
+        self.watermark = int(entry["watermark"])
+        if table.height:
+            self.index = KeyIndex.from_series(table["key"])
+            codes = table["state"].replace_strict(
+                list(self.machine.states),
+                list(range(len(self.machine.states))),
+                default=-1,
+                return_dtype=pl.Int32,
+            )
+            if int(codes.min() or 0) < 0:
+                bad = table.filter(codes < 0)["state"].unique().to_list()
+                raise CheckpointError(f"state file {ref.path} holds unknown states {bad}")
+            self.kstate = KeyState.empty(table.height)
+            self.kstate.state[:] = codes.to_numpy()
+            self.kstate.since[:] = table["since"].cast(pl.Int64).to_numpy()
+            self.kstate.last[:] = table["last_time"].cast(pl.Int64).to_numpy()
+            self.kstate.events[:] = table["events"].to_numpy()
+            self._time_dtype = table["since"].dtype
+            self._key_dtype = table["key"].dtype
+        self._opened = True
+
+    def state_frame(self) -> pl.DataFrame:
+        n = len(self.index)
+        if self._time_dtype is None or self._key_dtype is None:
+            return pl.DataFrame(
+                schema={
+                    "key": pl.String,
+                    "state": pl.String,
+                    "since": pl.Int64,
+                    "last_time": pl.Int64,
+                    "events": pl.Int64,
+                }
+            )
+        names = pl.Series("state", list(self.machine.states), dtype=pl.String)
+        return pl.DataFrame(
+            {
+                "key": self.index.keys,
+                "state": names.gather(self.kstate.state[:n]),
+                "since": pl.Series(self.kstate.since[:n]).cast(self._time_dtype),
+                "last_time": pl.Series(self.kstate.last[:n]).cast(self._time_dtype),
+                "events": pl.Series(self.kstate.events[:n], dtype=pl.Int64),
+            }
+        )
+
+    def snapshot(self, ckpts: CheckpointStore) -> dict[str, Any]:
+        ref = ckpts.write_state(self.state_frame())
+        return {
+            "kind": self.kind,
+            "machine": self.machine.fingerprint(),
+            "machine_name": self.machine.name,
+            "states": list(self.machine.states),
+            "watermark": self.watermark,
+            "keys": len(self.index),
+            "state_file": ref.to_dict(),
+        }
+
+    # ------------------------------------------------------------- process
+    def process(self, frame: pl.LazyFrame, ctx: BatchContext) -> pl.LazyFrame:
+        df = frame.with_columns(__sk_event=self.event.cast(pl.String)).collect()
+        key_s, time_s = df[ctx.key], df[ctx.time]
+        if self.cm is None:
+            tick, _ = time_tick(time_s.dtype, self.tick)
+            self.cm = self._compile(self.machine, tick=tick)
+        if self._time_dtype is None:
+            self._time_dtype = time_s.dtype
+            self._key_dtype = key_s.dtype
+        elif time_s.dtype != self._time_dtype:
+            raise CheckpointError(
+                f"the time column {ctx.time!r} is {time_s.dtype} in this batch but "
+                f"{self._time_dtype} in the checkpointed state"
+            )
+        if df.height == 0:
+            res = ctx.executor.run_batch(
+                self.cm,
+                np.empty(0, np.int64),
+                np.empty(0, np.int32),
+                np.empty(0, np.int64),
+                self.kstate,
+                watermark=self.watermark,
+            )
+            return self._emit(df.drop("__sk_event"), res, ctx).lazy()
+        key_ids = self.index.lookup_or_insert(key_s)
+        self.kstate.grow(len(self.index))
+        codes = (
+            df["__sk_event"]
+            .replace_strict(
+                list(self.machine.events),
+                list(range(len(self.machine.events))),
+                default=-1,
+                return_dtype=pl.Int32,
+            )
+            .fill_null(-1)
+            .to_numpy()
+        )
+        times = time_s.cast(pl.Int64).to_numpy()
+        res = ctx.executor.run_batch(
+            self.cm, key_ids, codes, times, self.kstate, watermark=self.watermark
+        )
+        return self._emit(df, res, ctx).lazy()
+
+    def _emit(self, df: pl.DataFrame, res: Any, ctx: BatchContext) -> pl.DataFrame:
+        self.watermark = int(res.watermark)
+        states = pl.Series("s", list(self.machine.states), dtype=pl.String)
+        status = res.status
+        n = df.height
+        undefined = status == 1
+        late = status == 2
+        ctx.count("late", int(late.sum()))
+        ctx.count("undefined", int(undefined.sum()))
+        ctx.count("applied", n - int(late.sum()))
+        if self.on_undefined == "error" and undefined.any():
+            i = int(np.flatnonzero(undefined)[0])
+            raise UndefinedTransitionError(
+                f"undefined transition: key={df[ctx.key][i]!r} time={df[ctx.time][i]} "
+                f"state={states[int(res.from_state[i])]!r} event={df['__sk_event'][i]!r} "
+                f"(source offset {df[OFFSET][i]}); nothing of this batch was committed. "
+                "Declare the transition or use on_undefined='quarantine'"
+            )
+        setaside = late | (undefined if self.on_undefined == "quarantine" else False)
+        if self.on_undefined == "ignore":
+            ctx.count("ignored", int(undefined.sum()))
+        if setaside.any():
+            mask = pl.Series(setaside)
+            reason = np.where(late, "late", "undefined")[setaside]
+            q = df.filter(mask).drop("__sk_event")
+            clash = [c for c in QUARANTINE_COLUMNS if c in q.columns]
+            if clash:
+                raise ConfigurationError(
+                    f"the events have columns {clash}, which the quarantine uses for its "
+                    "own fields; rename them before .transitions()"
+                )
+            q = q.with_columns(
+                reason=pl.Series(reason, dtype=pl.String),
+                state=states.gather(res.from_state[setaside]),
+                offset=q[OFFSET],
+            )
+            ctx.quarantine.append(q)
+        # History rows: fired events and timeouts, in firing order. A timeout that
+        # fired before event i sorts before it (2*i < 2*i+1); ties keep firing order.
+        fired = np.flatnonzero(status == 0)
+        key_series, time_series = df[ctx.key], df[ctx.time]
+        n_t = len(res.t_key)
+        ev_rows = pl.DataFrame(
+            {
+                "key": key_series.gather(fired),
+                "time": time_series.gather(fired),
+                "event": df["__sk_event"].gather(fired),
+                "from_state": states.gather(res.from_state[fired]),
+                "to_state": states.gather(res.to_state[fired]),
+                "__ord": fired.astype(np.int64) * 2 + 1,
+            }
+        )
+        to_rows = pl.DataFrame(
+            {
+                "key": self.index.keys.gather(res.t_key).cast(key_series.dtype),
+                "time": pl.Series(res.t_time, dtype=pl.Int64).cast(time_series.dtype),
+                "event": pl.Series(["timeout"] * n_t, dtype=pl.String),
+                "from_state": states.gather(res.t_from),
+                "to_state": states.gather(res.t_to),
+                "__ord": np.asarray(res.t_before, dtype=np.int64) * 2,
+            }
+        )
+        return pl.concat([ev_rows, to_rows]).sort("__ord", maintain_order=True).drop("__ord")

@@ -1,0 +1,631 @@
+"""The Pipeline: a log, micro-batch operators, a per-key machine, checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import html
+import logging
+import os
+import socket
+import sys
+import time as _time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from streamkit.errors import CheckpointError, ConfigurationError, LeaseError
+from streamkit.pipeline._checkpoints import Checkpoint, CheckpointStore, initial_checkpoint
+from streamkit.pipeline._executor import Executor, LocalExecutor
+from streamkit.pipeline._operators import (
+    OFFSET,
+    BatchContext,
+    Filter,
+    OnUndefined,
+    Operator,
+    Transitions,
+    WithColumns,
+)
+from streamkit.pipeline._report import RunReport, VerifyReport
+
+if TYPE_CHECKING:
+    from streamkit.machines import Machine
+    from streamkit.storage import Log, Store
+
+logger = logging.getLogger("streamkit.pipeline")
+
+_COUNTS = ("rows_in", "rows_out", "quarantined", "ignored", "late", "applied", "batches")
+
+
+class Pipeline:
+    """A resumable micro-batch pipeline over an event log.
+
+    Each builder method returns a new pipeline, so a pipeline can be extended
+    like a Polars query. ``run()`` processes what arrived since the last
+    checkpoint, commits a checkpoint after every micro-batch and can be killed
+    at any instant: the next ``run()`` produces exactly what an uninterrupted
+    run would have.
+
+    Parameters
+    ----------
+    name : str
+        The pipeline's identity: its checkpoints live under
+        ``<store>/_pipelines/<name>/``.
+    store : Store
+        Where checkpoints, state and the quarantine are kept.
+    batch_rows : int
+        Source rows per micro-batch (default 1,000,000).
+    keep_checkpoints : int
+        How many recent checkpoints to retain (default 20; the one in use is
+        always kept).
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> import streamkit as sk
+    >>> store = sk.Store("memory://doc-pipeline")
+    >>> events = store.log("doors", key="door", time="t")
+    >>> _ = events.append(pl.DataFrame({"door": ["a", "a", "b"], "t": [1, 2, 3],
+    ...                                 "ev": ["open", "close", "open"]}))
+    >>> m = sk.Machine("door", states=["closed", "opened"], initial="closed",
+    ...                final=["closed"], transitions=[("closed", "open", "opened"),
+    ...                                               ("opened", "close", "closed")])
+    >>> pipe = (sk.Pipeline("doors", store).read(events)
+    ...         .transitions(m, event="ev")
+    ...         .write(store.log("door-history", key="key", time="time")))
+    >>> pipe.run(progress=False).rows_out
+    3
+    >>> pipe.state().sort("key")["state"].to_list()
+    ['closed', 'opened']
+    """
+
+    def __init__(
+        self,
+        name: str,
+        store: Store,
+        *,
+        batch_rows: int = 1_000_000,
+        keep_checkpoints: int = 20,
+    ) -> None:
+        if not name or "/" in name or name.startswith((".", "_")) or ".." in name:
+            raise ConfigurationError(
+                f"pipeline name {name!r} is not valid: use letters, digits, '-' and '_', "
+                "not starting with '.' or '_'"
+            )
+        if batch_rows < 1:
+            raise ConfigurationError(f"batch_rows must be >= 1, got {batch_rows}")
+        if keep_checkpoints < 1:
+            raise ConfigurationError(f"keep_checkpoints must be >= 1, got {keep_checkpoints}")
+        self.name = name
+        self.store = store
+        self.batch_rows = batch_rows
+        self.keep_checkpoints = keep_checkpoints
+        self.source: Any = None
+        self.sink: Log | None = None
+        self.operators: list[Operator] = []
+
+    # ------------------------------------------------------------ building
+    def _with(self, **changes: Any) -> Pipeline:
+        new = copy.copy(self)
+        new.operators = list(self.operators)
+        for k, v in changes.items():
+            setattr(new, k, v)
+        return new
+
+    def _add(self, op: Operator) -> Pipeline:
+        if self.sink is not None:
+            raise ConfigurationError("add operators before .write(...): the sink ends a pipeline")
+        if self.source is None:
+            raise ConfigurationError("start a pipeline with .read(log) before adding operators")
+        new = self._with()
+        op.op_id = f"{len(new.operators)}-{op.kind}"
+        new.operators.append(op)
+        return new
+
+    def read(self, log: Any) -> Pipeline:
+        """Read events from ``log`` (a :class:`~streamkit.Log` or :class:`~streamkit.FileLog`)."""
+        for attr in ("key", "time", "scan", "end", "start"):
+            if not hasattr(log, attr):
+                raise ConfigurationError(f"read() needs a log, got {type(log).__name__}")
+        return self._with(source=log)
+
+    def filter(self, *predicates: pl.Expr) -> Pipeline:
+        """Keep only events matching every Polars predicate."""
+        if not predicates:
+            raise ConfigurationError("filter() needs at least one predicate")
+        return self._add(Filter(tuple(predicates)))
+
+    def with_columns(self, *exprs: Any, **named: Any) -> Pipeline:
+        """Add or replace columns with Polars expressions (as ``DataFrame.with_columns``)."""
+        return self._add(WithColumns(exprs, named))
+
+    def transitions(
+        self,
+        machine: Machine,
+        *,
+        event: str | pl.Expr = "event",
+        on_undefined: OnUndefined = "quarantine",
+        tick: timedelta | None = None,
+    ) -> Pipeline:
+        """Run ``machine`` per key of the source log; the frame becomes the history.
+
+        Parameters
+        ----------
+        machine : Machine
+            Validated before anything runs (``machine.check()``).
+        event : str or pl.Expr
+            Column (or expression) holding each event's name.
+        on_undefined : {"quarantine", "ignore", "error"}
+            What an event without a declared transition does.
+        tick : timedelta, optional
+            For integer time columns: the duration of one unit (default 1 s),
+            used to convert timeouts.
+        """
+        if any(isinstance(op, Transitions) for op in self.operators):
+            raise ConfigurationError("a pipeline runs one .transitions(...) operator")
+        return self._add(Transitions(machine, event=event, on_undefined=on_undefined, tick=tick))
+
+    def write(self, log: Log) -> Pipeline:
+        """Append each batch's output to ``log`` exactly once."""
+        if self.source is None:
+            raise ConfigurationError("start a pipeline with .read(log) before .write(log)")
+        if not hasattr(log, "append"):
+            raise ConfigurationError(f"write() needs a writable Log, got {type(log).__name__}")
+        return self._with(sink=log)
+
+    @classmethod
+    def open(cls, store: Store, name: str) -> Pipeline:
+        """Rebuild a pipeline from the plan stored in its latest checkpoint.
+
+        Lets scripts, the CLI and notebooks inspect, verify or resume a pipeline
+        without the code that defined it, when its source and sink are logs of
+        ``store`` and its expressions hold no Python functions.
+
+        Raises
+        ------
+        CheckpointError
+            No checkpoint, or one written without a storable plan.
+        """
+        from streamkit.machines import Machine
+        from streamkit.pipeline._operators import operator_from_plan
+
+        cp = cls(name, store)._ckpts().latest()
+        if cp is None:
+            raise CheckpointError(f"pipeline {name!r} has no checkpoint in {store.url}")
+        plan = cp.plan
+        if not plan or plan.get("source") is None or plan.get("operators") is None:
+            raise CheckpointError(
+                f"pipeline {name!r} was stored without a complete plan (a source outside the "
+                "store, or Python functions in its expressions): open it from its code"
+            )
+        pipe = cls(name, store, batch_rows=int(plan.get("batch_rows", 1_000_000)))
+        pipe = pipe.read(store.log(plan["source"]))
+        for d in plan["operators"]:
+            op = operator_from_plan(d, Machine.from_dict)
+            pipe = pipe._with()
+            pipe.operators.append(op)
+        if plan.get("sink"):
+            pipe = pipe.write(store.log(plan["sink"]))
+        return pipe
+
+    def _plan(self) -> dict[str, Any] | None:
+        ops = [op.plan() for op in self.operators]
+        in_store = getattr(self.source, "_store_url", None) == getattr(self.store, "url", None)
+        return {
+            "source": getattr(self.source, "name", None) if in_store else None,
+            "sink": self.sink.name if self.sink is not None else None,
+            "operators": None if any(o is None for o in ops) else ops,
+            "batch_rows": self.batch_rows,
+        }
+
+    # ------------------------------------------------------------ internals
+    @property
+    def writer_id(self) -> str:
+        return f"pipeline:{self.name}"
+
+    def _ckpts(self) -> CheckpointStore:
+        return CheckpointStore(self.store.filesystem.child(f"_pipelines/{self.name}"), self.name)
+
+    def _quarantine_log(self) -> Log:
+        return self.store._internal_log(
+            f"_pipelines/{self.name}/quarantine", key=self.source.key, time=self.source.time
+        )
+
+    def _transitions_op(self) -> Transitions | None:
+        return next((op for op in self.operators if isinstance(op, Transitions)), None)
+
+    def _require_source(self) -> None:
+        if self.source is None:
+            raise ConfigurationError(f"pipeline {self.name!r} has no source: call .read(log)")
+
+    def _open_operators(self, cp: Checkpoint, ckpts: CheckpointStore) -> None:
+        schema = self.source.schema or pl.Schema()
+        for op in self.operators:
+            entry = cp.operators.get(op.op_id)
+            if entry is not None and entry.get("kind") != op.kind:
+                raise CheckpointError(
+                    f"checkpoint {cp.id} has a {entry.get('kind')!r} operator with id "
+                    f"{op.op_id!r} but the pipeline's is {op.kind!r}: the pipeline's "
+                    "operators changed; start over with run(from_checkpoint=0)"
+                )
+            if op.stateful and entry is None and cp.id != 0 and cp.kind != "initial":
+                raise CheckpointError(
+                    f"checkpoint {cp.id} has no state for operator {op.op_id!r}; the "
+                    "pipeline's operators changed: start over with run(from_checkpoint=0)"
+                )
+            op.open(entry, ckpts, schema)
+
+    def _reconcile(self, cp: Checkpoint) -> tuple[int, int] | None:
+        """Re-apply retractions; return the range of a batch whose outputs committed
+        after ``cp`` but whose checkpoint did not (a crash in between)."""
+        logs = [lg for lg in (self.sink, self._quarantine_log()) if lg is not None]
+        if cp.retracted:
+            for lg in logs:
+                lg._retract(self.writer_id, list(cp.retracted))
+        pending: tuple[int, int] | None = None
+        for lg in logs:
+            txn = lg.transaction(self.writer_id)
+            if txn is None or txn.seq <= cp.id or any(a <= txn.seq <= b for a, b in cp.retracted):
+                continue
+            if txn.seq != cp.id + 1:
+                raise CheckpointError(
+                    f"log {lg.name!r} holds output of batch {txn.seq} of pipeline "
+                    f"{self.name!r} but its newest checkpoint is {cp.id}; a checkpoint "
+                    "is missing. Reprocess with run(from_checkpoint=...)"
+                )
+            meta = txn.meta or {}
+            rng = (int(meta["start"]), int(meta["end"]))
+            if rng[0] != cp.position:
+                raise CheckpointError(
+                    f"log {lg.name!r} holds batch {txn.seq} for source offsets {rng} but "
+                    f"checkpoint {cp.id} ends at offset {cp.position}"
+                )
+            pending = rng
+        return pending
+
+    def _rewind(
+        self, ckpts: CheckpointStore, latest: Checkpoint | None, target: int, epoch: int
+    ) -> Checkpoint:
+        if target == 0:
+            base = initial_checkpoint(self.source.start().offset)
+        else:
+            base = ckpts.read(target)
+        newest = latest.id if latest else 0
+        rewind = Checkpoint(
+            id=newest + 1,
+            parent=base.id,
+            epoch=epoch,
+            created=datetime.now(UTC).isoformat(),
+            kind="rewind",
+            source=base.source,
+            position=base.position,
+            batch=None,
+            operators=base.operators,
+            outputs=base.outputs,
+            counts=dict(base.counts),
+            retracted=sorted(set((latest.retracted if latest else []) + [(base.id + 1, newest + 1)])),
+        )
+        ckpts.check_lease(epoch)
+        if not ckpts.commit(rewind):
+            raise LeaseError(
+                f"pipeline {self.name!r}: another run committed checkpoint {rewind.id} "
+                "while this one was rewinding"
+            )
+        logger.info("pipeline %s: rewound to checkpoint %s as %s", self.name, target, rewind.id)
+        return rewind
+
+    # ------------------------------------------------------------------ run
+    def run(
+        self,
+        *,
+        max_batches: int | None = None,
+        from_checkpoint: int | None = None,
+        batch_rows: int | None = None,
+        executor: Executor | None = None,
+        progress: bool | None = None,
+    ) -> RunReport:
+        """Process what arrived since the last checkpoint, then return.
+
+        Parameters
+        ----------
+        max_batches : int, optional
+            Stop after this many micro-batches (default: until caught up with
+            the log's end as it was when the run started).
+        from_checkpoint : int, optional
+            Return state, read position, output log and quarantine to checkpoint
+            ``from_checkpoint`` (0 = the very start), then continue: the result
+            equals a fresh run with the current machine.
+        batch_rows : int, optional
+            Override the pipeline's micro-batch size for this run.
+        executor : Executor, optional
+            Where the per-key kernel runs (default in-process;
+            ``sk.DaskExecutor(client)`` for a Dask cluster).
+        progress : bool, optional
+            Show a progress bar (tqdm.auto) or log lines; default: a bar when
+            interactive, log lines otherwise. ``False`` silences it.
+
+        Returns
+        -------
+        RunReport
+
+        Raises
+        ------
+        LeaseError
+            A newer run of this pipeline started; this one stopped without
+            committing its current batch.
+        UndefinedTransitionError
+            With ``on_undefined="error"``: nothing of the offending batch is committed.
+        """
+        self._require_source()
+        if max_batches is not None and max_batches < 0:
+            raise ConfigurationError(f"max_batches must be >= 0, got {max_batches}")
+        rows_per_batch = batch_rows if batch_rows is not None else self.batch_rows
+        if rows_per_batch < 1:
+            raise ConfigurationError(f"batch_rows must be >= 1, got {rows_per_batch}")
+        executor = executor or LocalExecutor()
+        started = _time.perf_counter()
+        ckpts = self._ckpts()
+        epoch = ckpts.claim_epoch({"pid": os.getpid(), "host": socket.gethostname()})
+        latest = ckpts.latest()
+        if from_checkpoint is not None:
+            latest = self._rewind(ckpts, latest, int(from_checkpoint), epoch)
+        cp = latest or initial_checkpoint(self.source.start().offset)
+        self._check_source(cp)
+        self._open_operators(cp, ckpts)
+        pending = self._reconcile(cp)
+        end = self.source.end().offset
+        report = RunReport(self.name, checkpoint=latest.id if latest else None)
+        report.start_offset = report.end_offset = cp.position
+        bar = _Progress(self.name, cp.position, max(end, cp.position), progress)
+        try:
+            while max_batches is None or report.batches < max_batches:
+                if pending is not None:
+                    lo, hi = pending
+                    pending = None
+                elif cp.position < end:
+                    lo, hi = cp.position, min(cp.position + rows_per_batch, end)
+                else:
+                    break
+                t0 = _time.perf_counter()
+                cp = self._run_batch(ckpts, cp, epoch, lo, hi, executor, report)
+                report.batch_seconds.append(_time.perf_counter() - t0)
+                report.end_offset = hi
+                bar.update(hi)
+                if report.batches % 10 == 0:
+                    ckpts.prune(self.keep_checkpoints, protect={cp.id})
+        finally:
+            bar.close()
+        ckpts.prune(self.keep_checkpoints, protect={cp.id})
+        report.caught_up = cp.position >= end
+        report.seconds = _time.perf_counter() - started
+        logger.info("%s", report)
+        return report
+
+    def _check_source(self, cp: Checkpoint) -> None:
+        start = self.source.start().offset
+        if cp.position < start:
+            raise CheckpointError(
+                f"pipeline {self.name!r} is at source offset {cp.position} but the log "
+                f"{self.source.name!r} now starts at {start}: unprocessed events were "
+                "truncated. Reprocess with run(from_checkpoint=0) to accept the loss"
+            )
+
+    def _run_batch(
+        self,
+        ckpts: CheckpointStore,
+        cp: Checkpoint,
+        epoch: int,
+        lo: int,
+        hi: int,
+        executor: Executor,
+        report: RunReport,
+    ) -> Checkpoint:
+        from streamkit.storage import Position
+
+        ctx = BatchContext(key=self.source.key, time=self.source.time, executor=executor)
+        frame = self.source.scan(start=Position(lo), end=Position(hi), with_offset=OFFSET)
+        batch = frame.collect()
+        ctx.count("rows_in", batch.height)
+        lf = batch.lazy()
+        for op in self.operators:
+            lf = op.process(lf, ctx)
+        out = lf.collect()
+        if OFFSET in out.columns:
+            out = out.drop(OFFSET)
+        seq = cp.id + 1
+        meta = {"start": lo, "end": hi}
+        ckpts.check_lease(epoch)
+        outputs: dict[str, dict[str, Any]] = {}
+        if self.sink is not None:
+            self.sink.append(out, writer=self.writer_id, seq=seq, meta=meta)
+            ctx.count("rows_out", out.height)
+            outputs["sink"] = {"log": self.sink.name, "end": self.sink.end().offset}
+        qlog = self._quarantine_log()
+        if ctx.quarantine:
+            q = pl.concat(ctx.quarantine, how="diagonal_relaxed").drop(OFFSET)
+        else:
+            q = self._empty_quarantine(batch)
+        qlog.append(q, writer=self.writer_id, seq=seq, meta=meta)
+        ctx.count("quarantined", q.height)
+        outputs["quarantine"] = {"end": qlog.end().offset}
+        entries = {op.op_id: op.snapshot(ckpts) for op in self.operators if op.stateful}
+        counts = {k: cp.counts.get(k, 0) + ctx.counts.get(k, 0) for k in _COUNTS}
+        counts["batches"] = cp.counts.get("batches", 0) + 1
+        new = Checkpoint(
+            id=seq,
+            parent=cp.id,
+            epoch=epoch,
+            created=datetime.now(UTC).isoformat(),
+            source=getattr(self.source, "name", ""),
+            position=hi,
+            batch=(lo, hi),
+            operators=entries,
+            outputs=outputs,
+            counts=counts,
+            retracted=list(cp.retracted),
+            plan=self._plan(),
+        )
+        ckpts.check_lease(epoch)
+        if not ckpts.commit(new):
+            other = ckpts.read(seq)
+            if other.epoch > epoch:
+                raise LeaseError(
+                    f"pipeline {self.name!r}: a newer run (epoch {other.epoch}) committed "
+                    f"checkpoint {seq} first; this run stopped"
+                )
+            new = other  # an older run finished the same deterministic batch first
+        report.batches += 1
+        report.rows_in += ctx.counts.get("rows_in", 0)
+        report.rows_out += ctx.counts.get("rows_out", 0)
+        report.quarantined += ctx.counts.get("quarantined", 0)
+        report.ignored += ctx.counts.get("ignored", 0)
+        report.late += ctx.counts.get("late", 0)
+        report.checkpoint = new.id
+        return new
+
+    def _empty_quarantine(self, batch: pl.DataFrame) -> pl.DataFrame:
+        qlog = self._quarantine_log()
+        if qlog.schema is not None:
+            return pl.DataFrame(schema=qlog.schema)
+        empty = batch.clear().drop(OFFSET)
+        return empty.with_columns(
+            reason=pl.lit(None, pl.String),
+            state=pl.lit(None, pl.String),
+            offset=pl.lit(None, pl.Int64),
+        )
+
+    # ------------------------------------------------------------- queries
+    def checkpoints(self) -> pl.DataFrame:
+        """One row per retained checkpoint: id, parent, kind, created, position, counts."""
+        ckpts = self._ckpts()
+        rows = []
+        for cid in ckpts.ids():
+            cp = ckpts.read(cid)
+            op = next(iter(cp.operators.values()), {}) if cp.operators else {}
+            rows.append(
+                {
+                    "id": cp.id,
+                    "parent": cp.parent,
+                    "kind": cp.kind,
+                    "epoch": cp.epoch,
+                    "created": datetime.fromisoformat(cp.created),
+                    "position": cp.position,
+                    "batch_start": cp.batch[0] if cp.batch else None,
+                    "batch_end": cp.batch[1] if cp.batch else None,
+                    "rows_in": cp.counts.get("rows_in", 0),
+                    "rows_out": cp.counts.get("rows_out", 0),
+                    "quarantined": cp.counts.get("quarantined", 0),
+                    "keys": int(op.get("keys", 0)),
+                    "machine": str(op.get("machine", ""))[:12],
+                }
+            )
+        schema = {
+            "id": pl.Int64,
+            "parent": pl.Int64,
+            "kind": pl.String,
+            "epoch": pl.Int64,
+            "created": pl.Datetime("us", "UTC"),
+            "position": pl.Int64,
+            "batch_start": pl.Int64,
+            "batch_end": pl.Int64,
+            "rows_in": pl.Int64,
+            "rows_out": pl.Int64,
+            "quarantined": pl.Int64,
+            "keys": pl.Int64,
+            "machine": pl.String,
+        }
+        return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(
+            schema=schema
+        )
+
+    def state(self, checkpoint: int | None = None) -> pl.DataFrame:
+        """Per-key state at the latest (or a given) checkpoint.
+
+        Columns: ``key``, ``state``, ``since`` (when the key entered its state),
+        ``last_time`` (its last processed event or timeout), ``events``.
+        """
+        self._require_source()
+        op = self._transitions_op()
+        if op is None:
+            raise ConfigurationError(f"pipeline {self.name!r} has no .transitions(...) operator")
+        ckpts = self._ckpts()
+        cp = ckpts.read(checkpoint) if checkpoint is not None else ckpts.latest()
+        entry = cp.operators.get(op.op_id) if cp is not None else None
+        probe = op.fresh()
+        probe.open(entry, ckpts, pl.Schema())
+        return probe.state_frame()
+
+    def quarantine(self) -> pl.DataFrame:
+        """Events set aside with a ``reason`` (``late``, ``undefined``), ``state`` and source ``offset``."""
+        self._require_source()
+        return self._quarantine_log().scan().collect()
+
+    def verify(self, checkpoint: int | None = None, *, replay: bool = False) -> VerifyReport:
+        """Check a checkpoint independently: files, checksums, schemas, positions, counts.
+
+        With ``replay=True`` the state is also recomputed from the log and compared.
+        """
+        from streamkit.pipeline._verify import verify
+
+        self._require_source()
+        return verify(self, checkpoint, replay=replay)
+
+    # -------------------------------------------------------------- display
+    def __repr__(self) -> str:
+        ops = " -> ".join(op.describe() for op in self.operators)
+        src = getattr(self.source, "name", None)
+        snk = getattr(self.sink, "name", None)
+        return f"Pipeline({self.name!r}: read({src!r}) -> {ops or '(no operators)'} -> write({snk!r}))"
+
+    def _repr_html_(self) -> str:
+        steps = [f"read <code>{html.escape(str(getattr(self.source, 'name', None)))}</code>"]
+        steps += [f"<code>{html.escape(op.describe())}</code>" for op in self.operators]
+        if self.sink is not None:
+            steps.append(f"write <code>{html.escape(self.sink.name)}</code>")
+        try:
+            latest = self._ckpts().latest()
+        except Exception as exc:  # a display must never raise
+            last = f"unreadable ({html.escape(type(exc).__name__)})"
+        else:
+            last = (
+                "none yet"
+                if latest is None
+                else f"#{latest.id} at offset {latest.position:,} ({html.escape(latest.created)})"
+            )
+        items = "".join(f"<li>{s}</li>" for s in steps)
+        return (
+            f"<div><b>Pipeline {html.escape(self.name)}</b><ol>{items}</ol>"
+            f"<div>last checkpoint: {last}</div></div>"
+        )
+
+
+class _Progress:
+    """A tqdm.auto bar in notebooks and terminals; log lines (``streamkit.pipeline``
+    logger, INFO) under cron and other non-interactive runs."""
+
+    def __init__(self, name: str, start: int, end: int, enabled: bool | None) -> None:
+        self.name, self.start, self.end = name, start, end
+        self.bar: Any = None
+        self.enabled = True if enabled is None else enabled
+        if self.enabled and _interactive() and end > start:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=end - start, desc=name, unit="ev", unit_scale=True, leave=False)
+
+    def update(self, pos: int) -> None:
+        if self.bar is not None:
+            self.bar.update(pos - self.start - self.bar.n)
+        elif self.enabled:
+            done, total = pos - self.start, max(self.end - self.start, 1)
+            logger.info("%s: %s/%s events (%d%%)", self.name, f"{done:,}", f"{total:,}",
+                        100 * done // total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _interactive() -> bool:
+    if "ipykernel" in sys.modules:
+        return True
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())

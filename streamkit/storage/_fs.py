@@ -1,0 +1,576 @@
+"""The one way streamkit touches bytes: a small file system wrapper over fsspec.
+
+Every writer in streamkit (log versions, segments, checkpoints, state files) uses
+the few primitives of :class:`FileSystem`. The important one is :meth:`FileSystem.
+put_new`, an atomic create-if-absent:
+
+* local disk: write ``<name>.tmp-<ms>-<uuid>``, fsync, ``os.link`` it to the final
+  name (fails if the name exists), unlink the temporary file, fsync the directory.
+  A crash never leaves a torn file under the final name.
+* S3: a single ``PutObject`` with ``If-None-Match: *`` (s3fs ``"xb"`` mode); a
+  lost race surfaces as ``PreconditionFailed`` and is reported as ``False``.
+* memory (tests, notebooks): an existence check and write under a process lock.
+
+Backend exceptions are translated here into :class:`~streamkit.errors.StorageError`
+(or :class:`~streamkit.errors.LogNotFoundError` for a missing file); messages name
+the path and never contain storage options.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import fsspec
+
+from streamkit.errors import CorruptFileError, LogNotFoundError, StorageError
+
+__all__ = ["FileSystem", "crc32", "verify"]
+
+_MEMORY_LOCK = threading.Lock()
+_TMP_MARK = ".tmp-"
+_SECRET_NAME = re.compile(r"key|secret|token|password|credential|sas|signature", re.IGNORECASE)
+
+
+def crc32(data: bytes | memoryview) -> int:
+    """Return the unsigned CRC-32 (zlib) of ``data``.
+
+    Examples
+    --------
+    >>> crc32(b"streamkit")
+    2795571853
+    """
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def verify(path: str, data: bytes, size: int, crc: int) -> None:
+    """Check that ``data`` read from ``path`` has the recorded ``size`` and ``crc``.
+
+    Parameters
+    ----------
+    path : str
+        Where the bytes came from (only used in the error message).
+    data : bytes
+        The bytes read.
+    size : int
+        Size recorded at commit time.
+    crc : int
+        CRC-32 recorded at commit time.
+
+    Raises
+    ------
+    CorruptFileError
+        If the size or checksum differs; the message names the file.
+
+    Examples
+    --------
+    >>> verify("a.bin", b"abc", 3, crc32(b"abc"))
+    >>> verify("a.bin", b"ab", 3, crc32(b"abc"))
+    Traceback (most recent call last):
+    ...
+    streamkit.errors.CorruptFileError: corrupt file a.bin: expected 3 bytes, found 2 ...
+    """
+    if len(data) != size:
+        raise CorruptFileError(
+            f"corrupt file {path}: expected {size} bytes, found {len(data)} "
+            "(truncated or overwritten); restore it from a backup or drop it with "
+            "truncate/retract"
+        )
+    found = crc32(data)
+    if found != crc:
+        raise CorruptFileError(
+            f"corrupt file {path}: expected crc32 {crc:#010x}, found {found:#010x} "
+            "(the bytes changed after commit); restore it from a backup or drop it "
+            "with truncate/retract"
+        )
+
+
+def _is_precondition_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is S3's answer to a lost ``If-None-Match: *`` race."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, FileExistsError):
+            return True
+        response = getattr(current, "response", None)
+        if isinstance(response, Mapping):
+            code = str(response.get("Error", {}).get("Code", ""))
+            if code in {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}:
+                return True
+        text = str(current)
+        if "pre-condition" in text.lower() or "precondition" in text.lower():
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class FileSystem:
+    """An fsspec file system rooted at a directory, with atomic create-if-absent.
+
+    Parameters
+    ----------
+    url : str
+        Any fsspec URL or a local path (relative or absolute).
+    storage_options : mapping, optional
+        Options passed to the fsspec backend (for S3: ``key``, ``secret``,
+        ``client_kwargs``). They never appear in reprs or error messages.
+
+    Examples
+    --------
+    >>> fs = FileSystem("memory://streamkit-doc-fs")
+    >>> fs.put_new("a/b.txt", b"hello")
+    True
+    >>> fs.put_new("a/b.txt", b"again")
+    False
+    >>> fs.get("a/b.txt")
+    b'hello'
+    >>> fs.ls("a")
+    ['b.txt']
+    """
+
+    def __init__(
+        self,
+        url: str,
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        _fs: Any = None,
+        _root: str | None = None,
+        _protocol: str | None = None,
+    ) -> None:
+        self._options = dict(storage_options or {})
+        if _fs is not None and _root is not None and _protocol is not None:
+            self._fs = _fs
+            self._root = _root.rstrip("/") or "/"
+            self._protocol = _protocol
+        else:
+            try:
+                fs, root = fsspec.core.url_to_fs(url, **self._options)
+            except (ImportError, ValueError, TypeError) as exc:
+                raise StorageError(
+                    f"cannot open store {_display(url)}: {self._scrub(str(exc))}"
+                ) from None
+            protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+            self._fs = fs
+            self._protocol = "file" if protocol in {"file", "local"} else protocol
+            self._root = root.rstrip("/") or "/"
+            if self._protocol == "file":
+                self._root = os.path.abspath(self._root)
+        self._local = self._protocol == "file"
+        self._memory = self._protocol == "memory"
+
+    # ------------------------------------------------------------------ naming
+    @property
+    def protocol(self) -> str:
+        """The fsspec protocol (``"file"``, ``"memory"``, ``"s3"``, ...)."""
+        return self._protocol
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the files live on the local disk."""
+        return self._local
+
+    @property
+    def root(self) -> str:
+        """The root path inside the backend (no protocol)."""
+        return self._root
+
+    @property
+    def url(self) -> str:
+        """The root as a URL, without credentials.
+
+        Examples
+        --------
+        >>> FileSystem("memory://streamkit-doc-url/x").url
+        'memory://streamkit-doc-url/x'
+        """
+        if self._local:
+            return self._root
+        return f"{self._protocol}://{self._root.lstrip('/')}"
+
+    @property
+    def fsspec(self) -> Any:
+        """The underlying fsspec file system (for readers such as Polars/pyarrow)."""
+        return self._fs
+
+    def full_path(self, path: str) -> str:
+        """Backend path of ``path`` (relative to the root)."""
+        path = path.strip("/")
+        if not path:
+            return self._root
+        if self._root == "/":
+            return "/" + path
+        return f"{self._root}/{path}"
+
+    def child(self, relpath: str) -> FileSystem:
+        """A file system rooted at ``relpath`` below this one.
+
+        Examples
+        --------
+        >>> FileSystem("memory://streamkit-doc-child").child("a/b").url
+        'memory://streamkit-doc-child/a/b'
+        """
+        return FileSystem(
+            "",
+            self._options,
+            _fs=self._fs,
+            _root=self.full_path(relpath),
+            _protocol=self._protocol,
+        )
+
+    def __repr__(self) -> str:
+        return f"FileSystem({self.url!r})"
+
+    # ------------------------------------------------------------------ errors
+    def _scrub(self, text: str) -> str:
+        for value in _secret_values(self._options):
+            text = text.replace(value, "***")
+        return text
+
+    def _translate(self, exc: BaseException, action: str, path: str) -> Exception:
+        where = self.full_path(path)
+        shown = where if self._local else f"{self._protocol}://{where.lstrip('/')}"
+        if isinstance(exc, FileNotFoundError):
+            return LogNotFoundError(f"cannot {action} {shown}: no such file")
+        detail = self._scrub(f"{type(exc).__name__}: {exc}")
+        return StorageError(f"cannot {action} {shown}: {detail}")
+
+    @contextlib.contextmanager
+    def _boundary(self, action: str, path: str) -> Iterator[None]:
+        try:
+            yield
+        except (LogNotFoundError, StorageError, CorruptFileError):
+            raise
+        except Exception as exc:
+            raise self._translate(exc, action, path) from None
+
+    # ------------------------------------------------------------------ writing
+    def put_new(self, path: str, data: bytes) -> bool:
+        """Create ``path`` with ``data`` if it does not exist, atomically.
+
+        Parameters
+        ----------
+        path : str
+            Path relative to the root.
+        data : bytes
+            Complete content.
+
+        Returns
+        -------
+        bool
+            True if this call created the file, False if the name already existed.
+
+        Examples
+        --------
+        >>> fs = FileSystem("memory://streamkit-doc-put-new")
+        >>> fs.put_new("x", b"1"), fs.put_new("x", b"2"), fs.get("x")
+        (True, False, b'1')
+        """
+        full = self.full_path(path)
+        with self._boundary("create", path):
+            if self._local:
+                return _local_put_new(full, data)
+            if self._memory:
+                with _MEMORY_LOCK:
+                    if self._fs.exists(full):
+                        return False
+                    self._fs.pipe_file(full, data)
+                    return True
+            try:
+                with self._fs.open(full, "xb") as fh:
+                    fh.write(data)
+            except Exception as exc:
+                if _is_precondition_failure(exc):
+                    return False
+                raise
+            return True
+
+    def put(self, path: str, data: bytes) -> None:
+        """Write ``path``, replacing any previous content (advisory files only).
+
+        Examples
+        --------
+        >>> fs = FileSystem("memory://streamkit-doc-put")
+        >>> fs.put("h", b"1"); fs.put("h", b"2"); fs.get("h")
+        b'2'
+        """
+        full = self.full_path(path)
+        with self._boundary("write", path):
+            if self._local:
+                _local_put(full, data)
+            elif self._memory:
+                with _MEMORY_LOCK:
+                    self._fs.pipe_file(full, data)
+            else:
+                self._fs.pipe_file(full, data)
+
+    # ------------------------------------------------------------------ reading
+    def get(self, path: str) -> bytes:
+        """Read the whole file ``path``.
+
+        Raises
+        ------
+        LogNotFoundError
+            If the file does not exist.
+        StorageError
+            On any other backend failure.
+
+        Examples
+        --------
+        >>> fs = FileSystem("memory://streamkit-doc-get")
+        >>> fs.put("a", b"xyz"); fs.get("a")
+        b'xyz'
+        """
+        full = self.full_path(path)
+        with self._boundary("read", path):
+            if self._local:
+                with open(full, "rb") as fh:
+                    return fh.read()
+            return bytes(self._fs.cat_file(full))
+
+    def get_many(self, paths: Iterable[str], *, missing_ok: bool = False) -> dict[str, bytes]:
+        """Read several files, concurrently where the backend allows it.
+
+        Parameters
+        ----------
+        paths : iterable of str
+            Paths relative to the root.
+        missing_ok : bool
+            Leave missing files out of the result instead of raising.
+
+        Returns
+        -------
+        dict
+            Relative path -> bytes.
+
+        Examples
+        --------
+        >>> fs = FileSystem("memory://streamkit-doc-get-many")
+        >>> fs.put("a", b"1")
+        >>> fs.get_many(["a", "b"], missing_ok=True)
+        {'a': b'1'}
+        """
+        wanted = list(dict.fromkeys(paths))
+        if not wanted:
+            return {}
+        out: dict[str, bytes] = {}
+        if self._local or self._memory or len(wanted) == 1:
+            for rel in wanted:
+                try:
+                    out[rel] = self.get(rel)
+                except LogNotFoundError:
+                    if not missing_ok:
+                        raise
+            return out
+        full = {self.full_path(rel): rel for rel in wanted}
+        with self._boundary("read", wanted[0]):
+            got = self._fs.cat(list(full), on_error="return")
+        if not isinstance(got, dict):  # a single path returns bytes
+            got = {next(iter(full)): got}
+        for key, value in got.items():
+            rel = full.get(self._fs._strip_protocol(key), full.get(key))
+            if rel is None:
+                continue
+            if isinstance(value, BaseException):
+                if isinstance(value, FileNotFoundError) and missing_ok:
+                    continue
+                raise self._translate(value, "read", rel)
+            out[rel] = bytes(value)
+        missing = [rel for rel in wanted if rel not in out]
+        if missing and not missing_ok:
+            raise self._translate(FileNotFoundError(missing[0]), "read", missing[0])
+        return out
+
+    def exists(self, path: str) -> bool:
+        """Whether ``path`` exists.
+
+        Examples
+        --------
+        >>> FileSystem("memory://streamkit-doc-exists").exists("nope")
+        False
+        """
+        full = self.full_path(path)
+        with self._boundary("check", path):
+            if self._local:
+                return os.path.exists(full)
+            if not self._memory:
+                self._fs.invalidate_cache(full)
+            return bool(self._fs.exists(full))
+
+    def ls(self, path: str = "") -> list[str]:
+        """Names (not paths) in directory ``path``, sorted; ``[]`` if it is missing.
+
+        Never served from a stale listing cache.
+
+        Examples
+        --------
+        >>> fs = FileSystem("memory://streamkit-doc-ls")
+        >>> fs.put("d/b", b""); fs.put("d/a", b"")
+        >>> fs.ls("d"), fs.ls("missing")
+        (['a', 'b'], [])
+        """
+        full = self.full_path(path)
+        with self._boundary("list", path):
+            if self._local:
+                try:
+                    return sorted(os.listdir(full))
+                except (FileNotFoundError, NotADirectoryError):
+                    return []
+            self._fs.invalidate_cache(full)
+            try:
+                entries = self._fs.ls(full, detail=False)
+            except FileNotFoundError:
+                return []
+        prefix = full.rstrip("/") + "/"
+        names = []
+        for entry in entries:
+            entry = self._fs._strip_protocol(entry).rstrip("/")
+            if entry.startswith(prefix.lstrip("/")) or entry.startswith(prefix):
+                names.append(entry.rsplit("/", 1)[-1])
+        return sorted(set(names))
+
+    def find(self, path: str = "") -> list[str]:
+        """All files below ``path``, as paths relative to the root, sorted.
+
+        Examples
+        --------
+        >>> fs = FileSystem("memory://streamkit-doc-find")
+        >>> fs.put("d/e/f", b""); fs.find("d")
+        ['d/e/f']
+        """
+        full = self.full_path(path)
+        with self._boundary("list", path):
+            if self._local:
+                out = []
+                for dirpath, _dirs, files in os.walk(full):
+                    rel_dir = os.path.relpath(dirpath, self._root).replace(os.sep, "/")
+                    for name in files:
+                        out.append(name if rel_dir == "." else f"{rel_dir}/{name}")
+                return sorted(out)
+            self._fs.invalidate_cache(full)
+            try:
+                found = self._fs.find(full)
+            except FileNotFoundError:
+                return []
+        root = self._root.strip("/")
+        out = []
+        for entry in found:
+            entry = self._fs._strip_protocol(entry).strip("/")
+            rel = entry[len(root) :].lstrip("/") if root else entry
+            out.append(rel)
+        return sorted(out)
+
+    def rm(self, paths: Iterable[str]) -> None:
+        """Delete files; missing files are ignored.
+
+        Examples
+        --------
+        >>> fs = FileSystem("memory://streamkit-doc-rm")
+        >>> fs.put("a", b""); fs.rm(["a", "b"]); fs.exists("a")
+        False
+        """
+        wanted = list(paths)
+        if not wanted:
+            return
+        with self._boundary("delete", wanted[0]):
+            if self._local:
+                for rel in wanted:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.full_path(rel))
+                return
+            full = [self.full_path(rel) for rel in wanted]
+            for chunk_start in range(0, len(full), 500):
+                chunk = full[chunk_start : chunk_start + 500]
+                with contextlib.suppress(FileNotFoundError):
+                    self._fs.rm(chunk)
+            if not self._memory:
+                for item in full:
+                    self._fs.invalidate_cache(item)
+
+
+def tmp_name(final: str) -> str:
+    """Name of a temporary file written next to ``final`` before it is linked."""
+    return f"{final}{_TMP_MARK}{int(time.time() * 1000)}-{uuid.uuid4().hex}"
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_tmp(final: str, data: bytes) -> str:
+    directory = os.path.dirname(final)
+    os.makedirs(directory, exist_ok=True)
+    tmp = tmp_name(final)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def _local_put_new(final: str, data: bytes) -> bool:
+    tmp = _write_tmp(final, data)
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    _fsync_dir(os.path.dirname(final))
+    return True
+
+
+def _local_put(final: str, data: bytes) -> None:
+    tmp = _write_tmp(final, data)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(os.path.dirname(final))
+
+
+def _secret_values(options: Mapping[str, Any]) -> list[str]:
+    values: list[str] = []
+    for name, value in options.items():
+        if isinstance(value, Mapping):
+            values.extend(_secret_values(value))
+        elif isinstance(value, str) and len(value) >= 4 and _SECRET_NAME.search(str(name)):
+            values.append(value)
+    return sorted(values, key=len, reverse=True)
+
+
+def _display(url: str) -> str:
+    """A URL safe to show: any ``user:password@`` part removed."""
+    if "://" in url and "@" in url.split("://", 1)[1].split("/", 1)[0]:
+        scheme, rest = url.split("://", 1)
+        host = rest.split("@", 1)[1]
+        return f"{scheme}://***@{host}"
+    return url

@@ -1,0 +1,1131 @@
+"""The append-only, time-ordered event log and its commit protocol.
+
+A log lives under ``<store root>/<name>/``::
+
+    _log/00000000000000000000.json           version 0: key, time, partitions
+    _log/000000000000000000NN.json           one file per committed version
+    _log/000000000000000000NN.snapshot.json  full state every 32 versions
+    _log/_last_snapshot.json                 advisory hint, verified on use
+    data/p=PPP/<ms>-<uuid>.parquet           immutable segments (zstd)
+
+A version becomes visible by creating its file with the create-if-absent
+primitive of :class:`~streamkit.storage._fs.FileSystem`; the writer that loses a
+race re-reads the log and retries with the next number. Segment files are written
+first and are invisible until a version references them, so a reader never sees a
+partial append and a crash leaves only unreferenced files (removed by
+:meth:`Log.vacuum`).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import json
+import logging
+import random
+import threading
+import time as _time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from streamkit.errors import (
+    ConfigurationError,
+    CorruptFileError,
+    LogNotFoundError,
+    SchemaError,
+    StorageError,
+)
+from streamkit.storage import _manifest as mf
+from streamkit.storage._fs import FileSystem, crc32, verify
+from streamkit.storage._hash import partition_of
+from streamkit.storage._reader import Piece, scan_pieces
+from streamkit.storage.position import AppendResult, Position, Transaction
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["Log"]
+
+_logger = logging.getLogger(__name__)
+
+#: Default number of partitions of a new log.
+DEFAULT_PARTITIONS = 1
+MAX_PARTITIONS = 1024
+_PROBE_FIRST = 1
+_PROBE_MAX = 256
+_COMMIT_ATTEMPTS = 10_000
+
+TimeBound = Position | int | dt.datetime | dt.date | None
+
+
+def _fmt_path(fs: FileSystem, rel: str) -> str:
+    base = fs.url.rstrip("/")
+    return f"{base}/{rel}"
+
+
+def to_polars(data: Any, where: str) -> pl.DataFrame:
+    """Convert a polars/pyarrow/pandas frame into a polars DataFrame."""
+    if isinstance(data, pl.DataFrame):
+        return data
+    if isinstance(data, pl.LazyFrame):
+        return data.collect()
+    if isinstance(data, pa.Table | pa.RecordBatch):
+        frame = pl.from_arrow(data)
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+    module = type(data).__module__
+    if module.startswith("pandas"):
+        return pl.from_pandas(data)
+    raise TypeError(
+        f"{where}: expected a polars DataFrame/LazyFrame, a pyarrow Table or a pandas "
+        f"DataFrame, found {type(data).__name__}"
+    )
+
+
+def schema_to_b64(schema: pl.Schema, where: str) -> str:
+    """The Arrow IPC serialization of ``schema``, base64-encoded."""
+    try:
+        arrow = pl.DataFrame(schema=schema).to_arrow().schema
+    except Exception as exc:
+        raise SchemaError(
+            f"{where}: a column type cannot be stored ({type(exc).__name__}: {exc}); "
+            "cast it to a supported type (e.g. Int128 to Int64 or Decimal)"
+        ) from None
+    return base64.b64encode(arrow.serialize().to_pybytes()).decode("ascii")
+
+
+def schema_from_b64(text: str, where: str) -> pl.Schema:
+    """Inverse of :func:`schema_to_b64`."""
+    try:
+        arrow = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+        frame = pl.from_arrow(arrow.empty_table())
+    except Exception as exc:
+        raise CorruptFileError(
+            f"corrupt schema in {where}: {type(exc).__name__}: {exc}; restore the log "
+            "metadata from a backup"
+        ) from None
+    assert isinstance(frame, pl.DataFrame)
+    return frame.schema
+
+
+def _time_ok(dtype: pl.DataType) -> bool:
+    return isinstance(dtype, pl.Datetime) or dtype.is_integer()
+
+
+def _key_ok(dtype: pl.DataType) -> bool:
+    return not (dtype.is_nested() or dtype == pl.Null or dtype == pl.Object)
+
+
+class Log:
+    """An append-only, time-ordered event log of Parquet segments on a store.
+
+    Obtain one from :meth:`streamkit.Store.log`. Each committed row has a global
+    offset; within a key, offsets follow ``(time, append order)``.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> import streamkit as sk
+    >>> log = sk.Store("memory://streamkit-doc-log").log("clicks", key="user", time="ts")
+    >>> log.append(pl.DataFrame({"user": ["a", "b", "a"], "ts": [3, 1, 2]}))
+    AppendResult(version=1, rows=3, offsets=[0, 3), segments=1)
+    >>> log.scan(with_offset="offset").collect().rows()
+    [('b', 1, 0), ('a', 2, 1), ('a', 3, 2)]
+    >>> log.end()
+    Position(offset=3)
+    """
+
+    def __init__(self, fs: FileSystem, name: str, state: mf.LogState) -> None:
+        self._fs = fs
+        self._name = name
+        self._state = state
+        self._lock = threading.RLock()
+        self._schema_cache: tuple[str, pl.Schema] | None = None
+
+    # ---------------------------------------------------------------- opening
+    @classmethod
+    def _open(
+        cls,
+        fs: FileSystem,
+        name: str,
+        *,
+        key: str | None = None,
+        time: str | None = None,
+        partitions: int | None = None,
+    ) -> Log:
+        """Open the log rooted at ``fs`` or create it when key and time are given."""
+        state = _load_state(fs, name)
+        if state is None:
+            if key is None or time is None:
+                raise LogNotFoundError(
+                    f"log {name!r} does not exist in {fs.url}; create it with "
+                    f"store.log({name!r}, key=..., time=...)"
+                )
+            _check_create_args(name, key, time, partitions)
+            parts = DEFAULT_PARTITIONS if partitions is None else partitions
+            body = mf.create_body(key, time, parts)
+            fs.put_new(mf.version_path(0), mf.encode(body))
+            state = _load_state(fs, name)
+            if state is None:  # pragma: no cover - only if the store lost the write
+                raise StorageError(f"created log {name!r} in {fs.url} but cannot read it back")
+        log = cls(fs, name, state)
+        log._check_reopen(key, time, partitions)
+        return log
+
+    def _check_reopen(self, key: str | None, time: str | None, partitions: int | None) -> None:
+        st = self._state
+        given = {"key": key, "time": time, "partitions": partitions}
+        actual = {"key": st.key, "time": st.time, "partitions": st.partitions}
+        wrong = [n for n, v in given.items() if v is not None and v != actual[n]]
+        if wrong:
+            found = ", ".join(f"{n}={given[n]!r}" for n in wrong)
+            expected = ", ".join(f"{n}={actual[n]!r}" for n in wrong)
+            raise SchemaError(
+                f"log {self._name!r} in {self._fs.url} was created with {expected}, but was "
+                f"reopened with {found}; open it with store.log({self._name!r}) or use "
+                "another name"
+            )
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def name(self) -> str:
+        """The log's name in its store."""
+        return self._name
+
+    @property
+    def key(self) -> str:
+        """Name of the key column."""
+        return self._state.key
+
+    @property
+    def time(self) -> str:
+        """Name of the time column."""
+        return self._state.time
+
+    @property
+    def partitions(self) -> int:
+        """Number of partitions rows are routed to by a stable hash of the key."""
+        return self._state.partitions
+
+    @property
+    def url(self) -> str:
+        """Where the log lives (no credentials)."""
+        return self._fs.url
+
+    @property
+    def filesystem(self) -> FileSystem:
+        """The file system rooted at the log's directory."""
+        return self._fs
+
+    @property
+    def schema(self) -> pl.Schema | None:
+        """Column names and types, or None before the first append.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> import streamkit as sk
+        >>> log = sk.Store("memory://streamkit-doc-schema").log("l", key="k", time="t")
+        >>> log.schema is None
+        True
+        >>> _ = log.append(pl.DataFrame({"k": [1], "t": [2]}))
+        >>> log.schema
+        Schema({'k': Int64, 't': Int64})
+        """
+        return self._schema_of(self._refresh())
+
+    def _schema_of(self, state: mf.LogState) -> pl.Schema | None:
+        if state.schema is None:
+            return None
+        cached = self._schema_cache
+        if cached is not None and cached[0] == state.schema:
+            return cached[1]
+        schema = schema_from_b64(state.schema, _fmt_path(self._fs, mf.LOG_DIR))
+        self._schema_cache = (state.schema, schema)
+        return schema
+
+    @property
+    def version(self) -> int:
+        """The latest committed version number."""
+        return self._refresh().version
+
+    # ---------------------------------------------------------------- state
+    def _refresh(self) -> mf.LogState:
+        """Bring the cached state up to the latest committed version."""
+        with self._lock:
+            self._state = _advance(self._fs, self._state, self._state.version + 1, _PROBE_FIRST)
+            return self._state
+
+    # ---------------------------------------------------------------- reading
+    def end(self) -> Position:
+        """The position just past the last committed event.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> import streamkit as sk
+        >>> log = sk.Store("memory://streamkit-doc-end").log("l", key="k", time="t")
+        >>> log.end()
+        Position(offset=0)
+        """
+        return Position(self._refresh().next_offset)
+
+    def start(self) -> Position:
+        """The offset of the first live event (``end()`` if the log is empty).
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> import streamkit as sk
+        >>> log = sk.Store("memory://streamkit-doc-start").log("l", key="k", time="t")
+        >>> _ = log.append(pl.DataFrame({"k": [1, 2], "t": [1, 2]}))
+        >>> log.start()
+        Position(offset=0)
+        """
+        state = self._refresh()
+        if not state.segments:
+            return Position(state.next_offset)
+        return Position(min(seg.offset for seg in state.segments.values()))
+
+    def count(self) -> int:
+        """Number of live committed events.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> import streamkit as sk
+        >>> log = sk.Store("memory://streamkit-doc-count").log("l", key="k", time="t")
+        >>> _ = log.append(pl.DataFrame({"k": [1, 2], "t": [1, 2]}))
+        >>> log.count()
+        2
+        """
+        return sum(seg.rows for seg in self._refresh().segments.values())
+
+    def transaction(self, writer: str) -> Transaction | None:
+        """The last append committed by ``writer`` (its ``seq`` and ``meta``), if any.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> import streamkit as sk
+        >>> log = sk.Store("memory://streamkit-doc-txn").log("l", key="k", time="t")
+        >>> _ = log.append(pl.DataFrame({"k": [1], "t": [1]}), writer="w", seq=4, meta={"b": 1})
+        >>> log.transaction("w")
+        Transaction(writer='w', seq=4, meta={'b': 1}, version=1)
+        >>> log.transaction("other") is None
+        True
+        """
+        txn = self._refresh().txns.get(writer)
+        if txn is None:
+            return None
+        return Transaction(writer, int(txn["seq"]), dict(txn["meta"]), int(txn["version"]))
+
+    def segments(self) -> pl.DataFrame:
+        """One row per live committed segment, in offset order.
+
+        Columns: ``partition``, ``seq`` (segment number, increasing with commit
+        order), ``offset``, ``rows``, ``min_time``, ``max_time`` (in the time
+        column's type), ``bytes``, ``crc32``, ``version``, ``path``, ``writer``,
+        ``writer_seq``.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> import streamkit as sk
+        >>> log = sk.Store("memory://streamkit-doc-segs").log("l", key="k", time="t")
+        >>> _ = log.append(pl.DataFrame({"k": [1, 2], "t": [5, 7]}))
+        >>> log.segments().select("offset", "rows", "min_time", "max_time").rows()
+        [(0, 2, 5, 7)]
+        """
+        state = self._refresh()
+        return _segments_frame(state.live(), self._time_dtype(state))
+
+    def _time_dtype(self, state: mf.LogState) -> pl.DataType:
+        schema = self._schema_of(state)
+        if schema is None or state.time not in schema:
+            return pl.Int64()
+        return schema[state.time]
+
+    def _piece(self, seg: mf.Segment) -> Piece:
+        fs = self._fs
+
+        def load(columns: list[str]) -> pl.DataFrame:
+            try:
+                data = fs.get(seg.path)
+            except LogNotFoundError:
+                raise CorruptFileError(
+                    f"missing file {_fmt_path(fs, seg.path)}: committed by version "
+                    f"{seg.version} but no longer in the store; restore it or remove it "
+                    "with log.truncate(...)"
+                ) from None
+            verify(_fmt_path(fs, seg.path), data, seg.bytes, seg.crc32)
+            return pl.read_parquet(data, columns=columns)
+
+        return Piece(seg.offset, seg.rows, load)
+
+    def scan(
+        self,
+        start: Position | int | None = None,
+        end: Position | int | None = None,
+        *,
+        with_offset: str | None = None,
+    ) -> pl.LazyFrame:
+        """A LazyFrame of the committed events with offsets in ``[start, end)``.
+
+        Rows come in offset order with the appended columns. The scan sees the
+        versions committed when it was called.
+
+        Parameters
+        ----------
+        start, end : Position or int, optional
+            Offset range; by default the whole log.
+        with_offset : str, optional
+            Add an Int64 column with this name holding each row's global offset.
+
+        Returns
+        -------
+        pl.LazyFrame
+
+        Raises
+        ------
+        CorruptFileError
+            When collected, if a segment's size or checksum is not what its
+            commit recorded.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> import streamkit as sk
+        >>> log = sk.Store("memory://streamkit-doc-scan").log("l", key="k", time="t")
+        >>> _ = log.append(pl.DataFrame({"k": [1, 2, 3], "t": [1, 2, 3]}))
+        >>> log.scan(start=sk.Position(1), with_offset="o").collect().rows()
+        [(2, 2, 1), (3, 3, 2)]
+        """
+        state = self._refresh()
+        lo = _as_offset(start, 0, "start")
+        hi = _as_offset(end, state.next_offset, "end")
+        schema = self._schema_of(state)
+        if schema is None:
+            schema = pl.Schema({})
+        pieces = [self._piece(seg) for seg in state.live()]
+        return scan_pieces(
+            pieces, schema, start=lo, end=hi, with_offset=with_offset, label=f"log {self._name}"
+        )
+
+    # ---------------------------------------------------------------- writing
+    def append(
+        self,
+        df: Any,
+        *,
+        writer: str | None = None,
+        seq: int | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> AppendResult:
+        """Append rows, all or nothing.
+
+        Rows are routed to partitions by a stable hash of the key, sorted by
+        ``(time, input order)`` within each partition, written as one Parquet
+        segment per partition and committed as one new version.
+
+        Parameters
+        ----------
+        df : polars/pyarrow/pandas frame
+            Must hold the key and time columns without nulls; once the log has a
+            schema, exactly its columns and types.
+        writer, seq : str and int, optional
+            Make the append idempotent: if ``writer`` already committed a ``seq``
+            at least this large, nothing is written and the result is marked
+            ``duplicate``.
+        meta : dict, optional
+            JSON-able data stored with the transaction (see :meth:`transaction`).
+
+        Returns
+        -------
+        AppendResult
+
+        Raises
+        ------
+        SchemaError
+            For missing key/time columns, nulls in them, a time column that is not
+            Datetime or integer, or columns that differ from the log's schema.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> import streamkit as sk
+        >>> log = sk.Store("memory://streamkit-doc-append").log("l", key="k", time="t")
+        >>> df = pl.DataFrame({"k": [1, 2], "t": [10, 20]})
+        >>> log.append(df, writer="job", seq=1).rows
+        2
+        >>> log.append(df, writer="job", seq=1).duplicate
+        True
+        """
+        where = f"append to log {self._name!r} ({self._fs.url})"
+        frame = to_polars(df, where)
+        if (writer is None) != (seq is None):
+            raise ConfigurationError(
+                f"{where}: writer and seq go together, found writer={writer!r}, seq={seq!r}"
+            )
+        if writer is not None and (not isinstance(writer, str) or not writer):
+            raise ConfigurationError(f"{where}: writer must be a non-empty str, found {writer!r}")
+        if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
+            raise ConfigurationError(f"{where}: seq must be an int, found {seq!r}")
+        meta_dict = dict(meta or {})
+        if meta and writer is None:
+            raise ConfigurationError(f"{where}: meta needs writer and seq")
+        try:
+            json.dumps(meta_dict, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"{where}: meta must be JSON-able: {exc}") from None
+
+        state = self._refresh()
+        self._validate(frame, state, where)
+        dup = _duplicate(state, writer, seq)
+        if dup is not None:
+            return dup
+        if frame.height == 0 and writer is None:
+            pos = Position(state.next_offset)
+            return AppendResult(state.version, 0, pos, pos, False, 0)
+        schema_b64 = schema_to_b64(frame.schema, where)
+
+        written = self._write_segments(frame, state)
+        return self._commit_append(frame, written, schema_b64, writer, seq, meta_dict, where)
+
+    def _validate(self, frame: pl.DataFrame, state: mf.LogState, where: str) -> None:
+        for role, col in (("key", state.key), ("time", state.time)):
+            if col not in frame.columns:
+                raise SchemaError(
+                    f"{where}: expected a {role} column {col!r}, found columns "
+                    f"{frame.columns}; add it or rename a column to {col!r}"
+                )
+        tdt = frame.schema[state.time]
+        if not _time_ok(tdt):
+            raise SchemaError(
+                f"{where}: expected the time column {state.time!r} to be Datetime or an "
+                f"integer type, found {tdt}; convert it (e.g. str.to_datetime())"
+            )
+        kdt = frame.schema[state.key]
+        if not _key_ok(kdt):
+            raise SchemaError(
+                f"{where}: expected the key column {state.key!r} to be a scalar type, "
+                f"found {kdt}"
+            )
+        for role, col in (("key", state.key), ("time", state.time)):
+            nulls = frame[col].null_count()
+            if nulls:
+                first = int(frame[col].is_null().arg_true()[0])
+                raise SchemaError(
+                    f"{where}: the {role} column {col!r} has {nulls} null(s), first at row "
+                    f"{first}; fill or drop them before appending"
+                )
+        expected = self._schema_of(state)
+        if expected is not None:
+            _check_schema(expected, frame.schema, where)
+
+    def _write_segments(self, frame: pl.DataFrame, state: mf.LogState) -> list[_Written]:
+        """Write one segment file per non-empty partition (not yet committed)."""
+        out: list[_Written] = []
+        if frame.height == 0:
+            return out
+        parts: list[tuple[int, pl.DataFrame]]
+        if state.partitions > 1:
+            pid = partition_of(frame[state.key], state.partitions)
+            order = np.argsort(pid, kind="stable")
+            bounds = np.searchsorted(pid[order], np.arange(state.partitions + 1))
+            taken = frame[order]
+            parts = [
+                (p, taken.slice(int(bounds[p]), int(bounds[p + 1] - bounds[p])))
+                for p in range(state.partitions)
+                if bounds[p + 1] > bounds[p]
+            ]
+        else:
+            parts = [(0, frame)]
+        try:
+            for part, rows in parts:
+                if not rows[state.time].is_sorted():
+                    rows = rows.sort(state.time, maintain_order=True)
+                phys = rows[state.time].to_physical()
+                buf = io.BytesIO()
+                rows.write_parquet(buf, compression="zstd", statistics=True)
+                data = buf.getvalue()
+                path = f"data/p={part:03d}/{mf.now_ms()}-{uuid.uuid4().hex}.parquet"
+                if not self._fs.put_new(path, data):  # pragma: no cover - uuid collision
+                    raise StorageError(f"segment name collision at {_fmt_path(self._fs, path)}")
+                out.append(
+                    _Written(
+                        path, part, rows.height, int(phys[0]), int(phys[-1]), len(data), crc32(data)
+                    )
+                )
+        except BaseException:
+            self._discard([w.path for w in out])
+            raise
+        return out
+
+    def _commit_append(
+        self,
+        frame: pl.DataFrame,
+        written: Sequence[_Written],
+        schema_b64: str,
+        writer: str | None,
+        seq: int | None,
+        meta: dict[str, Any],
+        where: str,
+    ) -> AppendResult:
+        result: list[AppendResult] = []
+        empty = frame.head(0)
+
+        def build(state: mf.LogState) -> dict[str, Any] | None:
+            # Another writer may have set the schema or committed this txn meanwhile.
+            self._validate(empty, state, where)
+            dup = _duplicate(state, writer, seq)
+            if dup is not None:
+                result[:] = [dup]
+                return None
+            offset = state.next_offset
+            seg_no = state.next_segment
+            version = state.version + 1
+            adds = []
+            for w in written:
+                adds.append(
+                    mf.Segment(
+                        path=w.path,
+                        partition=w.partition,
+                        seq=seg_no,
+                        offset=offset,
+                        rows=w.rows,
+                        min_time=w.min_time,
+                        max_time=w.max_time,
+                        bytes=w.bytes,
+                        crc32=w.crc32,
+                        version=version,
+                        writer=writer,
+                        writer_seq=seq,
+                    ).to_dict()
+                )
+                offset += w.rows
+                seg_no += 1
+            txn = None if writer is None else {"writer": writer, "seq": seq, "meta": meta}
+            start = Position(state.next_offset)
+            result[:] = [
+                AppendResult(version, offset - start.offset, start, Position(offset), False, len(adds))
+            ]
+            return {
+                "op": "append",
+                "add": adds,
+                "remove": [],
+                "schema": schema_b64 if state.schema is None else None,
+                "txn": txn,
+                "next_offset": offset,
+            }
+
+        outcome = {"committed": False}
+        try:
+            self._commit(build, outcome)
+        except Exception:
+            # Never delete files a committed version may reference.
+            if not outcome["committed"] and not outcome.get("unknown"):
+                self._discard([w.path for w in written])
+            raise
+        if not outcome["committed"]:
+            self._discard([w.path for w in written])
+        return result[0]
+
+    def _discard(self, paths: list[str]) -> None:
+        if not paths:
+            return
+        try:
+            self._fs.rm(paths)
+        except Exception:  # best effort: vacuum removes leftovers
+            _logger.warning("could not delete uncommitted segments %s", paths, exc_info=True)
+
+    def _commit(
+        self,
+        build: Callable[[mf.LogState], dict[str, Any] | None],
+        outcome: dict[str, bool] | None = None,
+    ) -> bool:
+        """Commit the body ``build(state)`` as the next version; retry on lost races.
+
+        ``build`` is called again with the fresh state after every lost race and
+        may return None to commit nothing. Returns whether a version was committed.
+        """
+        with self._lock:
+            state = self._refresh()
+            for attempt in range(_COMMIT_ATTEMPTS):
+                body = build(state)
+                if body is None:
+                    return False
+                version = state.version + 1
+                body = {
+                    "format": mf.FORMAT,
+                    "version": version,
+                    "timestamp": mf.now_ms(),
+                    **body,
+                }
+                data = mf.encode(body)
+                path = mf.version_path(version)
+                if self._put_version(path, data, outcome):
+                    if outcome is not None:
+                        outcome["committed"] = True
+                    self._state = mf.apply_version(state, data, version, path)
+                    if version % mf.SNAPSHOT_EVERY == 0:
+                        self._write_snapshot(self._state)
+                    return True
+                if attempt > 3:
+                    _time.sleep(random.uniform(0, min(0.05 * attempt, 0.5)))
+                state = self._refresh()
+            raise StorageError(  # pragma: no cover - pathological contention
+                f"could not commit to log {self._name!r} in {self._fs.url} after "
+                f"{_COMMIT_ATTEMPTS} attempts; too many concurrent writers"
+            )
+
+    def _put_version(self, path: str, data: bytes, outcome: dict[str, bool] | None) -> bool:
+        """``put_new`` of a version file that resolves ambiguous failures.
+
+        A request that fails after the store applied it (a timeout, a dropped
+        connection) must not be mistaken for a lost race: read the name back.
+        """
+        try:
+            return self._fs.put_new(path, data)
+        except StorageError as exc:
+            try:
+                stored = self._fs.get(path)
+            except LogNotFoundError:
+                raise exc from None
+            except Exception:
+                if outcome is not None:
+                    outcome["unknown"] = True  # keep the segment files: they may be live
+                raise exc from None
+            if stored == data:
+                return True
+            return False
+
+    def _write_snapshot(self, state: mf.LogState) -> None:
+        """Best effort: the version is committed whatever happens here."""
+        try:
+            self._fs.put_new(mf.snapshot_path(state.version), mf.state_to_snapshot(state))
+            self._fs.put(mf.HINT, mf.hint_bytes(state.version))
+        except Exception:
+            _logger.warning(
+                "could not write the snapshot of version %d of log %r",
+                state.version,
+                self._name,
+                exc_info=True,
+            )
+
+    # ---------------------------------------------------------------- retention
+    def truncate(self, before: Position | int | dt.datetime | dt.date) -> int:
+        """Drop whole segments that lie entirely before ``before`` (retention).
+
+        Parameters
+        ----------
+        before : Position, datetime, date or int
+            A :class:`Position`: drop segments whose rows all have offsets below
+            it. A time (datetime/date for Datetime logs, int for integer-time
+            logs): drop segments whose ``max_time`` is earlier.
+
+        Returns
+        -------
+        int
+            The number of segments dropped (0 commits nothing). Offsets are never
+            reused; files are deleted later by :meth:`vacuum`.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> import streamkit as sk
+        >>> log = sk.Store("memory://streamkit-doc-trunc").log("l", key="k", time="t")
+        >>> _ = log.append(pl.DataFrame({"k": [1], "t": [1]}))
+        >>> _ = log.append(pl.DataFrame({"k": [1], "t": [5]}))
+        >>> log.truncate(before=sk.Position(1)), log.start()
+        (1, Position(offset=1))
+        """
+        dropped: list[int] = [0]
+
+        def build(state: mf.LogState) -> dict[str, Any] | None:
+            if isinstance(before, Position):
+                gone = [s.path for s in state.live() if s.end <= before.offset]
+            else:
+                limit = self._time_bound(before, state)
+                gone = [s.path for s in state.live() if s.max_time < limit]
+            dropped[0] = len(gone)
+            if not gone:
+                return None
+            return _removal_body("truncate", gone, state)
+
+        self._commit(build)
+        return dropped[0]
+
+    def _time_bound(self, value: Any, state: mf.LogState) -> int:
+        dtype = self._time_dtype(state)
+        if isinstance(value, bool) or not isinstance(value, int | dt.datetime | dt.date):
+            raise TypeError(
+                f"truncate(before=...) expects a Position, a datetime/date or an int, "
+                f"found {type(value).__name__}"
+            )
+        if isinstance(value, int):
+            if isinstance(dtype, pl.Datetime) and state.schema is not None:
+                raise TypeError(
+                    f"log {self._name!r} has a Datetime time column; pass a datetime "
+                    f"or a Position to truncate, found int {value}"
+                )
+            return value
+        if not isinstance(dtype, pl.Datetime):
+            raise TypeError(
+                f"log {self._name!r} has an integer time column ({dtype}); pass an int "
+                f"or a Position to truncate, found {type(value).__name__}"
+            )
+        if not isinstance(value, dt.datetime):
+            value = dt.datetime(value.year, value.month, value.day)
+        if value.tzinfo is None and dtype.time_zone is not None:
+            series = pl.Series([value]).dt.replace_time_zone(dtype.time_zone)
+        elif value.tzinfo is not None and dtype.time_zone is None:
+            series = pl.Series([value]).dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+        else:
+            series = pl.Series([value])
+        return int(series.cast(dtype).to_physical()[0])
+
+    def _retract(self, writer: str, ranges: list[tuple[int, int]]) -> int:
+        """Remove live segments that ``writer`` committed with ``lo <= seq <= hi``.
+
+        One new version (op ``retract``); nothing is committed when nothing
+        matches. Returns the number of segments removed.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> import streamkit as sk
+        >>> log = sk.Store("memory://streamkit-doc-retract").log("l", key="k", time="t")
+        >>> for s in range(3):
+        ...     _ = log.append(pl.DataFrame({"k": [s], "t": [s]}), writer="w", seq=s)
+        >>> log._retract("w", [(1, 2)]), log.count()
+        (2, 1)
+        """
+        spans = [(int(lo), int(hi)) for lo, hi in ranges]
+        removed: list[int] = [0]
+
+        def build(state: mf.LogState) -> dict[str, Any] | None:
+            gone = [
+                s.path
+                for s in state.live()
+                if s.writer == writer
+                and s.writer_seq is not None
+                and any(lo <= s.writer_seq <= hi for lo, hi in spans)
+            ]
+            removed[0] = len(gone)
+            if not gone:
+                return None
+            body = _removal_body("retract", gone, state)
+            body["retract"] = {"writer": writer, "ranges": [list(r) for r in spans]}
+            return body
+
+        self._commit(build)
+        return removed[0]
+
+    def vacuum(self, retain: dt.timedelta = dt.timedelta(hours=1)) -> list[str]:
+        """Delete files under the log that no live segment references.
+
+        Only files older than ``retain`` (by the timestamp in their name) are
+        deleted, so appends in flight and readers of recent versions are safe.
+
+        Returns
+        -------
+        list of str
+            Deleted paths, relative to the log directory.
+
+        Examples
+        --------
+        >>> import datetime as dt
+        >>> import polars as pl
+        >>> import streamkit as sk
+        >>> log = sk.Store("memory://streamkit-doc-vacuum").log("l", key="k", time="t")
+        >>> _ = log.append(pl.DataFrame({"k": [1], "t": [1]}))
+        >>> _ = log.truncate(before=sk.Position(1))
+        >>> [p.split("/")[0] for p in log.vacuum(retain=dt.timedelta(0))]
+        ['data']
+        """
+        if retain < dt.timedelta(0):
+            raise ValueError(f"retain must be >= 0, found {retain}")
+        state = self._refresh()
+        live = set(state.segments)
+        cutoff = mf.now_ms() - int(retain.total_seconds() * 1000)
+        doomed: list[str] = []
+        for rel in self._fs.find("data"):
+            if rel in live:
+                continue
+            stamp = _name_stamp(rel)
+            if stamp is not None and stamp <= cutoff:
+                doomed.append(rel)
+        for name in self._fs.ls(mf.LOG_DIR):
+            if ".tmp-" in name:
+                stamp = _tmp_stamp(name)
+                if stamp is not None and stamp <= cutoff:
+                    doomed.append(f"{mf.LOG_DIR}/{name}")
+        self._fs.rm(doomed)
+        return sorted(doomed)
+
+    # ---------------------------------------------------------------- display
+    def _summary(self) -> dict[str, Any]:
+        state = self._refresh()
+        live = state.live()
+        rows = sum(s.rows for s in live)
+        tmin = tmax = None
+        if live:
+            dtype = self._time_dtype(state)
+            bounds = pl.Series([min(s.min_time for s in live), max(s.max_time for s in live)])
+            bounds = bounds.cast(dtype) if isinstance(dtype, pl.Datetime) else bounds
+            tmin, tmax = bounds[0], bounds[1]
+        return {
+            "rows": rows,
+            "segments": len(live),
+            "version": state.version,
+            "start": live[0].offset if live else state.next_offset,
+            "end": state.next_offset,
+            "min_time": tmin,
+            "max_time": tmax,
+        }
+
+    def __repr__(self) -> str:
+        s = self._summary()
+        span = "" if s["min_time"] is None else f", time=[{s['min_time']} .. {s['max_time']}]"
+        return (
+            f"Log({self._name!r}, key={self.key!r}, time={self.time!r}, rows={s['rows']}, "
+            f"segments={s['segments']}, offsets=[{s['start']}, {s['end']}){span}, "
+            f"version={s['version']})"
+        )
+
+    def _repr_html_(self) -> str:
+        s = self._summary()
+        cells = [
+            ("name", self._name),
+            ("url", self._fs.url),
+            ("key", self.key),
+            ("time", self.time),
+            ("partitions", self.partitions),
+            ("rows", f"{s['rows']:,}"),
+            ("segments", s["segments"]),
+            ("offsets", f"[{s['start']:,}, {s['end']:,})"),
+            ("time range", "—" if s["min_time"] is None else f"{s['min_time']} … {s['max_time']}"),
+            ("version", s["version"]),
+        ]
+        body = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
+            f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
+            for k, v in cells
+        )
+        return f"<table><caption>streamkit Log</caption>{body}</table>"
+
+
+# -------------------------------------------------------------------- helpers
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """A segment file written by an append that is not committed yet."""
+
+    path: str
+    partition: int
+    rows: int
+    min_time: int
+    max_time: int
+    bytes: int
+    crc32: int
+
+
+def _removal_body(op: str, gone: list[str], state: mf.LogState) -> dict[str, Any]:
+    return {
+        "op": op,
+        "add": [],
+        "remove": gone,
+        "schema": None,
+        "txn": None,
+        "next_offset": state.next_offset,
+    }
+
+
+def _duplicate(state: mf.LogState, writer: str | None, seq: int | None) -> AppendResult | None:
+    if writer is None or seq is None:
+        return None
+    txn = state.txns.get(writer)
+    if txn is None or int(txn["seq"]) < seq:
+        return None
+    pos = Position(state.next_offset)
+    return AppendResult(int(txn["version"]), 0, pos, pos, True, 0)
+
+
+def _check_schema(expected: pl.Schema, found: pl.Schema, where: str) -> None:
+    missing = [c for c in expected if c not in found]
+    extra = [c for c in found if c not in expected]
+    if missing or extra:
+        raise SchemaError(
+            f"{where}: expected columns {list(expected.names())}, found "
+            f"{list(found.names())} (missing {missing}, unexpected {extra})"
+        )
+    for col, dtype in expected.items():
+        if found[col] != dtype:
+            raise SchemaError(
+                f"{where}: column {col!r} expected dtype {dtype}, found {found[col]}; "
+                f"cast it with pl.col({col!r}).cast({dtype})"
+            )
+    if list(found.names()) != list(expected.names()):
+        raise SchemaError(
+            f"{where}: expected column order {list(expected.names())}, found "
+            f"{list(found.names())}; reorder with df.select(log.schema.names())"
+        )
+
+
+def _as_offset(value: Position | int | None, default: int, what: str) -> int:
+    if value is None:
+        return default
+    if isinstance(value, Position):
+        return value.offset
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise TypeError(f"scan({what}=...) expects a Position or an int >= 0, found {value!r}")
+
+
+def _name_stamp(rel: str) -> int | None:
+    base = rel.rsplit("/", 1)[-1]
+    head = base.split("-", 1)[0]
+    if head.isdigit():
+        return int(head)
+    return None
+
+
+def _tmp_stamp(name: str) -> int | None:
+    tail = name.rsplit(".tmp-", 1)[-1]
+    head = tail.split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _segments_frame(live: list[mf.Segment], time_dtype: pl.DataType) -> pl.DataFrame:
+    frame = pl.DataFrame(
+        {
+            "partition": [s.partition for s in live],
+            "seq": [s.seq for s in live],
+            "offset": [s.offset for s in live],
+            "rows": [s.rows for s in live],
+            "min_time": [s.min_time for s in live],
+            "max_time": [s.max_time for s in live],
+            "bytes": [s.bytes for s in live],
+            "crc32": [s.crc32 for s in live],
+            "version": [s.version for s in live],
+            "path": [s.path for s in live],
+            "writer": [s.writer for s in live],
+            "writer_seq": [s.writer_seq for s in live],
+        },
+        schema={
+            "partition": pl.Int32,
+            "seq": pl.Int64,
+            "offset": pl.Int64,
+            "rows": pl.Int64,
+            "min_time": pl.Int64,
+            "max_time": pl.Int64,
+            "bytes": pl.Int64,
+            "crc32": pl.UInt32,
+            "version": pl.Int64,
+            "path": pl.String,
+            "writer": pl.String,
+            "writer_seq": pl.Int64,
+        },
+    )
+    if time_dtype != pl.Int64:
+        frame = frame.with_columns(pl.col("min_time", "max_time").cast(time_dtype))
+    return frame
+
+
+def _check_create_args(name: str, key: str, time: str, partitions: int | None) -> None:
+    for what, value in (("key", key), ("time", time)):
+        if not isinstance(value, str) or not value:
+            raise ConfigurationError(
+                f"log {name!r}: {what} must be a non-empty column name, found {value!r}"
+            )
+    if key == time:
+        raise ConfigurationError(
+            f"log {name!r}: key and time must be different columns, both are {key!r}"
+        )
+    if partitions is not None and (
+        isinstance(partitions, bool)
+        or not isinstance(partitions, int)
+        or not 1 <= partitions <= MAX_PARTITIONS
+    ):
+        raise ConfigurationError(
+            f"log {name!r}: partitions must be an int in [1, {MAX_PARTITIONS}], "
+            f"found {partitions!r}"
+        )
+
+
+# -------------------------------------------------------------------- loading
+def _advance(fs: FileSystem, state: mf.LogState | None, first: int, window: int) -> mf.LogState:
+    """Apply the contiguous run of versions from ``first`` on; probe in growing windows."""
+    version = first
+    while True:
+        names = [mf.version_path(v) for v in range(version, version + window)]
+        got = fs.get_many(names, missing_ok=True)
+        for offset, rel in enumerate(names):
+            data = got.get(rel)
+            if data is None:
+                if state is None:
+                    raise LogNotFoundError(f"no version 0 in {fs.url}")
+                return state
+            state = mf.apply_version(state, data, version + offset, _fmt_path(fs, rel))
+        version += window
+        window = min(window * 4, _PROBE_MAX)
+
+
+def _load_state(fs: FileSystem, name: str) -> mf.LogState | None:
+    """Read the latest state of the log rooted at ``fs``; None if it does not exist."""
+    snap = _snapshot_from_hint(fs)
+    if snap is None:
+        listing = fs.ls(mf.LOG_DIR)
+        if mf.version_path(0).rsplit("/", 1)[-1] not in listing:
+            return None
+        snap = _snapshot_from_listing(fs, listing)
+        if snap is None:
+            versions = sorted(
+                int(n[:20]) for n in listing if n.endswith(".json") and n[:20].isdigit()
+                and len(n) == 25
+            )
+            # One concurrent read of everything listed, then probe past it.
+            state: mf.LogState | None = None
+            expected = 0
+            got = fs.get_many([mf.version_path(v) for v in versions], missing_ok=True)
+            for v in versions:
+                rel = mf.version_path(v)
+                if v != expected or rel not in got:
+                    break
+                state = mf.apply_version(state, got[rel], v, _fmt_path(fs, rel))
+                expected += 1
+            if state is None:
+                return None
+            return _advance(fs, state, state.version + 1, mf.SNAPSHOT_EVERY)
+    return _advance(fs, snap, snap.version + 1, mf.SNAPSHOT_EVERY)
+
+
+def _snapshot_from_hint(fs: FileSystem) -> mf.LogState | None:
+    try:
+        hint = mf.decode(fs.get(mf.HINT), _fmt_path(fs, mf.HINT), ("version",))
+        version = int(hint["version"])
+        rel = mf.snapshot_path(version)
+        return mf.state_from_snapshot(fs.get(rel), version, _fmt_path(fs, rel))
+    except (LogNotFoundError, CorruptFileError, ValueError, TypeError):
+        return None
+
+
+def _snapshot_from_listing(fs: FileSystem, listing: list[str]) -> mf.LogState | None:
+    snaps = sorted(
+        (int(n[:20]) for n in listing if n.endswith(".snapshot.json") and n[:20].isdigit()),
+        reverse=True,
+    )
+    for version in snaps:
+        rel = mf.snapshot_path(version)
+        try:
+            return mf.state_from_snapshot(fs.get(rel), version, _fmt_path(fs, rel))
+        except (LogNotFoundError, CorruptFileError):
+            continue
+    return None

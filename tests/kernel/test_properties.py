@@ -1,0 +1,242 @@
+"""Property tests: the numba kernel equals the plain-Python reference, and neither
+depends on how the events are cut into batches."""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamkit.kernel import (
+    NO_WATERMARK,
+    BatchResult,
+    CompiledMachine,
+    KeyState,
+    history_order,
+    run_batch,
+)
+from streamkit.kernel.reference import run_batch_reference
+
+SETTINGS = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+IMPLS = {"kernel": run_batch, "reference": run_batch_reference}
+
+
+@st.composite
+def machines(draw: st.DrawFn) -> CompiledMachine:
+    """Random tables with holes (-1), self-loops, and timeouts incl. chains and cycles."""
+    n_s = draw(st.integers(1, 5))
+    n_e = draw(st.integers(1, 4))
+    table = draw(st.lists(st.integers(-1, n_s - 1), min_size=n_s * n_e, max_size=n_s * n_e))
+    after = draw(
+        st.lists(st.one_of(st.just(-1), st.integers(1, 8)), min_size=n_s, max_size=n_s)
+    )
+    to = [draw(st.integers(0, n_s - 1)) if a > 0 else -1 for a in after]
+    return CompiledMachine(
+        states=tuple(f"s{i}" for i in range(n_s)),
+        events=tuple(f"e{i}" for i in range(n_e)),
+        table=np.array(table).reshape(n_s, n_e),
+        timeout_after=np.array(after),
+        timeout_to=np.array(to),
+        initial=draw(st.integers(0, n_s - 1)),
+    )
+
+
+@st.composite
+def streams(draw: st.DrawFn, cm: CompiledMachine) -> dict[str, Any]:
+    """Skewed keys (a few hot ones), tied and out-of-order times, unknown events."""
+    n = draw(st.integers(0, 80))
+    n_keys = draw(st.integers(1, 12))
+    hot = st.integers(0, min(1, n_keys - 1))
+    key = st.one_of(hot, hot, hot, st.integers(0, n_keys - 1))
+    step = st.one_of(st.integers(-5, 5), st.integers(-5, 5), st.integers(10, 40))
+    keys = draw(st.lists(key, min_size=n, max_size=n))
+    events = draw(st.lists(st.integers(-1, cm.n_events - 1), min_size=n, max_size=n))
+    steps = draw(st.lists(step, min_size=n, max_size=n))
+    times = draw(st.integers(-30, 30)) + np.cumsum(np.array(steps, dtype=np.int64))
+    return {
+        "n_keys": n_keys,
+        "keys": np.array(keys, dtype=np.int64),
+        "events": np.array(events, dtype=np.int32),
+        "times": times.astype(np.int64),
+    }
+
+
+@st.composite
+def key_states(draw: st.DrawFn, cm: CompiledMachine, n_keys: int) -> KeyState:
+    """A carried state: some keys never seen, others anywhere with last >= since."""
+    state = draw(st.lists(st.integers(-1, cm.n_states - 1), min_size=n_keys, max_size=n_keys))
+    since = draw(st.lists(st.integers(-40, 10), min_size=n_keys, max_size=n_keys))
+    extra = draw(st.lists(st.integers(0, 10), min_size=n_keys, max_size=n_keys))
+    counts = draw(st.lists(st.integers(0, 5), min_size=n_keys, max_size=n_keys))
+    seen = np.array(state) >= 0
+    return KeyState.from_arrays(
+        state,
+        np.where(seen, since, 0),
+        np.where(seen, np.array(since) + np.array(extra), 0),
+        np.where(seen, counts, 0),
+    )
+
+
+@st.composite
+def cases(draw: st.DrawFn, *, carried: bool) -> dict[str, Any]:
+    cm = draw(machines())
+    data = draw(streams(cm))
+    if carried:
+        data["state"] = draw(key_states(cm, data["n_keys"]))
+        data["watermark"] = draw(st.one_of(st.just(NO_WATERMARK), st.integers(-40, 20)))
+    else:
+        data["state"] = KeyState.empty(data["n_keys"])
+        data["watermark"] = NO_WATERMARK
+    n = len(data["keys"])
+    data["cuts"] = sorted(draw(st.sets(st.integers(0, n), max_size=6)))
+    data["cm"] = cm
+    return data
+
+
+def _assert_results_equal(a: BatchResult, b: BatchResult) -> None:
+    for name in (
+        "from_state",
+        "to_state",
+        "status",
+        "t_key",
+        "t_time",
+        "t_from",
+        "t_to",
+        "t_before",
+    ):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype, name
+        np.testing.assert_array_equal(x, y, err_msg=name)
+    assert a.watermark == b.watermark
+    assert a.equals(b)
+
+
+def _assert_states_equal(a: KeyState, b: KeyState) -> None:
+    for name in ("state", "since", "last", "events"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.equals(b)
+
+
+def _run_split(impl: Any, data: dict[str, Any], cuts: list[int]) -> tuple[Any, KeyState, int]:
+    """Run the stream cut at ``cuts``; return per-key history rows, final state, watermark."""
+    cm = data["cm"]
+    state = copy.deepcopy(data["state"]) if False else data["state"].copy()
+    wm = data["watermark"]
+    rows: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
+    bounds = [0, *cuts, len(data["keys"])]
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        keys = data["keys"][lo:hi]
+        events = data["events"][lo:hi]
+        times = data["times"][lo:hi]
+        result = impl(cm, keys, events, times, state, watermark=wm)
+        wm = result.watermark
+        is_timeout, index = history_order(result)
+        for flag, j in zip(is_timeout.tolist(), index.tolist(), strict=True):
+            if flag:
+                rows[int(result.t_key[j])].append(
+                    ("timeout", int(result.t_time[j]), int(result.t_from[j]), int(result.t_to[j]))
+                )
+            else:
+                rows[int(keys[j])].append(
+                    (
+                        "event",
+                        int(times[j]),
+                        int(events[j]),
+                        int(result.from_state[j]),
+                        int(result.to_state[j]),
+                        int(result.status[j]),
+                    )
+                )
+    return dict(rows), state, wm
+
+
+@SETTINGS
+@given(cases(carried=True))
+def test_kernel_equals_reference(data: dict[str, Any]) -> None:
+    cm = data["cm"]
+    st_fast, st_slow = data["state"].copy(), data["state"].copy()
+    args = (cm, data["keys"], data["events"], data["times"])
+    fast = run_batch(*args, st_fast, watermark=data["watermark"])
+    slow = run_batch_reference(*args, st_slow, watermark=data["watermark"])
+    _assert_results_equal(fast, slow)
+    _assert_states_equal(st_fast, st_slow)
+
+
+@pytest.mark.parametrize("name", sorted(IMPLS))
+@SETTINGS
+@given(data=cases(carried=False))
+def test_batch_splits_do_not_change_results(name: str, data: dict[str, Any]) -> None:
+    impl = IMPLS[name]
+    whole_rows, whole_state, whole_wm = _run_split(impl, data, [])
+    split_rows, split_state, split_wm = _run_split(impl, data, data["cuts"])
+    assert split_rows == whole_rows
+    _assert_states_equal(split_state, whole_state)
+    assert split_wm == whole_wm
+
+
+@SETTINGS
+@given(cases(carried=False))
+def test_history_is_a_consistent_per_key_chain(data: dict[str, Any]) -> None:
+    """In history order, each key's rows chain: a row starts where the previous ended,
+    timeouts fire at since + after, and time never goes backwards except for late rows."""
+    cm = data["cm"]
+    rows, state, _ = _run_split(run_batch, data, data["cuts"])
+    for key, key_rows in rows.items():
+        current = -1
+        since = last = None
+        for row in key_rows:
+            if row[0] == "timeout":
+                _, t, frm, to = row
+                assert frm == current
+                assert to == cm.timeout_to[frm]
+                assert t == since + cm.timeout_after[frm]
+                current, since, last = to, t, max(last, t)
+                continue
+            _, t, event, frm, to, status = row
+            if current == -1:
+                current, since, last = cm.initial, t, t
+            assert frm == current
+            if status == 2:
+                assert t < last and to == frm
+                continue
+            assert t >= last
+            target = cm.table[frm, event] if event >= 0 else -1
+            if status == 1:
+                assert target == -1 and to == frm
+                last = t
+            else:
+                assert status == 0 and to == target
+                current, since, last = to, t, t
+        assert state.state[key] == current
+        assert state.since[key] == since
+        assert state.last[key] == last
+
+
+@SETTINGS
+@given(cases(carried=True))
+def test_history_order_is_a_permutation(data: dict[str, Any]) -> None:
+    result = run_batch(
+        data["cm"], data["keys"], data["events"], data["times"], data["state"].copy(),
+        watermark=data["watermark"],
+    )
+    is_timeout, index = history_order(result)
+    assert sorted(index[~is_timeout].tolist()) == list(range(result.n_events))
+    assert sorted(index[is_timeout].tolist()) == list(range(result.n_timeouts))
+    # Timeout rows keep firing order; each sits right before its event.
+    assert index[is_timeout].tolist() == list(range(result.n_timeouts))
+    assert index[~is_timeout].tolist() == list(range(result.n_events))
+    events_before = np.cumsum(~is_timeout) - (~is_timeout)
+    np.testing.assert_array_equal(events_before[is_timeout], result.t_before)
+    fired_flags, fired_index = history_order(result, only_fired=True)
+    kept_events = fired_index[~fired_flags]
+    assert kept_events.tolist() == np.flatnonzero(result.status == 0).tolist()
+    assert fired_flags.sum() == result.n_timeouts
