@@ -649,7 +649,7 @@ def _grid(
             if end is None
             else _time_literal(end, dtype, "end", where)
         )
-        rng = pl.int_range(lo, hi + 1, every, dtype=dtype)
+        rng = pl.int_range(lo, hi + 1, every).cast(dtype)
     grid = lf.select(rng.alias("time"))
     if start is None or end is None:
         # An empty history has no bounds: fall back to a dummy range, then drop it.

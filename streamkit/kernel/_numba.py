@@ -72,6 +72,7 @@ def _kernel(
                 st_state[k_lo] = initial
                 st_since[k_lo] = t
                 st_last[k_lo] = t
+                k_hi = k_lo
         else:
             # Rule 6: the batch-end flush visits every key.
             k_lo = 0
@@ -83,11 +84,12 @@ def _kernel(
                 continue
             after = t_after[s]
             while after >= 0:
+                # Fire iff since + after <= wm, decided without int64 overflow:
+                # wm - after cannot overflow once wm >= int64 min + after.
+                if wm < _I64_MIN + after:
+                    break
                 since = st_since[k]
-                # Stop unless since + after <= wm, computed without int64 overflow:
-                # a wrapped (negative) difference means wm is far past the deadline.
-                gap = wm - since
-                if since > wm or (gap >= 0 and gap < after):
+                if since > wm - after:
                     break
                 deadline = since + after
                 if m == cap:

@@ -315,7 +315,9 @@ def draw_machine(
         bounds.add(x - half_w, y, 0.15)
         bounds.add(x + half_w, y, 0.15)
 
-    def edge(u: str, v: str, label: str, colour: str, style: str, rad: float, below: bool) -> None:
+    def edge(
+        u: str, v: str, label: str, colour: str, style: str, *, rad: float, below: bool
+    ) -> None:
         width = edge_widths.get((u, v), 1.2)
         ux, uy = pos[u]
         if u == v:
@@ -370,16 +372,16 @@ def draw_machine(
         rank = 0
         if (u, v) in events:
             text = edge_labels.get((u, v), ", ".join(events[(u, v)]))
-            edge(u, v, text, _EDGE, "-", curvature(u, v, rank), below=False)
+            edge(u, v, text, _EDGE, "-", rad=curvature(u, v, rank), below=False)
             rank += 1
         if (u, v) in waits:
             text = ", ".join(waits[(u, v)])
             if (u, v) not in events:
                 text = edge_labels.get((u, v), text)
-            edge(u, v, text, _TIMEOUT, "--", curvature(u, v, rank), below=True)
+            edge(u, v, text, _TIMEOUT, "--", rad=curvature(u, v, rank), below=True)
             rank += 1
         if (u, v) in extra_edges:
-            edge(u, v, extra_edges[(u, v)], _EXTRA, ":", curvature(u, v, rank), below=rank == 1)
+            edge(u, v, extra_edges[(u, v)], _EXTRA, ":", rad=curvature(u, v, rank), below=rank == 1)
 
     finals = set(machine.final)
     for v, (x, y) in pos.items():

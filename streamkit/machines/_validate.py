@@ -83,8 +83,7 @@ def strongly_connected_components(
                 descended = True
                 break
             if on_stack[w]:
-                if index[w] < low[v]:
-                    low[v] = index[w]
+                low[v] = min(low[v], index[w])
             elif comp_final[comp_of[w]]:
                 hits[v] = True
         if descended:
@@ -109,8 +108,7 @@ def strongly_connected_components(
         if call:
             u = call[-1]
             if on_stack[v]:
-                if low[v] < low[u]:
-                    low[u] = low[v]
+                low[u] = min(low[u], low[v])
             elif comp_final[comp_of[v]]:
                 hits[u] = True
     reached = [i != -1 for i in index]
@@ -155,9 +153,9 @@ def validate_machine(machine: Machine) -> ValidationReport:
         elif spec.source != "*":
             note(spec.source, f"transitions[{i}].from")
         note(spec.target, f"transitions[{i}].to")
-    for i, t in enumerate(timeout_specs):
-        note(t.state, f"timeouts[{i}].state")
-        note(t.target, f"timeouts[{i}].to")
+    for i, ts in enumerate(timeout_specs):
+        note(ts.state, f"timeouts[{i}].state")
+        note(ts.target, f"timeouts[{i}].to")
     for k, (name, places) in enumerate(unknown.items()):
         where = ", ".join(places[:_SHOW])
         if len(places) > _SHOW:
@@ -217,8 +215,8 @@ def validate_machine(machine: Machine) -> ValidationReport:
 
     # -- nondeterminism and duplicates (timeouts) -------------------------------
     by_state: dict[str, list[int]] = {}
-    for i, t in enumerate(timeout_specs):
-        by_state.setdefault(t.state, []).append(i)
+    for i, ts in enumerate(timeout_specs):
+        by_state.setdefault(ts.state, []).append(i)
     for state, idx in by_state.items():
         if len(idx) < 2:
             continue
@@ -357,13 +355,13 @@ def validate_machine(machine: Machine) -> ValidationReport:
                     "warning",
                 )
             )
-    for i, t in enumerate(timeout_specs):
-        if t.state in final_set:
+    for i, ts in enumerate(timeout_specs):
+        if ts.state in final_set:
             problems.append(
                 Problem(
                     "final_timeout",
-                    (t.state,),
-                    f"timeouts[{i}] leaves the final state {t.state!r} after {t.after_text}, "
+                    (ts.state,),
+                    f"timeouts[{i}] leaves the final state {ts.state!r} after {ts.after_text}, "
                     f"so keys never rest there for good; make the state non-final or drop "
                     f"the timeout",
                     "warning",

@@ -169,10 +169,11 @@ def _entry_fields(
 def _transition_spec(entry: object, where: str) -> _TransitionSpec:
     raw_from, raw_on, raw_to = _entry_fields(entry, where, _TRANSITION_KEYS, "(from, on, to)")
     source: str | tuple[str, ...]
-    if isinstance(raw_from, str):
-        source = _name(raw_from, f"{where}.from")
-    else:
+    if _is_list(raw_from):
         source = _state_list(raw_from, f"{where}.from", allow_empty=False)
+    else:
+        what = f"a state name, a list of state names or {ANY_STATE!r}"
+        source = _name(raw_from, f"{where}.from", what=what)
     event = _name(raw_on, f"{where}.on", what="an event name")
     target = _state(raw_to, f"{where}.to")
     return _TransitionSpec(source, event, target)
@@ -561,10 +562,14 @@ class Machine:
         --------
         >>> m = Machine("m", states=["a", "b"], initial="a", final=["b"],
         ...             transitions=[("a", "go", "b")]).check()
-        >>> Machine("m", states=["a"], initial="x", final=["a"]).check()
+        >>> Machine("m", states=["a", "b"], initial="a", final=["b"]).check()
         Traceback (most recent call last):
         ...
-        streamkit.errors.MachineError: machine 'm' is invalid (2 errors): ...
+        streamkit.errors.MachineError: machine 'm' is invalid (2 errors):
+          - error unreachable: state 'b' is not reachable from the initial state 'a' ...
+          - error deadlock: state 'a' is reachable and not final but has no outgoing ...
+          - warning unused_final: final state 'b' is not the initial state ...
+        Fix the definition and validate again (Machine.validate() lists these).
         """
         report = self.validate()
         if report.ok:

@@ -45,7 +45,7 @@ def crc32(data: bytes | memoryview) -> int:
     Examples
     --------
     >>> crc32(b"streamkit")
-    2795571853
+    3996654358
     """
     return zlib.crc32(data) & 0xFFFFFFFF
 
@@ -375,9 +375,10 @@ class FileSystem:
         if not isinstance(got, dict):  # a single path returns bytes
             got = {next(iter(full)): got}
         for key, value in got.items():
-            rel = full.get(self._fs._strip_protocol(key), full.get(key))
-            if rel is None:
+            found = full.get(self._fs._strip_protocol(key)) or full.get(key)
+            if found is None:
                 continue
+            rel = found
             if isinstance(value, BaseException):
                 if isinstance(value, FileNotFoundError) and missing_ok:
                     continue
@@ -488,8 +489,12 @@ class FileSystem:
             full = [self.full_path(rel) for rel in wanted]
             for chunk_start in range(0, len(full), 500):
                 chunk = full[chunk_start : chunk_start + 500]
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     self._fs.rm(chunk)
+                except FileNotFoundError:
+                    for item in chunk:
+                        with contextlib.suppress(FileNotFoundError):
+                            self._fs.rm_file(item)
             if not self._memory:
                 for item in full:
                     self._fs.invalidate_cache(item)

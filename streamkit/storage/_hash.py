@@ -29,7 +29,7 @@ def _splitmix64(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     return z ^ (z >> np.uint64(31))
 
 
-@numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
+@numba.njit(cache=True, nogil=True)
 def _fnv1a(
     offsets: npt.NDArray[np.int64], data: npt.NDArray[np.uint8]
 ) -> npt.NDArray[np.uint64]:  # pragma: no cover - compiled
@@ -80,7 +80,9 @@ def key_hash(keys: pl.Series) -> npt.NDArray[np.uint64]:
     target = pa.large_binary()
     arrow = arrow.cast(target)
     _validity, offsets_buf, data_buf = arrow.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[arrow.offset : arrow.offset + len(arrow) + 1]
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[
+        arrow.offset : arrow.offset + len(arrow) + 1
+    ]
     data = (
         np.frombuffer(data_buf, dtype=np.uint8)
         if data_buf is not None

@@ -14,6 +14,7 @@ import polars as pl
 
 from streamkit.errors import ConfigurationError, LogNotFoundError, SchemaError
 from streamkit.storage._fs import FileSystem
+from streamkit.storage._manifest import Segment
 from streamkit.storage._reader import Piece, scan_pieces
 from streamkit.storage.log import _as_offset, _check_schema, _key_ok, _segments_frame, _time_ok
 from streamkit.storage.position import Position, Transaction
@@ -255,12 +256,11 @@ class FileLog:
         >>> import streamkit as sk
         >>> pl.DataFrame({"k": [1], "t": [7]}).write_parquet(
         ...     fsspec.filesystem("memory").open("/streamkit-doc-fl-segs/a.parquet", "wb"))
-        >>> sk.FileLog("memory://streamkit-doc-fl-segs", key="k", time="t").segments()["rows"].to_list()
+        >>> flog = sk.FileLog("memory://streamkit-doc-fl-segs", key="k", time="t")
+        >>> flog.segments()["rows"].to_list()
         [1]
         """
         files = self._files()
-        from streamkit.storage._manifest import Segment
-
         segs = []
         offset = 0
         for i, info in enumerate(files):

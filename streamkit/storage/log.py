@@ -83,7 +83,9 @@ def to_polars(data: Any, where: str) -> pl.DataFrame:
         return frame
     module = type(data).__module__
     if module.startswith("pandas"):
-        return pl.from_pandas(data)
+        converted = pl.from_pandas(data)
+        if isinstance(converted, pl.DataFrame):
+            return converted
     raise TypeError(
         f"{where}: expected a polars DataFrame/LazyFrame, a pyarrow Table or a pandas "
         f"DataFrame, found {type(data).__name__}"
@@ -121,7 +123,7 @@ def _time_ok(dtype: pl.DataType) -> bool:
 
 
 def _key_ok(dtype: pl.DataType) -> bool:
-    return not (dtype.is_nested() or dtype == pl.Null or dtype == pl.Object)
+    return not (dtype.is_nested() or dtype in (pl.Null, pl.Object))
 
 
 class Log:
@@ -238,7 +240,7 @@ class Log:
         True
         >>> _ = log.append(pl.DataFrame({"k": [1], "t": [2]}))
         >>> log.schema
-        Schema({'k': Int64, 't': Int64})
+        Schema([('k', Int64), ('t', Int64)])
         """
         return self._schema_of(self._refresh())
 
@@ -497,7 +499,15 @@ class Log:
         schema_b64 = schema_to_b64(frame.schema, where)
 
         written = self._write_segments(frame, state)
-        return self._commit_append(frame, written, schema_b64, writer, seq, meta_dict, where)
+        return self._commit_append(
+            frame,
+            written=written,
+            schema_b64=schema_b64,
+            writer=writer,
+            seq=seq,
+            meta=meta_dict,
+            where=where,
+        )
 
     def _validate(self, frame: pl.DataFrame, state: mf.LogState, where: str) -> None:
         for role, col in (("key", state.key), ("time", state.time)):
@@ -515,8 +525,7 @@ class Log:
         kdt = frame.schema[state.key]
         if not _key_ok(kdt):
             raise SchemaError(
-                f"{where}: expected the key column {state.key!r} to be a scalar type, "
-                f"found {kdt}"
+                f"{where}: expected the key column {state.key!r} to be a scalar type, found {kdt}"
             )
         for role, col in (("key", state.key), ("time", state.time)):
             nulls = frame[col].null_count()
@@ -572,6 +581,7 @@ class Log:
     def _commit_append(
         self,
         frame: pl.DataFrame,
+        *,
         written: Sequence[_Written],
         schema_b64: str,
         writer: str | None,
@@ -615,7 +625,9 @@ class Log:
             txn = None if writer is None else {"writer": writer, "seq": seq, "meta": meta}
             start = Position(state.next_offset)
             result[:] = [
-                AppendResult(version, offset - start.offset, start, Position(offset), False, len(adds))
+                AppendResult(
+                    version, offset - start.offset, start, Position(offset), False, len(adds)
+                )
             ]
             return {
                 "op": "append",
@@ -703,9 +715,7 @@ class Log:
                 if outcome is not None:
                     outcome["unknown"] = True  # keep the segment files: they may be live
                 raise exc from None
-            if stored == data:
-                return True
-            return False
+            return stored == data
 
     def _write_snapshot(self, state: mf.LogState) -> None:
         """Best effort: the version is committed whatever happens here."""
@@ -1088,19 +1098,18 @@ def _load_state(fs: FileSystem, name: str) -> mf.LogState | None:
         snap = _snapshot_from_listing(fs, listing)
         if snap is None:
             versions = sorted(
-                int(n[:20]) for n in listing if n.endswith(".json") and n[:20].isdigit()
-                and len(n) == 25
+                int(n[:20])
+                for n in listing
+                if n.endswith(".json") and n[:20].isdigit() and len(n) == 25
             )
             # One concurrent read of everything listed, then probe past it.
             state: mf.LogState | None = None
-            expected = 0
             got = fs.get_many([mf.version_path(v) for v in versions], missing_ok=True)
-            for v in versions:
+            for expected, v in enumerate(versions):
                 rel = mf.version_path(v)
                 if v != expected or rel not in got:
                     break
                 state = mf.apply_version(state, got[rel], v, _fmt_path(fs, rel))
-                expected += 1
             if state is None:
                 return None
             return _advance(fs, state, state.version + 1, mf.SNAPSHOT_EVERY)

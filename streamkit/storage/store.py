@@ -137,7 +137,9 @@ class Store:
         validate_log_name(name)
         return Log._open(self._fs.child(name), name, key=key, time=time, partitions=partitions)
 
-    def _internal_log(self, relpath: str, *, key: str | None = None, time: str | None = None) -> Log:
+    def _internal_log(
+        self, relpath: str, *, key: str | None = None, time: str | None = None
+    ) -> Log:
         """Open or create a log at an arbitrary relative path (no name checks).
 
         Used by the pipeline layer for logs such as ``_pipelines/<name>/quarantine``;

@@ -333,6 +333,23 @@ def test_replay_with_the_numba_kernel_matches_the_reference(packets: pl.DataFram
 # ----------------------------------------------------------------- regeneration
 
 
+def test_convert_reproduces_the_shipped_file_from_the_shipped_capture(tmp_path: Path) -> None:
+    pytest.importorskip("dpkt")
+    out = tmp_path / "tcp.parquet"
+    subprocess.run(
+        [
+            sys.executable,
+            str(CAPTURE_DIR / "convert.py"),
+            str(CAPTURE_DIR / "capture.pcap"),
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert_frame_equal(pl.read_parquet(out), load_tcp())
+
+
 def _load_capture_module() -> ModuleType:
     spec = importlib.util.spec_from_file_location("tcp_capture", CAPTURE_DIR / "capture.py")
     assert spec is not None and spec.loader is not None
