@@ -18,10 +18,11 @@ from typing import Any
 
 from streamkit.datasets.orders import generate_orders, order_machine
 
-__all__ = ["generate_orders", "order_machine"]
+__all__ = ["generate_orders", "load_tcp", "order_machine", "tcp_events", "tcp_machine"]
 
 # Submodules loaded lazily (PEP 562), so ``import streamkit.datasets`` stays light.
 _LAZY_MODULES = ("orders", "tcp")
+_LAZY_NAMES = {"load_tcp": "tcp", "tcp_machine": "tcp", "tcp_events": "tcp"}
 
 
 def __getattr__(name: str) -> Any:
@@ -29,6 +30,10 @@ def __getattr__(name: str) -> Any:
         module = importlib.import_module(f"streamkit.datasets.{name}")
         globals()[name] = module
         return module
+    if name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(f"streamkit.datasets.{_LAZY_NAMES[name]}"), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'streamkit.datasets' has no attribute {name!r}")
 
 

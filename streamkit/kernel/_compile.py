@@ -39,9 +39,14 @@ class _Timeout(Protocol):
 
 
 class _MachineLike(Protocol):
-    states: Sequence[str]
-    events: Sequence[str]
-    initial: str
+    @property
+    def states(self) -> Sequence[str]: ...
+
+    @property
+    def events(self) -> Sequence[str]: ...
+
+    @property
+    def initial(self) -> str: ...
 
     @property
     def transitions(self) -> Iterable[Any]: ...
@@ -247,7 +252,7 @@ class CompiledMachine:
         array = np.asarray(codes, dtype=np.int64)
         lookup = pl.Series("state", self.states, dtype=pl.String)
         idx = pl.Series("state", array, dtype=pl.Int64)
-        idx = idx.set(pl.Series(array < 0), None)  # type: ignore[arg-type]
+        idx = idx.set(pl.Series(array < 0), None)
         return lookup.gather(idx)
 
     def _state_code(self, name: str) -> int:
@@ -299,7 +304,7 @@ class CompiledMachine:
         )
 
 
-def tick_nanoseconds(tick: datetime.timedelta | int) -> int:
+def tick_nanoseconds(tick: datetime.timedelta | int | np.integer[Any]) -> int:
     """Return the length of one tick in nanoseconds.
 
     Parameters
@@ -322,11 +327,7 @@ def tick_nanoseconds(tick: datetime.timedelta | int) -> int:
     1
     """
     if isinstance(tick, datetime.timedelta):
-        ns = (
-            tick.days * _NS_PER_DAY
-            + tick.seconds * _NS_PER_S
-            + tick.microseconds * _NS_PER_US
-        )
+        ns = tick.days * _NS_PER_DAY + tick.seconds * _NS_PER_S + tick.microseconds * _NS_PER_US
     elif isinstance(tick, int | np.integer) and not isinstance(tick, bool):
         ns = int(tick)
     else:
@@ -348,10 +349,10 @@ def _duration_ns(after: object, where: str) -> int:
     return tick_nanoseconds(after) if after > datetime.timedelta(0) else -1
 
 
-def compile(  # noqa: A001 - the documented name, shadowing the builtin on purpose
+def compile(
     machine: _MachineLike,
     *,
-    tick: datetime.timedelta | int = datetime.timedelta(seconds=1),
+    tick: datetime.timedelta | int | np.integer[Any] = datetime.timedelta(seconds=1),
 ) -> CompiledMachine:
     """Compile a machine into the dense tables the kernel runs.
 

@@ -63,6 +63,8 @@ class KeyIndex:
                 f"{int(dup.sum())} rows with duplicated keys, e.g. {first!r}"
             )
         index = cls()
+        if keys.dtype == pl.Null:  # no keys, no dtype yet (e.g. an empty index's keys)
+            return index
         index._table = pl.DataFrame(
             {
                 "key": keys.rename("key"),
@@ -120,6 +122,8 @@ class KeyIndex:
         [0, 0, 1]
         """
         frame = self._frame(keys, "KeyIndex.lookup_or_insert")
+        if frame.schema["key"] == pl.Null:  # an empty series without a dtype
+            return np.empty(0, dtype=np.int64)
         if self._table is None:
             self._table = pl.DataFrame(
                 {"key": pl.Series("key", [], dtype=frame.schema["key"]), "id": []},
@@ -163,7 +167,7 @@ class KeyIndex:
             raise SchemaError(f"{where}: expected a polars Series of keys, found {type(keys)}")
         _check_no_nulls(keys, where)
         dtype = self.dtype
-        if dtype is not None and keys.dtype != dtype:
+        if dtype is not None and keys.dtype not in (dtype, pl.Null):
             if keys.dtype.is_integer() and dtype.is_integer():
                 try:
                     keys = keys.cast(dtype, strict=True)
@@ -181,6 +185,8 @@ class KeyIndex:
 
     def _join(self, frame: pl.DataFrame) -> npt.NDArray[np.int64]:
         assert self._table is not None
+        if frame.schema["key"] == pl.Null:  # empty (nulls were rejected)
+            return np.full(frame.height, -1, dtype=np.int64)
         joined = frame.join(self._table, on="key", how="left", maintain_order="left")
         ids: npt.NDArray[np.int64] = joined["id"].fill_null(-1).to_numpy().astype(np.int64)
         return ids

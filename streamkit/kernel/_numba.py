@@ -23,6 +23,8 @@ __all__ = ["check_batch", "run_batch", "warmup"]
 
 _I64_MIN = np.iinfo(np.int64).min
 _I64_MAX = np.iinfo(np.int64).max
+_EMPTY_I64 = np.empty(0, dtype=np.int64)
+_EMPTY_I64.setflags(write=False)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -33,7 +35,7 @@ def _grow(buf: Any, cap: int) -> Any:  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _kernel(
+def _kernel(  # noqa: PLR0917 - flat arrays are the kernel's interface
     table: Any,
     t_after: Any,
     t_to: Any,
@@ -46,6 +48,8 @@ def _kernel(
     st_last: Any,
     st_events: Any,
     wm0: int,
+    wm_given: Any,
+    use_given: bool,
 ) -> Any:  # pragma: no cover - compiled; covered against the reference by the tests
     n = key_ids.shape[0]
     from_s = np.empty(n, dtype=np.int32)
@@ -65,8 +69,7 @@ def _kernel(
             k_lo = key_ids[i]
             k_hi = k_lo + 1
             t = times[i]
-            if t > wm:
-                wm = t
+            wm = wm_given[i] if use_given else max(wm, t)
             if st_state[k_lo] < 0:
                 # Rule 1: the key's first event; nothing can time out before it.
                 st_state[k_lo] = initial
@@ -75,6 +78,7 @@ def _kernel(
                 k_hi = k_lo
         else:
             # Rule 6: the batch-end flush visits every key.
+            wm = max(wm0, wm_given[n - 1]) if use_given and n else wm
             k_lo = 0
             k_hi = st_state.shape[0]
         # Rule 2 (and 6): fire timeouts, chained, while the deadline has passed.
@@ -109,8 +113,7 @@ def _kernel(
                 s = nxt
                 st_state[k] = s
                 st_since[k] = deadline
-                if deadline > st_last[k]:
-                    st_last[k] = deadline
+                st_last[k] = max(st_last[k], deadline)
                 after = t_after[s]
         if i == n:
             break
@@ -157,9 +160,7 @@ def _readonly_view(values: npt.ArrayLike, dtype: type[np.generic], name: str) ->
     if array.size and not (
         np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.bool_)
     ):
-        raise ConfigurationError(
-            f"run_batch: expected integer {name}, found dtype {array.dtype}"
-        )
+        raise ConfigurationError(f"run_batch: expected integer {name}, found dtype {array.dtype}")
     view = np.ascontiguousarray(array, dtype=dtype).view()
     view.setflags(write=False)
     return view
@@ -231,6 +232,25 @@ def _check_watermark(watermark: int) -> int:
     return wm
 
 
+def _check_given_wm(
+    wm: npt.ArrayLike | None, times: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64] | None:
+    """Validate per-event watermarks given by a caller that split a batch."""
+    if wm is None:
+        return None
+    given = _readonly_view(wm, np.int64, "wm")
+    if len(given) != len(times):
+        raise ConfigurationError(
+            f"run_batch: expected one watermark per event ({len(times)}), found {len(given)}"
+        )
+    if len(given) and (bool((np.diff(given) < 0).any()) or bool((given < times).any())):
+        raise ConfigurationError(
+            "run_batch: per-event watermarks `wm` must be non-decreasing and >= times "
+            "(the prefix maximum of the whole batch's times)"
+        )
+    return given
+
+
 def run_batch(
     cm: CompiledMachine,
     key_ids: npt.ArrayLike,
@@ -239,6 +259,7 @@ def run_batch(
     state: KeyState,
     *,
     watermark: int,
+    wm: npt.ArrayLike | None = None,
 ) -> BatchResult:
     """Run one batch of events through the per-key machine (numba kernel).
 
@@ -273,6 +294,11 @@ def run_batch(
         Mutated in place.
     watermark : int
         The watermark carried from the previous batch, ``NO_WATERMARK`` if none.
+    wm : array of int64, optional
+        Per-event watermarks computed over a larger stream that this batch is a
+        part of (e.g. one key partition of a batch run on a cluster): when given,
+        ``wm[i]`` is used for event ``i`` as is, and the batch-end flush uses
+        ``max(watermark, wm[-1])``. Must be non-decreasing and ``>= times``.
 
     Returns
     -------
@@ -301,7 +327,8 @@ def run_batch(
     ([1, 2], [10, 50], [2, 1])
     """
     k, e, t = check_batch(cm, key_ids, events, times, state)
-    wm = _check_watermark(watermark)
+    carried = _check_watermark(watermark)
+    given = _check_given_wm(wm, t)
     out = _kernel(
         cm.table,
         cm.timeout_after,
@@ -314,7 +341,9 @@ def run_batch(
         state.since,
         state.last,
         state.events,
-        wm,
+        carried,
+        _EMPTY_I64 if given is None else given,
+        given is not None,
     )
     return BatchResult(
         from_state=out[0],

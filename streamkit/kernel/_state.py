@@ -85,19 +85,16 @@ class KeyState:
         >>> st.last.tolist()
         [7, 0]
         """
-        arrays = [
-            np.asarray(state, dtype=np.int32),
-            np.asarray(since, dtype=np.int64),
-            np.asarray(last, dtype=np.int64),
-            np.asarray(events, dtype=np.int64),
-        ]
-        lengths = {a.shape for a in arrays}
-        if len(lengths) != 1 or arrays[0].ndim != 1:
+        st = np.asarray(state, dtype=np.int32)
+        si = np.asarray(since, dtype=np.int64)
+        la = np.asarray(last, dtype=np.int64)
+        ev = np.asarray(events, dtype=np.int64)
+        shapes = [st.shape, si.shape, la.shape, ev.shape]
+        if len(set(shapes)) != 1 or st.ndim != 1:
             raise CheckpointError(
                 f"KeyState: expected four 1-d arrays of equal length (state, since, last, "
-                f"events), found shapes {[a.shape for a in arrays]}"
+                f"events), found shapes {shapes}"
             )
-        st, si, la, ev = arrays
         seen = st >= 0
         bad = (st < -1) | (ev < 0) | (seen & (la < si))
         if bad.any():
@@ -151,7 +148,10 @@ class KeyState:
         (-1, 0, 0, 0)
         """
         return pl.DataFrame(
-            {name: pl.Series(name, getattr(self, name).copy(), dtype=dt) for name, dt in _COLUMNS.items()}
+            {
+                name: pl.Series(name, getattr(self, name).copy(), dtype=dt)
+                for name, dt in _COLUMNS.items()
+            }
         )
 
     def __len__(self) -> int:

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamkit.kernel._compile import CompiledMachine
-from streamkit.kernel._numba import _check_watermark, check_batch
+from streamkit.kernel._numba import _check_given_wm, _check_watermark, check_batch
 from streamkit.kernel._result import FIRED, LATE, UNDEFINED, BatchResult
 from streamkit.kernel._state import KeyState
 
@@ -64,6 +64,7 @@ def run_batch_reference(
     state: KeyState,
     *,
     watermark: int,
+    wm: npt.ArrayLike | None = None,
 ) -> BatchResult:
     """Apply the kernel's rules one event at a time, in plain Python.
 
@@ -83,6 +84,8 @@ def run_batch_reference(
     """
     k_arr, e_arr, t_arr = check_batch(cm, key_ids, events, times, state)
     watermark = _check_watermark(watermark)
+    given = _check_given_wm(wm, t_arr)
+    given_list: list[int] | None = None if given is None else given.tolist()
     table: list[list[int]] = cm.table.tolist()
     timeout_after: list[int] = cm.timeout_after.tolist()
     timeout_to: list[int] = cm.timeout_to.tolist()
@@ -113,19 +116,20 @@ def run_batch_reference(
             key.since = deadline
             key.last = max(key.last, deadline)
 
-    wm = watermark
+    current_wm = watermark
     key_list: list[int] = k_arr.tolist()
     event_list: list[int] = e_arr.tolist()
     time_list: list[int] = t_arr.tolist()
     for i, (key_id, event, t) in enumerate(zip(key_list, event_list, time_list, strict=True)):
-        wm = max(wm, t)
+        # The watermark: the prefix maximum, unless the caller gave it per event.
+        current_wm = max(current_wm, t) if given_list is None else given_list[i]
         key = keys[key_id]
         if key.state < 0:
             # Rule 1: first event of the key.
             key.state, key.since, key.last = cm.initial, t, t
         else:
             # Rule 2: timeouts due before this event.
-            fire_timeouts(key_id, wm, before=i)
+            fire_timeouts(key_id, current_wm, before=i)
         from_states.append(key.state)
         if t < key.last:
             # Rule 3: late.
@@ -145,8 +149,10 @@ def run_batch_reference(
             to_states.append(target)
             key.state, key.since, key.last = target, t, t
     # Rule 6: the batch-end flush, key by key in id order.
+    if given_list:
+        current_wm = max(watermark, given_list[-1])
     for key_id in range(len(keys)):
-        fire_timeouts(key_id, wm, before=len(key_list))
+        fire_timeouts(key_id, current_wm, before=len(key_list))
 
     state.state[:] = [k.state for k in keys]
     state.since[:] = [k.since for k in keys]
@@ -161,5 +167,5 @@ def run_batch_reference(
         t_from=np.array([t.from_state for t in timeouts], dtype=np.int32),
         t_to=np.array([t.to_state for t in timeouts], dtype=np.int32),
         t_before=np.array([t.before for t in timeouts], dtype=np.int64),
-        watermark=wm,
+        watermark=current_wm,
     )

@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.ipc as pa_ipc
 
 from streamkit.errors import CheckpointError, CorruptFileError, LeaseError, StorageError
 
@@ -285,8 +287,11 @@ class CheckpointStore:
                 f"with crc32 {zlib.crc32(data):#010x}"
             )
         try:
-            return pl.read_ipc(io.BytesIO(data), memory_map=False)
-        except Exception as exc:  # polars raises several error types for bad IPC
+            table = pa_ipc.open_file(pa.BufferReader(data)).read_all()
+        except pa.ArrowException as exc:
             raise CorruptFileError(
                 f"state file {self._where(ref.path)} is not readable Arrow IPC: {exc}"
             ) from exc
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        return frame

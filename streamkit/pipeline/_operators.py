@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
 #: Internal column carrying each row's source-log offset through the operators.
 OFFSET = "__streamkit_offset"
-#: Columns the quarantine adds to the events it sets aside.
-QUARANTINE_COLUMNS = ("reason", "state", "offset")
+#: Columns of the quarantine besides the source log's key and time columns.
+QUARANTINE_COLUMNS = ("event", "reason", "state", "offset", "data")
 
 OnUndefined = Literal["quarantine", "ignore", "error"]
 HISTORY_SCHEMA_COLUMNS = ("key", "time", "event", "from_state", "to_state")
@@ -375,6 +375,40 @@ class Transitions(Operator):
         )
         return self._emit(df, res, ctx).lazy()
 
+    @staticmethod
+    def _quarantine_rows(
+        df: pl.DataFrame,
+        setaside: np.ndarray[Any, Any],
+        late: np.ndarray[Any, Any],
+        res: Any,
+        states: pl.Series,
+        ctx: BatchContext,
+    ) -> pl.DataFrame:
+        """Set-aside events in the quarantine's fixed schema.
+
+        Key, time and event stay typed columns; the whole event row is kept as
+        JSON in ``data``, so the quarantine survives changes to the operators.
+        """
+        q = df.filter(pl.Series(setaside))
+        reason = np.where(late, "late", "undefined")[setaside]
+        payload = q.drop(OFFSET, "__sk_event")
+        data = (
+            payload.select(pl.struct(pl.all()).struct.json_encode().alias("data"))["data"]
+            if payload.width
+            else pl.Series("data", [], dtype=pl.String)
+        )
+        return pl.DataFrame(
+            {
+                ctx.key: q[ctx.key],
+                ctx.time: q[ctx.time],
+                "event": q["__sk_event"],
+                "reason": pl.Series(reason, dtype=pl.String),
+                "state": states.gather(res.from_state[setaside]),
+                "offset": q[OFFSET].cast(pl.Int64),
+                "data": data,
+            }
+        )
+
     def _emit(self, df: pl.DataFrame, res: Any, ctx: BatchContext) -> pl.DataFrame:
         self.watermark = int(res.watermark)
         states = pl.Series("s", list(self.machine.states), dtype=pl.String)
@@ -393,25 +427,10 @@ class Transitions(Operator):
                 f"(source offset {df[OFFSET][i]}); nothing of this batch was committed. "
                 "Declare the transition or use on_undefined='quarantine'"
             )
-        setaside = late | (undefined if self.on_undefined == "quarantine" else False)
         if self.on_undefined == "ignore":
             ctx.count("ignored", int(undefined.sum()))
-        if setaside.any():
-            mask = pl.Series(setaside)
-            reason = np.where(late, "late", "undefined")[setaside]
-            q = df.filter(mask).drop("__sk_event")
-            clash = [c for c in QUARANTINE_COLUMNS if c in q.columns]
-            if clash:
-                raise ConfigurationError(
-                    f"the events have columns {clash}, which the quarantine uses for its "
-                    "own fields; rename them before .transitions()"
-                )
-            q = q.with_columns(
-                reason=pl.Series(reason, dtype=pl.String),
-                state=states.gather(res.from_state[setaside]),
-                offset=q[OFFSET],
-            )
-            ctx.quarantine.append(q)
+        setaside = late | undefined if self.on_undefined == "quarantine" else late
+        ctx.quarantine.append(self._quarantine_rows(df, setaside, late, res, states, ctx))
         # History rows: fired events and timeouts, in firing order. A timeout that
         # fired before event i sorts before it (2*i < 2*i+1); ties keep firing order.
         fired = np.flatnonzero(status == 0)

@@ -105,6 +105,7 @@ def verify(pipe: Pipeline, checkpoint: int | None, *, replay: bool) -> VerifyRep
     _guard(report, "source position", check_position)
 
     def check_output(log: Any, count_key: str, label: str) -> tuple[bool, str]:
+        n_files = _verify_manifest(log)
         segs = log.segments()
         mine = segs.filter(pl.col("writer") == pipe.writer_id)
         rows = int(mine["rows"].sum()) if mine.height else 0
@@ -116,21 +117,37 @@ def verify(pipe: Pipeline, checkpoint: int | None, *, replay: bool) -> VerifyRep
             pending = txn is not None and txn.seq == cp.id + 1
             if not pending:
                 return False, f"{label} holds {rows:,} rows of this pipeline, checkpoint says {expected:,}"
-        return True, f"{rows:,} rows; every segment's size and checksum verified"
+        return True, (
+            f"{rows:,} rows; {n_files} manifest files and every segment's size and "
+            "checksum verified"
+        )
 
     if pipe.sink is not None:
         _guard(report, "output log", lambda: check_output(pipe.sink, "rows_out", "the output log"))
-    _guard(
-        report,
-        "quarantine log",
-        lambda: check_output(pipe._quarantine_log(), "quarantined", "the quarantine"),
-    )
+    if op is not None:
+        _guard(
+            report,
+            "quarantine log",
+            lambda: check_output(pipe._quarantine_log(), "quarantined", "the quarantine"),
+        )
 
     if replay and op is not None and "state" in holder:
         _guard(report, "replay", lambda: _replay(pipe, cp, op, holder["state"]))
     elif replay:
         report.add("replay", False, "nothing to replay: no readable state")
     return report
+
+
+def _verify_manifest(log: Any) -> int:
+    """Read and check every manifest file of ``log`` (versions and snapshots)."""
+    from streamkit.storage import _manifest as mf
+
+    fs = log.filesystem
+    names = [n for n in fs.ls("_log") if n.endswith(".json") and n[:1].isdigit()]
+    paths = [f"_log/{n}" for n in names]
+    for path, data in fs.get_many(paths, missing_ok=True).items():
+        mf.decode(data, f"{fs.url.rstrip('/')}/{path}")
+    return len(paths)
 
 
 def _replay(pipe: Pipeline, cp: Checkpoint, op: Transitions, saved: pl.DataFrame) -> tuple[bool, str]:

@@ -210,7 +210,8 @@ class Pipeline:
 
     def _plan(self) -> dict[str, Any] | None:
         ops = [op.plan() for op in self.operators]
-        in_store = getattr(self.source, "_store_url", None) == getattr(self.store, "url", None)
+        src_url = getattr(self.source, "url", None)
+        in_store = src_url == f"{self.store.url.rstrip('/')}/{getattr(self.source, 'name', '')}"
         return {
             "source": getattr(self.source, "name", None) if in_store else None,
             "sink": self.sink.name if self.sink is not None else None,
@@ -231,6 +232,9 @@ class Pipeline:
             f"_pipelines/{self.name}/quarantine", key=self.source.key, time=self.source.time
         )
 
+    def _quarantine_log_if_any(self) -> Log | None:
+        return self._quarantine_log() if self._transitions_op() is not None else None
+
     def _transitions_op(self) -> Transitions | None:
         return next((op for op in self.operators if isinstance(op, Transitions)), None)
 
@@ -248,7 +252,7 @@ class Pipeline:
                     f"{op.op_id!r} but the pipeline's is {op.kind!r}: the pipeline's "
                     "operators changed; start over with run(from_checkpoint=0)"
                 )
-            if op.stateful and entry is None and cp.id != 0 and cp.kind != "initial":
+            if op.stateful and entry is None and cp.counts.get("batches", 0) > 0:
                 raise CheckpointError(
                     f"checkpoint {cp.id} has no state for operator {op.op_id!r}; the "
                     "pipeline's operators changed: start over with run(from_checkpoint=0)"
@@ -258,7 +262,7 @@ class Pipeline:
     def _reconcile(self, cp: Checkpoint) -> tuple[int, int] | None:
         """Re-apply retractions; return the range of a batch whose outputs committed
         after ``cp`` but whose checkpoint did not (a crash in between)."""
-        logs = [lg for lg in (self.sink, self._quarantine_log()) if lg is not None]
+        logs = [lg for lg in (self.sink, self._quarantine_log_if_any()) if lg is not None]
         if cp.retracted:
             for lg in logs:
                 lg._retract(self.writer_id, list(cp.retracted))
@@ -440,14 +444,12 @@ class Pipeline:
             self.sink.append(out, writer=self.writer_id, seq=seq, meta=meta)
             ctx.count("rows_out", out.height)
             outputs["sink"] = {"log": self.sink.name, "end": self.sink.end().offset}
-        qlog = self._quarantine_log()
         if ctx.quarantine:
-            q = pl.concat(ctx.quarantine, how="diagonal_relaxed").drop(OFFSET)
-        else:
-            q = self._empty_quarantine(batch)
-        qlog.append(q, writer=self.writer_id, seq=seq, meta=meta)
-        ctx.count("quarantined", q.height)
-        outputs["quarantine"] = {"end": qlog.end().offset}
+            qlog = self._quarantine_log()
+            q = pl.concat(ctx.quarantine)
+            qlog.append(q, writer=self.writer_id, seq=seq, meta=meta)
+            ctx.count("quarantined", q.height)
+            outputs["quarantine"] = {"end": qlog.end().offset}
         entries = {op.op_id: op.snapshot(ckpts) for op in self.operators if op.stateful}
         counts = {k: cp.counts.get(k, 0) + ctx.counts.get(k, 0) for k in _COUNTS}
         counts["batches"] = cp.counts.get("batches", 0) + 1
@@ -482,17 +484,6 @@ class Pipeline:
         report.late += ctx.counts.get("late", 0)
         report.checkpoint = new.id
         return new
-
-    def _empty_quarantine(self, batch: pl.DataFrame) -> pl.DataFrame:
-        qlog = self._quarantine_log()
-        if qlog.schema is not None:
-            return pl.DataFrame(schema=qlog.schema)
-        empty = batch.clear().drop(OFFSET)
-        return empty.with_columns(
-            reason=pl.lit(None, pl.String),
-            state=pl.lit(None, pl.String),
-            offset=pl.lit(None, pl.Int64),
-        )
 
     # ------------------------------------------------------------- queries
     def checkpoints(self) -> pl.DataFrame:
@@ -556,7 +547,13 @@ class Pipeline:
         return probe.state_frame()
 
     def quarantine(self) -> pl.DataFrame:
-        """Events set aside with a ``reason`` (``late``, ``undefined``), ``state`` and source ``offset``."""
+        """Events set aside, with the reason.
+
+        Columns: the source log's key and time columns, ``event``, ``reason``
+        (``"late"`` or ``"undefined"``), ``state`` (the key's state at that
+        moment), ``offset`` (in the source log) and ``data`` (the whole event row
+        as JSON; decode with ``pl.col("data").str.json_decode()``).
+        """
         self._require_source()
         return self._quarantine_log().scan().collect()
 

@@ -28,9 +28,10 @@ def timeline(
     """Per-key Gantt chart of the states each key was in.
 
     One row per key, one horizontal bar per state visit (``enter`` to ``exit``), one
-    colour per state. Open visits run to ``until`` (or to the last time in the
-    history) and are hatched. Zero-length visits (such as the initial state's, see
-    :func:`streamkit.analytics.visits`) have no width and are not drawn.
+    colour per state. Open visits (the keys' current states) run to ``until`` (by
+    default the last event time of the keys shown) and are hatched. Zero-length
+    visits (such as the initial state's, see :func:`streamkit.analytics.visits`)
+    have no width and are not drawn.
 
     Parameters
     ----------
@@ -42,7 +43,8 @@ def timeline(
         At most this many rows: with more keys, a deterministic sample (``seed``)
         of ``max_keys`` keys is drawn and the title says so.
     until
-        Time up to which open visits are drawn (default: the history's last time).
+        Time up to which open visits are drawn (default: the last event time of
+        the keys shown).
     seed
         Seed of the key sample.
     ax
@@ -67,17 +69,13 @@ def timeline(
     >>> ax = sk.plot.timeline(history, until=8)
     >>> ax.get_title()
     'timeline (2 keys)'
-    >>> [(p.get_x(), p.get_width()) for p in ax.containers[0]]  # the 'paid' bars
+    >>> [(float(p.get_x()), float(p.get_width())) for p in ax.containers[0]]  # paid bars
     [(0.0, 5.0), (2.0, 6.0)]
     >>> plt.close("all")
     """
     h = c.collect(history, "timeline")
     if max_keys < 1:
         raise ValueError(f"timeline: max_keys must be at least 1; got {max_keys}")
-    end: datetime | int | None = until
-    if end is None and h.height:
-        last = h["time"].max()
-        end = last if isinstance(last, datetime | int) else None
     v = analytics.visits(h)
     all_keys = v["key"].unique(maintain_order=True).to_list()
     if keys is not None:
@@ -93,6 +91,10 @@ def timeline(
         candidates = all_keys
     shown = c.sample_keys(candidates, max_keys, seed)
     sampled = len(shown) < len(candidates)
+    end: datetime | int | None = until
+    if end is None:  # open visits run to the last event of the keys shown
+        last = h.filter(pl.col("key").is_in(shown))["time"].max()
+        end = last if isinstance(last, datetime | int) else None
 
     ax = c.axes(ax, figsize=(10.0, max(3.0, 0.28 * len(shown) + 1.5)))
     row_of = {k: i for i, k in enumerate(shown)}
@@ -139,7 +141,14 @@ def timeline(
         title = f"timeline ({c.counted(len(shown), 'key')})"
     ax.set_title(title)
     if ax.containers:
-        ax.legend(title="state", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+        from matplotlib.patches import Patch
+
+        drawn = [str(cont.get_label()) for cont in ax.containers]
+        handles = [Patch(facecolor=colors[s], label=s) for s in drawn]
+        handles.append(Patch(facecolor="white", edgecolor="grey", hatch="///", label="(open)"))
+        ax.legend(
+            handles=handles, title="state", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8
+        )
     return ax
 
 
@@ -196,12 +205,7 @@ def occupancy(
     x = c.to_x(times)
     bottom = np.zeros(len(times))
     for state in states:
-        ys = (
-            occ.filter(pl.col("state") == state)
-            .sort("time")["keys"]
-            .cast(pl.Float64)
-            .to_numpy()
-        )
+        ys = occ.filter(pl.col("state") == state).sort("time")["keys"].cast(pl.Float64).to_numpy()
         top = bottom + ys
         ax.fill_between(x, bottom, top, step="post", color=colors[state], label=state, lw=0)
         bottom = top
@@ -300,6 +304,8 @@ def dwell_times(
             box.set_facecolor(colors[state])
             box.set_alpha(0.8)
             box.set_gid(state)
+        for line, state in zip(parts["medians"], states, strict=True):
+            line.set_gid(f"median:{state}")
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("state")
@@ -308,7 +314,7 @@ def dwell_times(
     note = f"; {c.counted(omitted, 'zero-length visit')} not shown" if omitted else ""
     ax.set_title(
         f"dwell times ({c.counted(v.height, 'closed visit')} of "
-        f"{c.counted(n_keys, 'key')}; whiskers 5–95%{note})"
+        f"{c.counted(n_keys, 'key')}; whiskers 5-95%{note})"
     )
     ax.tick_params(axis="x", labelrotation=30)
     return ax

@@ -53,7 +53,7 @@ def axes(ax: Axes | None, figsize: tuple[float, float] = (9.0, 5.0)) -> Axes:
     import matplotlib.pyplot as plt
 
     _, new = plt.subplots(figsize=figsize, layout="constrained")
-    return new  # type: ignore[no-any-return]
+    return new
 
 
 def is_datetime(history: pl.DataFrame) -> bool:
@@ -84,7 +84,7 @@ def to_x(values: pl.Series) -> np.ndarray:
         from matplotlib import dates as mdates
 
         naive = values.dt.replace_time_zone(None) if values.dtype.time_zone else values
-        return np.asarray(mdates.date2num(naive.to_numpy()), dtype=np.float64)
+        return np.asarray(mdates.date2num(naive.to_numpy()), dtype=np.float64)  # type: ignore[no-untyped-call]
     return values.cast(pl.Float64).to_numpy()
 
 

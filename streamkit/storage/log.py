@@ -1089,31 +1089,34 @@ def _advance(fs: FileSystem, state: mf.LogState | None, first: int, window: int)
 
 
 def _load_state(fs: FileSystem, name: str) -> mf.LogState | None:
-    """Read the latest state of the log rooted at ``fs``; None if it does not exist."""
+    """Read the latest state of the log rooted at ``fs``; None if it does not exist.
+
+    Fast path: the hint names the latest snapshot; versions after it are probed
+    in one concurrent read. Fallback (no or bad hint): list ``_log/``, start from
+    the newest readable snapshot (or version 0) and read the listed versions.
+    """
     snap = _snapshot_from_hint(fs)
-    if snap is None:
-        listing = fs.ls(mf.LOG_DIR)
-        if mf.version_path(0).rsplit("/", 1)[-1] not in listing:
-            return None
-        snap = _snapshot_from_listing(fs, listing)
-        if snap is None:
-            versions = sorted(
-                int(n[:20])
-                for n in listing
-                if n.endswith(".json") and n[:20].isdigit() and len(n) == 25
-            )
-            # One concurrent read of everything listed, then probe past it.
-            state: mf.LogState | None = None
-            got = fs.get_many([mf.version_path(v) for v in versions], missing_ok=True)
-            for expected, v in enumerate(versions):
-                rel = mf.version_path(v)
-                if v != expected or rel not in got:
-                    break
-                state = mf.apply_version(state, got[rel], v, _fmt_path(fs, rel))
-            if state is None:
-                return None
-            return _advance(fs, state, state.version + 1, mf.SNAPSHOT_EVERY)
-    return _advance(fs, snap, snap.version + 1, mf.SNAPSHOT_EVERY)
+    if snap is not None:
+        return _advance(fs, snap, snap.version + 1, mf.SNAPSHOT_EVERY)
+    listing = fs.ls(mf.LOG_DIR)
+    if mf.version_path(0).rsplit("/", 1)[-1] not in listing:
+        return None
+    state = _snapshot_from_listing(fs, listing)
+    after = -1 if state is None else state.version
+    versions = sorted(
+        int(n[:20])
+        for n in listing
+        if len(n) == 25 and n.endswith(".json") and n[:20].isdigit() and int(n[:20]) > after
+    )
+    got = fs.get_many([mf.version_path(v) for v in versions], missing_ok=True)
+    for expected, v in enumerate(versions, start=after + 1):
+        rel = mf.version_path(v)
+        if v != expected or rel not in got:
+            break
+        state = mf.apply_version(state, got[rel], v, _fmt_path(fs, rel))
+    if state is None:
+        return None
+    return _advance(fs, state, state.version + 1, _PROBE_FIRST)
 
 
 def _snapshot_from_hint(fs: FileSystem) -> mf.LogState | None:

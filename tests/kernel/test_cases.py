@@ -11,6 +11,7 @@ from streamkit.kernel import (
     LATE,
     NO_WATERMARK,
     UNDEFINED,
+    BatchResult,
     CompiledMachine,
     KeyState,
     history_order,
@@ -45,14 +46,14 @@ def run(
     rows: list[tuple[int, int, int]],
     state: KeyState,
     watermark: int = NO_WATERMARK,
-):  # type: ignore[no-untyped-def]
+) -> BatchResult:
     keys = np.array([r[0] for r in rows], dtype=np.int64)
     events = np.array([r[1] for r in rows], dtype=np.int32)
     times = np.array([r[2] for r in rows], dtype=np.int64)
     return impl(cm, keys, events, times, state, watermark=watermark)
 
 
-def timeouts(result) -> list[tuple[int, int, int, int, int]]:  # type: ignore[no-untyped-def]
+def timeouts(result: BatchResult) -> list[tuple[int, int, int, int, int]]:
     return list(
         zip(
             result.t_key.tolist(),
@@ -295,15 +296,27 @@ def test_bad_inputs_are_rejected(
     impl: RunBatch, keys: list[int], events: list[int], times: list[int], message: str
 ) -> None:
     with pytest.raises(ConfigurationError, match=message):
-        impl(LINE, np.array(keys), np.array(events), np.array(times), KeyState.empty(2),
-             watermark=NO_WATERMARK)
+        impl(
+            LINE,
+            np.array(keys),
+            np.array(events),
+            np.array(times),
+            KeyState.empty(2),
+            watermark=NO_WATERMARK,
+        )
 
 
 @pytest.mark.parametrize("watermark", [None, 1.5, True, 2**63])
 def test_bad_watermark_is_rejected(impl: RunBatch, watermark: object) -> None:
     with pytest.raises(ConfigurationError, match="watermark"):
-        impl(LINE, np.array([0]), np.array([0]), np.array([1]), KeyState.empty(1),
-             watermark=watermark)
+        impl(
+            LINE,
+            np.array([0]),
+            np.array([0]),
+            np.array([1]),
+            KeyState.empty(1),
+            watermark=watermark,
+        )
 
 
 def test_extreme_times_do_not_overflow(impl: RunBatch) -> None:
@@ -312,6 +325,47 @@ def test_extreme_times_do_not_overflow(impl: RunBatch) -> None:
     result = run(impl, LINE, [(0, 0, big)], state)
     assert result.n_timeouts == 0 and state.state[0] == 1
     state = KeyState.from_arrays([1], [-(2**62) * 2], [-(2**62) * 2], [1])
-    result = impl(LINE, np.array([], dtype=np.int64), np.array([], dtype=np.int32),
-                  np.array([], dtype=np.int64), state, watermark=2**62)
+    result = impl(
+        LINE,
+        np.array([], dtype=np.int64),
+        np.array([], dtype=np.int32),
+        np.array([], dtype=np.int64),
+        state,
+        watermark=2**62,
+    )
     assert timeouts(result) == [(0, -(2**63) + 10, 1, 2, 0)]
+
+
+def test_given_watermarks_drive_timeouts_and_flush(impl: RunBatch) -> None:
+    state = KeyState.empty(1)
+    # One event of key 0 at 0, but the (larger) batch it came from reached 12
+    # before it and 30 at its end: the given watermarks decide.
+    result = impl(
+        LINE,
+        np.array([0, 0]),
+        np.array([0, 1]),
+        np.array([0, 1]),
+        state,
+        watermark=30,
+        wm=np.array([0, 12]),
+    )
+    assert timeouts(result) == [(0, 10, 1, 2, 1)]
+    assert result.status.tolist() == [FIRED, LATE]
+    assert result.watermark == 30
+
+
+@pytest.mark.parametrize(
+    ("wm", "message"),
+    [([5], "one watermark per event"), ([3, 2], "non-decreasing"), ([0, 0], ">= times")],
+)
+def test_bad_given_watermarks(impl: RunBatch, wm: list[int], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        impl(
+            LINE,
+            np.array([0, 0]),
+            np.array([0, 0]),
+            np.array([0, 1]),
+            KeyState.empty(1),
+            watermark=NO_WATERMARK,
+            wm=np.array(wm),
+        )

@@ -3,6 +3,7 @@ depends on how the events are cut into batches."""
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from typing import Any
 
@@ -35,9 +36,7 @@ def machines(draw: st.DrawFn) -> CompiledMachine:
     n_s = draw(st.integers(1, 5))
     n_e = draw(st.integers(1, 4))
     table = draw(st.lists(st.integers(-1, n_s - 1), min_size=n_s * n_e, max_size=n_s * n_e))
-    after = draw(
-        st.lists(st.one_of(st.just(-1), st.integers(1, 8)), min_size=n_s, max_size=n_s)
-    )
+    after = draw(st.lists(st.one_of(st.just(-1), st.integers(1, 8)), min_size=n_s, max_size=n_s))
     to = [draw(st.integers(0, n_s - 1)) if a > 0 else -1 for a in after]
     return CompiledMachine(
         states=tuple(f"s{i}" for i in range(n_s)),
@@ -132,7 +131,7 @@ def _run_split(impl: Any, data: dict[str, Any], cuts: list[int]) -> tuple[Any, K
     wm = data["watermark"]
     rows: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
     bounds = [0, *cuts, len(data["keys"])]
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+    for lo, hi in itertools.pairwise(bounds):
         keys = data["keys"][lo:hi]
         events = data["events"][lo:hi]
         times = data["times"][lo:hi]
@@ -224,7 +223,11 @@ def test_history_is_a_consistent_per_key_chain(data: dict[str, Any]) -> None:
 @given(cases(carried=True))
 def test_history_order_is_a_permutation(data: dict[str, Any]) -> None:
     result = run_batch(
-        data["cm"], data["keys"], data["events"], data["times"], data["state"].copy(),
+        data["cm"],
+        data["keys"],
+        data["events"],
+        data["times"],
+        data["state"].copy(),
         watermark=data["watermark"],
     )
     is_timeout, index = history_order(result)
@@ -233,9 +236,68 @@ def test_history_order_is_a_permutation(data: dict[str, Any]) -> None:
     # Timeout rows keep firing order; each sits right before its event.
     assert index[is_timeout].tolist() == list(range(result.n_timeouts))
     assert index[~is_timeout].tolist() == list(range(result.n_events))
-    events_before = np.cumsum(~is_timeout) - (~is_timeout)
+    events_before: np.ndarray = np.cumsum(~is_timeout) - (~is_timeout).astype(np.int64)
     np.testing.assert_array_equal(events_before[is_timeout], result.t_before)
     fired_flags, fired_index = history_order(result, only_fired=True)
     kept_events = fired_index[~fired_flags]
     assert kept_events.tolist() == np.flatnonzero(result.status == 0).tolist()
     assert fired_flags.sum() == result.n_timeouts
+
+
+@pytest.mark.parametrize("name", sorted(IMPLS))
+@SETTINGS
+@given(data=cases(carried=True), parts=st.integers(1, 4))
+def test_key_partitions_with_given_watermarks_equal_the_whole(
+    name: str, data: dict[str, Any], parts: int
+) -> None:
+    """Running each group of keys on its own, with the whole batch's per-event
+    watermarks (what a cluster executor does), gives the whole batch's result."""
+    impl = IMPLS[name]
+    cm, keys, events, times = data["cm"], data["keys"], data["events"], data["times"]
+    carried = data["watermark"]
+    whole_state = data["state"].copy()
+    whole = impl(cm, keys, events, times, whole_state, watermark=carried)
+    wm = np.maximum.accumulate(np.concatenate(([carried], times)))[1:].astype(np.int64)
+    n_keys = len(whole_state)
+    merged = data["state"].copy()
+    status = np.full(len(keys), -1, dtype=np.int8)
+    to_state = np.full(len(keys), -9, dtype=np.int32)
+    timeouts: dict[int, list[tuple[int, int, int, int]]] = defaultdict(list)
+    for g in range(parts):
+        members = np.flatnonzero(np.arange(n_keys) % parts == g)
+        local = np.full(n_keys, -1, dtype=np.int64)
+        local[members] = np.arange(len(members))
+        idx = np.flatnonzero(np.isin(keys, members))
+        part_state = KeyState.from_arrays(
+            merged.state[members],
+            merged.since[members],
+            merged.last[members],
+            merged.events[members],
+        )
+        res = impl(
+            cm,
+            local[keys[idx]],
+            events[idx],
+            times[idx],
+            part_state,
+            watermark=carried,
+            wm=wm[idx],
+        )
+        assert res.watermark == whole.watermark
+        status[idx], to_state[idx] = res.status, res.to_state
+        for name_ in ("state", "since", "last", "events"):
+            getattr(merged, name_)[members] = getattr(part_state, name_)
+        before = np.append(idx, len(keys))[res.t_before]
+        for j in range(res.n_timeouts):
+            timeouts[int(members[res.t_key[j]])].append(
+                (int(res.t_time[j]), int(res.t_from[j]), int(res.t_to[j]), int(before[j]))
+            )
+    np.testing.assert_array_equal(status, whole.status)
+    np.testing.assert_array_equal(to_state, whole.to_state)
+    expected: dict[int, list[tuple[int, int, int, int]]] = defaultdict(list)
+    for j in range(whole.n_timeouts):
+        expected[int(whole.t_key[j])].append(
+            (int(whole.t_time[j]), int(whole.t_from[j]), int(whole.t_to[j]), int(whole.t_before[j]))
+        )
+    assert dict(timeouts) == dict(expected)
+    _assert_states_equal(merged, whole_state)
