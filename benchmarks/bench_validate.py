@@ -39,8 +39,12 @@ def build(n_states: int, n_events: int, per_state: int, seed: int) -> Machine:
     final = states[:: max(1, n_states // 100)]
     timeouts = [(states[i], "30m", states[0]) for i in range(0, n_states, 50)]
     return Machine(
-        "bench", states=states, initial=states[0], final=final,
-        transitions=transitions, timeouts=timeouts,
+        "bench",
+        states=states,
+        initial=states[0],
+        final=final,
+        transitions=transitions,
+        timeouts=timeouts,
     )
 
 

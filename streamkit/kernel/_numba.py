@@ -29,9 +29,54 @@ _EMPTY_I64.setflags(write=False)
 
 @numba.njit(cache=True, nogil=True)
 def _grow(buf: Any, cap: int) -> Any:  # pragma: no cover - compiled
-    out = np.empty(cap, dtype=buf.dtype)
+    out = np.empty((cap, buf.shape[1]), dtype=buf.dtype)
     out[: buf.shape[0]] = buf
     return out
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fire_timeouts(  # noqa: PLR0917 - flat arrays are the kernel's interface
+    k: int,
+    wm: int,
+    before: int,
+    t_after: Any,
+    t_to: Any,
+    st_state: Any,
+    st_since: Any,
+    st_last: Any,
+    out: Any,
+    m: int,
+) -> Any:  # pragma: no cover - compiled
+    """Rule 2 / 6: fire key k's timeouts, chained, while since + after <= wm.
+
+    Rows go to ``out[m]`` as (key, time, from, to, before); returns (out, m).
+    """
+    s = st_state[k]
+    after = t_after[s]
+    while after >= 0:
+        # since + after <= wm, decided without int64 overflow: wm - after cannot
+        # overflow once wm >= int64 min + after.
+        if wm < _I64_MIN + after:
+            break
+        since = st_since[k]
+        if since > wm - after:
+            break
+        deadline = since + after
+        if m == out.shape[0]:
+            out = _grow(out, 2 * out.shape[0])
+        nxt = t_to[s]
+        out[m, 0] = k
+        out[m, 1] = deadline
+        out[m, 2] = s
+        out[m, 3] = nxt
+        out[m, 4] = before
+        m += 1
+        s = nxt
+        st_state[k] = s
+        st_since[k] = deadline
+        st_last[k] = max(st_last[k], deadline)
+        after = t_after[s]
+    return out, m
 
 
 @numba.njit(cache=True, nogil=True)
@@ -55,70 +100,24 @@ def _kernel(  # noqa: PLR0917 - flat arrays are the kernel's interface
     from_s = np.empty(n, dtype=np.int32)
     to_s = np.empty(n, dtype=np.int32)
     status = np.empty(n, dtype=np.int8)
-    cap = max(16, n // 8)
-    o_key = np.empty(cap, dtype=np.int64)
-    o_time = np.empty(cap, dtype=np.int64)
-    o_from = np.empty(cap, dtype=np.int32)
-    o_to = np.empty(cap, dtype=np.int32)
-    o_before = np.empty(cap, dtype=np.int64)
+    out = np.empty((max(16, n // 16), 5), dtype=np.int64)
     m = 0
     wm = wm0
-    t = wm0
-    for i in range(n + 1):
-        if i < n:
-            k_lo = key_ids[i]
-            k_hi = k_lo + 1
-            t = times[i]
-            wm = wm_given[i] if use_given else max(wm, t)
-            if st_state[k_lo] < 0:
-                # Rule 1: the key's first event; nothing can time out before it.
-                st_state[k_lo] = initial
-                st_since[k_lo] = t
-                st_last[k_lo] = t
-                k_hi = k_lo
-        else:
-            # Rule 6: the batch-end flush visits every key.
-            wm = max(wm0, wm_given[n - 1]) if use_given and n else wm
-            k_lo = 0
-            k_hi = st_state.shape[0]
-        # Rule 2 (and 6): fire timeouts, chained, while the deadline has passed.
-        for k in range(k_lo, k_hi):
-            s = st_state[k]
-            if s < 0:
-                continue
-            after = t_after[s]
-            while after >= 0:
-                # Fire iff since + after <= wm, decided without int64 overflow:
-                # wm - after cannot overflow once wm >= int64 min + after.
-                if wm < _I64_MIN + after:
-                    break
-                since = st_since[k]
-                if since > wm - after:
-                    break
-                deadline = since + after
-                if m == cap:
-                    cap *= 2
-                    o_key = _grow(o_key, cap)
-                    o_time = _grow(o_time, cap)
-                    o_from = _grow(o_from, cap)
-                    o_to = _grow(o_to, cap)
-                    o_before = _grow(o_before, cap)
-                nxt = t_to[s]
-                o_key[m] = k
-                o_time[m] = deadline
-                o_from[m] = s
-                o_to[m] = nxt
-                o_before[m] = i
-                m += 1
-                s = nxt
-                st_state[k] = s
-                st_since[k] = deadline
-                st_last[k] = max(st_last[k], deadline)
-                after = t_after[s]
-        if i == n:
-            break
-        k = k_lo
+    for i in range(n):
+        k = key_ids[i]
+        t = times[i]
+        wm = wm_given[i] if use_given else max(wm, t)
         s = st_state[k]
+        if s < 0:
+            # Rule 1: the key's first event; nothing can time out before it.
+            s = initial
+            st_state[k] = s
+            st_since[k] = t
+            st_last[k] = t
+        elif t_after[s] >= 0:
+            # Rule 2: timeouts due before this event.
+            out, m = _fire_timeouts(k, wm, i, t_after, t_to, st_state, st_since, st_last, out, m)
+            s = st_state[k]
         from_s[i] = s
         if t < st_last[k]:
             # Rule 3: late.
@@ -128,27 +127,34 @@ def _kernel(  # noqa: PLR0917 - flat arrays are the kernel's interface
         e = events[i]
         target = table[s, e] if e >= 0 else -1
         st_events[k] += 1
+        st_last[k] = t
         if target < 0:
             # Rule 4: undefined.
             status[i] = 1
             to_s[i] = s
-            st_last[k] = t
         else:
             # Rule 5: fire (self-loops re-enter).
             status[i] = 0
             to_s[i] = target
             st_state[k] = target
             st_since[k] = t
-            st_last[k] = t
+    # Rule 6: the batch-end flush visits every key whose state has a timeout.
+    if use_given and n:
+        wm = max(wm0, wm_given[n - 1])
+    for k in range(st_state.shape[0]):
+        s = st_state[k]
+        if s >= 0 and t_after[s] >= 0:
+            out, m = _fire_timeouts(k, wm, n, t_after, t_to, st_state, st_since, st_last, out, m)
+    rows = out[:m]
     return (
         from_s,
         to_s,
         status,
-        o_key[:m].copy(),
-        o_time[:m].copy(),
-        o_from[:m].copy(),
-        o_to[:m].copy(),
-        o_before[:m].copy(),
+        rows[:, 0].copy(),
+        rows[:, 1].copy(),
+        rows[:, 2].astype(np.int32),
+        rows[:, 3].astype(np.int32),
+        rows[:, 4].copy(),
         wm,
     )
 
@@ -299,6 +305,8 @@ def run_batch(
         part of (e.g. one key partition of a batch run on a cluster): when given,
         ``wm[i]`` is used for event ``i`` as is, and the batch-end flush uses
         ``max(watermark, wm[-1])``. Must be non-decreasing and ``>= times``.
+        Pass the whole batch's final watermark as ``watermark`` then, so that a
+        part without events still flushes its idle keys.
 
     Returns
     -------

@@ -126,21 +126,18 @@ def figure_size(machine: Machine) -> tuple[float, float]:
     >>> figure_size(Machine("m", states=["a"], initial="a", final=["a"]))
     (4.0, 3.0)
     """
-    pos = _stretch(layout(machine), _default_labels(machine).items())
-    xs = [x for x, _ in pos.values()]
-    ys = [y for _, y in pos.values()]
-    width = (max(xs) - min(xs) + 2.5) * INCH_PER_UNIT + 0.5
-    height = (max(ys) - min(ys) + 2.5) * INCH_PER_UNIT + 0.6
-    return (min(max(round(width, 1), 4.0), 40.0), min(max(round(height, 1), 3.0), 40.0))
+    from matplotlib.figure import Figure
 
-
-def _default_labels(machine: Machine) -> dict[tuple[str, str], str]:
-    events: dict[tuple[str, str], list[str]] = {}
-    for t in machine.transitions:
-        names = events.setdefault((t.source, t.target), [])
-        if t.event not in names:
-            names.append(t.event)
-    return {pair: ", ".join(names) for pair, names in events.items()}
+    # Draw once on a throwaway figure to learn the extent (labels, loops, marker).
+    ax = draw_machine(machine, Figure().add_subplot())
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    width = (x1 - x0) * INCH_PER_UNIT / 0.98 + 0.1
+    height = (y1 - y0) * INCH_PER_UNIT / 0.92 + 0.1
+    return (
+        float(min(max(round(width, 1), 4.0), 40.0)),
+        float(min(max(round(height, 1), 3.0), 40.0)),
+    )
 
 
 def _stretch(
@@ -159,7 +156,8 @@ def new_axes(machine: Machine) -> Axes:
     """A fresh pyplot figure sized for ``machine``; returns its Axes."""
     import matplotlib.pyplot as plt
 
-    _, ax = plt.subplots(figsize=figure_size(machine))
+    fig, ax = plt.subplots(figsize=figure_size(machine))
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93)
     return ax
 
 
@@ -271,12 +269,18 @@ def draw_machine(
     base = layout(machine)
     layer = {v: round(x / X_GAP) for v, (x, _) in base.items()}
     extra_nodes = list(dict.fromkeys(v for pair in extra_edges for v in pair if v not in base))
-    if extra_nodes:
-        right = max(layer.values()) + 1
-        middle = (len(extra_nodes) - 1) / 2
-        for i, v in enumerate(extra_nodes):
-            base[v] = (right * X_GAP, (middle - i) * Y_GAP)
-            layer[v] = right
+    for v in extra_nodes:
+        # A state seen only in data goes one layer after the state it comes from (or
+        # before the state it leads to), below the states already there.
+        u, w = next(pair for pair in extra_edges if v in pair)
+        other = u if w == v else w
+        if other in layer:
+            column = layer[other] + 1 if w == v else max(layer[other] - 1, 0)
+        else:
+            column = max(layer.values()) + 1
+        ys = [y for s, (_, y) in base.items() if layer[s] == column]
+        base[v] = (column * X_GAP, min(ys) - Y_GAP if ys else 0.0)
+        layer[v] = column
     pos = _stretch(base, [*labels.items(), *extra_edges.items()])
 
     bounds = _Bounds()
@@ -285,35 +289,39 @@ def draw_machine(
 
     placed: list[tuple[float, float, float, float]] = []  # label boxes: x0, y0, x1, y1
 
-    def free(x: float, y: float, text: str) -> bool:
-        half_w, half_h = _CHAR * len(text) / 2 + 0.05, 0.14
-        box = (x - half_w, y - half_h, x + half_w, y + half_h)
+    def box(x: float, y: float, text: str, ha: str) -> tuple[float, float, float, float]:
+        width = _CHAR * len(text) + 0.1
+        x0 = {"center": x - width / 2, "left": x, "right": x - width}[ha]
+        return (x0, y - 0.14, x0 + width, y + 0.14)
+
+    def free(x: float, y: float, text: str, ha: str) -> bool:
+        b = box(x, y, text, ha)
         for x0, y0, x1, y1 in placed:
-            if box[0] < x1 and x0 < box[2] and box[1] < y1 and y0 < box[3]:
+            if b[0] < x1 and x0 < b[2] and b[1] < y1 and y0 < b[3]:
                 return False
         for nx, ny in pos.values():
-            near_x = min(max(nx, box[0]), box[2])
-            near_y = min(max(ny, box[1]), box[3])
+            near_x = min(max(nx, b[0]), b[2])
+            near_y = min(max(ny, b[1]), b[3])
             if math.hypot(nx - near_x, ny - near_y) < RADIUS:
                 return False
         return True
 
-    def label_at(x: float, y: float, text: str, colour: str) -> None:
-        half_w = _CHAR * len(text) / 2 + 0.05
-        placed.append((x - half_w, y - 0.14, x + half_w, y + 0.14))
+    def label_at(x: float, y: float, text: str, colour: str, ha: str = "center") -> None:
+        b = box(x, y, text, ha)
+        placed.append(b)
         ax.text(
             x,
             y,
             text,
             fontsize=_FONT - 1,
             color=colour,
-            ha="center",
+            ha=ha,
             va="center",
             zorder=5,
             bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
         )
-        bounds.add(x - half_w, y, 0.15)
-        bounds.add(x + half_w, y, 0.15)
+        bounds.add(b[0], y, 0.15)
+        bounds.add(b[2], y, 0.15)
 
     def edge(
         u: str, v: str, label: str, colour: str, style: str, *, rad: float, below: bool
@@ -329,6 +337,7 @@ def draw_machine(
             c2 = (ux + 0.95 * RADIUS, uy + sign * 2.3 * RADIUS)
             path = Path([start, c1, c2, end], [Path.MOVETO, Path.CURVE4, Path.CURVE4, Path.CURVE4])
             top = (ux, uy + sign * 2.05 * RADIUS)
+            ha = "center"
             bounds.add(top[0], top[1], 0.35)
         else:
             vx, vy = pos[v]
@@ -340,14 +349,19 @@ def draw_machine(
             path = Path([start, (cx, cy), end], [Path.MOVETO, Path.CURVE3, Path.CURVE3])
             # The label sits at the middle of the curve unless it would cover another
             # label or a state there; then at the first free point nearer an end.
+            # Edges within a layer run vertically: their labels go beside the curve,
+            # on the side it bulges to, so long labels do not cover the layer.
+            ha, shift = "center", 0.0
+            if abs(dx) < 1e-9:
+                ha, shift = ("left", 0.08) if cx > ux else ("right", -0.08)
             top = (0.0, 0.0)
             for t in (0.5, 0.38, 0.62, 0.28, 0.72, 0.5):
                 a0, a1, a2 = (1 - t) ** 2, 2 * (1 - t) * t, t * t
                 top = (
-                    a0 * start[0] + a1 * cx + a2 * end[0],
+                    a0 * start[0] + a1 * cx + a2 * end[0] + shift,
                     a0 * start[1] + a1 * cy + a2 * end[1],
                 )
-                if free(top[0], top[1], label):
+                if free(top[0], top[1], label, ha):
                     break
         ax.add_patch(
             FancyArrowPatch(
@@ -360,7 +374,7 @@ def draw_machine(
                 zorder=2,
             )
         )
-        label_at(top[0], top[1], label, colour)
+        label_at(top[0], top[1], label, colour, ha)
 
     def curvature(u: str, v: str, kind_rank: int) -> float:
         straight = abs(layer[u] - layer[v]) == 1 and (v, u) not in pairs
@@ -385,10 +399,12 @@ def draw_machine(
 
     finals = set(machine.final)
     for v, (x, y) in pos.items():
-        if v in bad or v not in declared:
+        if v in bad:
             face, line = _BAD_FACE, _BAD_EDGE
         elif v in extra_nodes:
             face, line = "white", _EXTRA
+        elif v not in declared:
+            face, line = _BAD_FACE, _BAD_EDGE
         else:
             face, line = _NODE_FACE, _NODE_EDGE
         style = "-" if v in declared else "--"
@@ -427,4 +443,16 @@ def draw_machine(
     ax.set_aspect("equal")
     ax.set_axis_off()
     ax.set_title(machine.name)
+    # Font sizes are in points, the drawing in data units: scale the text to the
+    # inches one data unit gets on this Axes, so small Axes do not get overlaps.
+    frame = ax.get_window_extent()  # pixels; the equal aspect shrinks one side later
+    root = ax.get_figure(root=True)
+    dpi = float(root.dpi) if root is not None else 100.0
+    per_unit = min(
+        frame.width / dpi / (bounds.x1 - bounds.x0 + 2 * margin),
+        frame.height / dpi / (bounds.y1 - bounds.y0 + 2 * margin),
+    )
+    factor = min(max(per_unit / INCH_PER_UNIT, 0.35), 1.3)
+    for label in ax.texts:
+        label.set_fontsize(float(label.get_fontsize()) * factor)
     return ax

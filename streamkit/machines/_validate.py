@@ -13,6 +13,8 @@ import difflib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from streamkit.machines.report import ERROR_KINDS, WARNING_KINDS, Problem, ValidationReport
 
 if TYPE_CHECKING:
@@ -33,21 +35,24 @@ def _q(names: Sequence[str], limit: int = 8) -> str:
 
 
 def strongly_connected_components(
-    succ: Sequence[Sequence[int]], root: int, is_final: Sequence[bool]
+    offsets: Sequence[int], targets: Sequence[int], root: int, is_final: Sequence[bool]
 ) -> tuple[list[bool], list[tuple[list[int], bool]]]:
-    """Iterative Tarjan from ``root``.
+    """Iterative Tarjan from ``root`` over a graph in CSR form.
 
-    Returns ``(reached, components)``: ``reached[v]`` for every node, and the
-    components reachable from ``root`` in reverse topological order, each as
-    ``(nodes, can_reach_final)``.
+    Node ``v``'s successors are ``targets[offsets[v]:offsets[v + 1]]``. Returns
+    ``(reached, components)``: ``reached[v]`` for every node, and the components
+    reachable from ``root`` in reverse topological order, each as ``(nodes,
+    can_reach_final)``. No recursion, so any depth works.
 
     Examples
     --------
-    >>> reached, comps = strongly_connected_components([[1], [0, 2], []], 0, [False] * 2 + [True])
+    >>> # 0 -> 1, 1 -> 0, 1 -> 2; 2 is final
+    >>> reached, comps = strongly_connected_components([0, 1, 3, 3], [1, 0, 2], 0,
+    ...                                                [False, False, True])
     >>> [(sorted(nodes), ok) for nodes, ok in comps]
     [([2], True), ([0, 1], True)]
     """
-    n = len(succ)
+    n = len(offsets) - 1
     index = [-1] * n
     low = [0] * n
     on_stack = [False] * n
@@ -56,7 +61,7 @@ def strongly_connected_components(
     comp_of = [-1] * n
     comp_final: list[bool] = []
     components: list[tuple[list[int], bool]] = []
-    ptr = [0] * n
+    ptr = list(offsets[:n])
     stack: list[int] = []
 
     index[root] = low[root] = 0
@@ -66,12 +71,11 @@ def strongly_connected_components(
     call = [root]
     while call:
         v = call[-1]
-        edges = succ[v]
         i = ptr[v]
-        end = len(edges)
+        end = offsets[v + 1]
         descended = False
         while i < end:
-            w = edges[i]
+            w = targets[i]
             i += 1
             if index[w] == -1:
                 ptr[v] = i
@@ -127,36 +131,89 @@ def validate_machine(machine: Machine) -> ValidationReport:
     ['nondeterministic']
     """
     states = machine.states
-    code = {s: i for i, s in enumerate(states)}
     n = len(states)
     specs = machine._specs
     timeout_specs = machine._timeout_specs
-    transitions = machine.transitions
-    origins = machine._origins
     final_set = set(machine.final)
     problems: list[Problem] = []
 
-    # -- unknown states ---------------------------------------------------------
-    unknown: dict[str, list[str]] = {}
+    # -- integer codes; undeclared names get codes >= n ---------------------------
+    code: dict[str, int] = {s: i for i, s in enumerate(states)}
+    names: list[str] = list(states)
+    # Where each undeclared name is used, with a sort key giving declaration order.
+    unknown: dict[str, list[tuple[tuple[int, int, int], str]]] = {}
 
-    def note(name: str, where: str) -> None:
-        if name not in code:
-            unknown.setdefault(name, []).append(where)
+    def undeclared(name: str, at: tuple[int, int, int], where: str) -> int:
+        c = code.get(name)
+        if c is None:
+            c = code[name] = len(names)
+            names.append(name)
+            unknown[name] = []
+        unknown[name].append((at, where))
+        return c
 
-    note(machine.initial, "initial")
+    if machine.initial not in code:
+        undeclared(machine.initial, (0, 0, 0), "initial")
     for i, name in enumerate(machine.final):
-        note(name, f"final[{i}]")
-    for i, spec in enumerate(specs):
-        if isinstance(spec.source, tuple):
-            for j, name in enumerate(spec.source):
-                note(name, f"transitions[{i}].from[{j}]")
-        elif spec.source != "*":
-            note(spec.source, f"transitions[{i}].from")
-        note(spec.target, f"transitions[{i}].to")
+        if code.get(name, n) >= n:
+            undeclared(name, (1, i, 0), f"final[{i}]")
+
+    # One row per concrete transition. Plain rows (one declared source) are coded
+    # with list comprehensions; compact lists, "*" and undeclared names are rare
+    # and take the slow loop below.
+    get = code.get
+    event_code = {e: i for i, e in enumerate(machine.events)}
+    src = [get(sp.source, -1) if type(sp.source) is str else -1 for sp in specs]
+    dst = [get(sp.target, -1) for sp in specs]
+    evt = [event_code[sp.event] for sp in specs]
+    org = list(range(len(specs)))
+    extra_src: list[int] = []
+    extra_dst: list[int] = []
+    extra_evt: list[int] = []
+    extra_org: list[int] = []
+    for i in [
+        i for i, (a, b) in enumerate(zip(src, dst, strict=True)) if not (0 <= a < n and 0 <= b < n)
+    ]:
+        spec = specs[i]
+        t = dst[i]
+        if not 0 <= t < n:
+            t = dst[i] = undeclared(spec.target, (2, i, 1 << 30), f"transitions[{i}].to")
+        source = spec.source
+        if isinstance(source, tuple):
+            codes = []
+            for j, name in enumerate(source):
+                c = get(name, -1)
+                if c < 0 or c >= n:
+                    c = undeclared(name, (2, i, j), f"transitions[{i}].from[{j}]")
+                codes.append(c)
+        elif source == "*":
+            codes = list(range(n))
+        else:
+            c = get(source, -1)
+            if c < 0 or c >= n:
+                c = undeclared(source, (2, i, 0), f"transitions[{i}].from")
+            codes = [c]
+        src[i] = codes[0]
+        if len(codes) > 1:
+            k = len(codes) - 1
+            extra_src.extend(codes[1:])
+            extra_dst.extend([t] * k)
+            extra_evt.extend([evt[i]] * k)
+            extra_org.extend([i] * k)
+    w_src: list[int] = []
+    w_dst: list[int] = []
     for i, ts in enumerate(timeout_specs):
-        note(ts.state, f"timeouts[{i}].state")
-        note(ts.target, f"timeouts[{i}].to")
-    for k, (name, places) in enumerate(unknown.items()):
+        c = get(ts.state, -1)
+        if c < 0 or c >= n:
+            c = undeclared(ts.state, (3, i, 0), f"timeouts[{i}].state")
+        w_src.append(c)
+        c = get(ts.target, -1)
+        if c < 0 or c >= n:
+            c = undeclared(ts.target, (3, i, 1), f"timeouts[{i}].to")
+        w_dst.append(c)
+
+    for k, (name, uses) in enumerate(sorted(unknown.items(), key=lambda item: min(item[1]))):
+        places = [where for _, where in sorted(uses)]
         where = ", ".join(places[:_SHOW])
         if len(places) > _SHOW:
             where += f" and {len(places) - _SHOW} more places"
@@ -174,44 +231,60 @@ def validate_machine(machine: Machine) -> ValidationReport:
             )
         )
 
+    S = np.asarray(src + extra_src, dtype=np.int64)
+    E = np.asarray(evt + extra_evt, dtype=np.int64)
+    D = np.asarray(dst + extra_dst, dtype=np.int64)
+    ORG = np.asarray(org + extra_org, dtype=np.int64)
+
     # -- nondeterminism and duplicates (transitions) ----------------------------
-    first: dict[tuple[str, str], int] = {}
-    conflicts: dict[tuple[str, str], list[int]] = {}
-    duplicate_pairs: dict[tuple[int, int], list[str]] = {}
-    for k, t in enumerate(transitions):
-        key = (t.source, t.event)
-        j = first.setdefault(key, k)
-        if j == k:
-            continue
-        if transitions[j].target == t.target:
-            duplicate_pairs.setdefault((origins[j], origins[k]), []).append(t.source)
-        else:
-            conflicts.setdefault(key, [j]).append(k)
-    for (source, event), ks in conflicts.items():
-        firsts: dict[str, int] = {}
-        for k in ks:
-            firsts.setdefault(transitions[k].target, k)
-        targets = list(firsts)
-        detail = ", ".join(f"{t!r} (transitions[{origins[k]}])" for t, k in firsts.items())
-        problems.append(
-            Problem(
-                "nondeterministic",
-                (source, *[t for t in targets if t != source]),
-                f"state {source!r} has transitions on event {event!r} to different states: "
-                f"{detail}; keep exactly one target per state and event",
+    if len(S):
+        key = S * max(len(event_code), 1) + E
+        order = np.lexsort((ORG, D, key))  # by key, target, declaration
+        ks, ds = key[order], D[order]
+        new_key = np.empty(len(ks), dtype=bool)
+        new_key[0] = True
+        np.not_equal(ks[1:], ks[:-1], out=new_key[1:])
+        new_run = new_key.copy()
+        new_run[1:] |= ds[1:] != ds[:-1]  # a new (key, target) run
+        runs_per_key = np.add.reduceat(new_run.astype(np.int64), np.flatnonzero(new_key))
+        key_starts = np.flatnonzero(new_key)
+        key_ends = np.append(key_starts[1:], len(ks))
+        for g in np.flatnonzero(runs_per_key > 1).tolist():
+            lo, hi = int(key_starts[g]), int(key_ends[g])
+            rows = order[lo:hi][new_run[lo:hi]]  # first row of each target
+            rows = rows[np.argsort(ORG[rows], kind="stable")].tolist()  # declaration order
+            s0 = names[int(S[rows[0]])]
+            event = machine.events[int(E[rows[0]])]
+            targets = [names[int(D[r])] for r in rows]
+            detail = ", ".join(f"{names[int(D[r])]!r} (transitions[{int(ORG[r])}])" for r in rows)
+            problems.append(
+                Problem(
+                    "nondeterministic",
+                    (s0, *[t for t in targets if t != s0]),
+                    f"state {s0!r} has transitions on event {event!r} to different states: "
+                    f"{detail}; keep exactly one target per state and event",
+                )
             )
-        )
-    for (i, j), sources in duplicate_pairs.items():
-        spec = specs[j]
-        problems.append(
-            Problem(
-                "duplicate",
-                tuple(dict.fromkeys(sources)),
-                f"transitions[{j}] repeats transitions[{i}] for {_q(sources)} on "
-                f"{spec.event!r} -> {spec.target!r}; remove one of them",
-                "warning",
-            )
-        )
+        dup_rows = np.flatnonzero(~new_run)
+        if len(dup_rows):
+            run_first = np.maximum.accumulate(np.where(new_run, np.arange(len(ks)), 0))
+            pairs: dict[tuple[int, int], list[str]] = {}
+            for r, f in zip(
+                order[dup_rows].tolist(), order[run_first[dup_rows]].tolist(), strict=True
+            ):
+                pairs.setdefault((int(ORG[f]), int(ORG[r])), []).append(names[int(S[r])])
+            for (i, j), sources in sorted(pairs.items()):
+                spec = specs[j]
+                unique_sources = list(dict.fromkeys(sources))
+                problems.append(
+                    Problem(
+                        "duplicate",
+                        tuple(unique_sources),
+                        f"transitions[{j}] repeats transitions[{i}] for {_q(unique_sources)} "
+                        f"on {spec.event!r} -> {spec.target!r}; remove one of them",
+                        "warning",
+                    )
+                )
 
     # -- nondeterminism and duplicates (timeouts) -------------------------------
     by_state: dict[str, list[int]] = {}
@@ -252,33 +325,22 @@ def validate_machine(machine: Machine) -> ValidationReport:
             else:
                 seen[key2] = i
 
-    # -- graph over declared states ---------------------------------------------
-    succ: list[list[int]] = [[] for _ in range(n)]
-    has_out = [False] * n
-    has_incoming = [False] * n
-    self_loop = [False] * n
-    for t in transitions:
-        u = code.get(t.source)
-        v = code.get(t.target)
-        if u is not None:
-            has_out[u] = True
-        if v is not None and t.source != t.target:
-            has_incoming[v] = True
-        if u is not None and v is not None:
-            succ[u].append(v)
-            if u == v:
-                self_loop[u] = True
-    for tt in machine.timeouts:
-        u = code.get(tt.state)
-        v = code.get(tt.target)
-        if u is not None:
-            has_out[u] = True
-        if v is not None and tt.state != tt.target:
-            has_incoming[v] = True
-        if u is not None and v is not None:
-            succ[u].append(v)
-            if u == v:
-                self_loop[u] = True
+    # -- graph over declared states, as CSR --------------------------------------
+    WS = np.asarray(w_src, dtype=np.int64)
+    WD = np.asarray(w_dst, dtype=np.int64)
+    all_src = np.concatenate([S, WS])
+    all_dst = np.concatenate([D, WD])
+    has_out = np.zeros(n, dtype=bool)
+    has_out[all_src[all_src < n]] = True
+    moves = all_src != all_dst
+    has_incoming = np.zeros(n, dtype=bool)
+    has_incoming[all_dst[(all_dst < n) & moves]] = True
+    inside = (all_src < n) & (all_dst < n)
+    self_loop = np.zeros(n, dtype=bool)
+    self_loop[all_src[inside & ~moves]] = True
+    edge_keys = np.unique(all_src[inside] * n + all_dst[inside])  # sorted by source
+    offsets = np.searchsorted(edge_keys // n, np.arange(n + 1)).tolist()
+    targets_csr = (edge_keys % n).tolist()
     is_final = [s in final_set for s in states]
 
     # -- no final ---------------------------------------------------------------
@@ -296,8 +358,8 @@ def validate_machine(machine: Machine) -> ValidationReport:
 
     # -- reachability, deadlocks, livelocks --------------------------------------
     root = code.get(machine.initial)
-    if root is not None:
-        reached, components = strongly_connected_components(succ, root, is_final)
+    if root is not None and root < n:
+        reached, components = strongly_connected_components(offsets, targets_csr, root, is_final)
         for v in range(n):
             if not reached[v]:
                 problems.append(
@@ -322,7 +384,7 @@ def validate_machine(machine: Machine) -> ValidationReport:
                 )
         livelocks: list[list[int]] = []
         for nodes, reaches in components:
-            if not reaches and (len(nodes) > 1 or self_loop[nodes[0]]):
+            if not reaches and (len(nodes) > 1 or bool(self_loop[nodes[0]])):
                 livelocks.append(sorted(nodes))
         livelocks.sort(key=lambda nodes: nodes[0])
         why = " (the machine declares no final state)" if not machine.final else ""
@@ -344,8 +406,8 @@ def validate_machine(machine: Machine) -> ValidationReport:
 
     # -- warnings ---------------------------------------------------------------
     for name in machine.final:
-        v = code.get(name)
-        if v is not None and not has_incoming[v] and name != machine.initial:
+        fc = code[name]
+        if fc < n and not has_incoming[fc] and name != machine.initial:
             problems.append(
                 Problem(
                     "unused_final",

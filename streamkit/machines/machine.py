@@ -81,7 +81,7 @@ def _describe(value: object) -> str:
 
 
 def _name(value: object, where: str, *, what: str = "a state name") -> str:
-    if isinstance(value, str) and value.strip() == value and value:
+    if type(value) is str and value and value.strip() == value:
         return value
     if isinstance(value, str):
         found = "an empty string" if not value.strip() else f"{value!r} (surrounding spaces)"
@@ -108,6 +108,8 @@ def _state(value: object, where: str) -> str:
 
 
 def _is_list(value: object) -> bool:
+    if type(value) is list or type(value) is tuple:  # the common case, without ABC checks
+        return True
     return isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray)
 
 
@@ -166,10 +168,28 @@ def _entry_fields(
     )
 
 
+def _plain(value: object) -> bool:
+    return type(value) is str and bool(value) and value.strip() == value
+
+
+def _fast_transition(entry: object) -> _TransitionSpec | None:
+    """The spec of a well-formed triple or mapping of plain names, else None (slow path)."""
+    if isinstance(entry, tuple) and len(entry) == 3:
+        a, b, c = entry
+    elif type(entry) is dict and len(entry) == 3:
+        a, b, c = entry.get("from"), entry.get("on"), entry.get("to")
+    else:
+        return None
+    if _plain(a) and _plain(b) and _plain(c) and c != ANY_STATE:
+        assert isinstance(a, str) and isinstance(b, str) and isinstance(c, str)
+        return _TransitionSpec(a, b, c)
+    return None
+
+
 def _transition_spec(entry: object, where: str) -> _TransitionSpec:
     raw_from, raw_on, raw_to = _entry_fields(entry, where, _TRANSITION_KEYS, "(from, on, to)")
     source: str | tuple[str, ...]
-    if _is_list(raw_from):
+    if type(raw_from) is not str and _is_list(raw_from):
         source = _state_list(raw_from, f"{where}.from", allow_empty=False)
     else:
         what = f"a state name, a list of state names or {ANY_STATE!r}"
@@ -218,7 +238,8 @@ class Machine:
     initial
         The state a key enters on its first event.
     final
-        States a key may rest in for good (they may still have outgoing transitions).
+        States a key may rest in for good (they may still have outgoing transitions);
+        a single name stands for a one-state list.
     transitions
         Triples ``(from, on, to)`` or mappings ``{"from": ..., "on": ..., "to": ...}``;
         ``from`` is a state, a list of states, or ``"*"`` for every declared state.
@@ -273,7 +294,6 @@ class Machine:
     timeouts: tuple[Timeout, ...]
     _specs: tuple[_TransitionSpec, ...]
     _timeout_specs: tuple[_TimeoutSpec, ...]
-    _origins: tuple[int, ...]
     _canonical: str | None
     _report: ValidationReport | None
 
@@ -295,7 +315,7 @@ class Machine:
             initial_s = _state(initial, "initial")
             final_t = _state_list(_listify(final), "final", allow_empty=True)
             specs = tuple(
-                _transition_spec(e, f"transitions[{i}]")
+                _fast_transition(e) or _transition_spec(e, f"transitions[{i}]")
                 for i, e in enumerate(_entries(_listify(transitions), "transitions"))
             )
             timeout_specs = tuple(
@@ -306,16 +326,13 @@ class Machine:
             raise MachineError(f"{where}: {exc}") from None
 
         expanded: list[Transition] = []
-        origins: list[int] = []
-        for i, spec in enumerate(specs):
-            if isinstance(spec.source, tuple):
-                sources: Sequence[str] = spec.source
-            elif spec.source == ANY_STATE:
-                sources = states_t
+        for spec in specs:
+            source = spec.source
+            if isinstance(source, str) and source != ANY_STATE:
+                expanded.append(Transition(source, spec.event, spec.target))
             else:
-                sources = (spec.source,)
-            expanded.extend(Transition(s, spec.event, spec.target) for s in sources)
-            origins.extend([i] * len(sources))
+                sources = states_t if source == ANY_STATE else source
+                expanded.extend(Transition(s, spec.event, spec.target) for s in sources)
 
         set_(self, "states", states_t)
         set_(self, "events", tuple(dict.fromkeys(spec.event for spec in specs)))
@@ -325,7 +342,6 @@ class Machine:
         set_(self, "timeouts", tuple(Timeout(t.state, t.after, t.target) for t in timeout_specs))
         set_(self, "_specs", specs)
         set_(self, "_timeout_specs", timeout_specs)
-        set_(self, "_origins", tuple(origins))
         set_(self, "_canonical", None)
         set_(self, "_report", None)
 
@@ -682,6 +698,7 @@ class Machine:
 
         # A bare Figure is never registered with pyplot, so nothing leaks.
         fig = Figure(figsize=figure_size(self))
+        fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93)
         ax = fig.add_subplot()
         draw_machine(self, ax, highlight=self.validate().problem_states("error"))
         buffer = io.StringIO()

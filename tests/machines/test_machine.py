@@ -91,7 +91,11 @@ def test_undeclared_states_are_not_construction_errors() -> None:
     m = Machine("m", states=["a"], initial="zz", final=["yy"], transitions=[("a", "e", "xx")])
     assert m.transitions == (Transition("a", "e", "xx"),)
     kinds = {(p.kind, p.states) for p in m.validate().problems}
-    assert {("unknown_state", ("zz",)), ("unknown_state", ("yy",)), ("unknown_state", ("xx",))} <= kinds
+    assert {
+        ("unknown_state", ("zz",)),
+        ("unknown_state", ("yy",)),
+        ("unknown_state", ("xx",)),
+    } <= kinds
 
 
 @pytest.mark.parametrize(
@@ -99,35 +103,90 @@ def test_undeclared_states_are_not_construction_errors() -> None:
     [
         ({"states": []}, "states: expected at least one state name, found an empty list"),
         ({"states": ["a", "b", "a"]}, "states[2]: 'a' is listed twice (first at states[0])"),
-        ({"states": ["a", 3]}, "states[1]: expected a state name (a non-empty string), found int 3"),
+        (
+            {"states": ["a", 3]},
+            "states[1]: expected a state name (a non-empty string), found int 3",
+        ),
         ({"states": ["a", ""]}, "states[1]: expected a state name, found an empty string"),
         ({"states": ["a", " b"]}, "states[1]: expected a state name, found ' b' (surrounding"),
         ({"states": ["a", "*"]}, "states[1]: '*' stands for every state"),
         ({"states": 5}, "states: expected a list of state names, found int 5"),
         ({"initial": None}, "initial: expected a state name (a non-empty string), found NoneType"),
         ({"final": ["b", "b"]}, "final[1]: 'b' is listed twice (first at final[0])"),
-        ({"transitions": [("a", "e")]}, "transitions[0]: expected a triple (from, on, to), found a tuple of 2 items"),
-        ({"transitions": [("a", "e", "b"), ["a", "e", "b", "c"]]}, "transitions[1]: expected a triple (from, on, to), found a list of 4 items"),
-        ({"transitions": [("a", "e", "b")] * 3 + [{"from": "a", "on": "e"}]}, "transitions[3]: 'to' is missing"),
-        ({"transitions": [{"from": "a", "on": "e", "to": "b", "when": "x"}]}, "transitions[0]: unknown key 'when'; expected exactly the keys 'from', 'on', 'to'"),
-        ({"transitions": [{"from": "a", True: "e", "to": "b"}]}, "unknown key True (plain YAML reads an unquoted `on` as true"),
-        ({"transitions": [("a", None, "b")]}, "transitions[0].on: expected an event name (a non-empty string), found NoneType None"),
+        (
+            {"transitions": [("a", "e")]},
+            "transitions[0]: expected a triple (from, on, to), found a tuple of 2 items",
+        ),
+        (
+            {"transitions": [("a", "e", "b"), ["a", "e", "b", "c"]]},
+            "transitions[1]: expected a triple (from, on, to), found a list of 4 items",
+        ),
+        (
+            {"transitions": [("a", "e", "b")] * 3 + [{"from": "a", "on": "e"}]},
+            "transitions[3]: 'to' is missing",
+        ),
+        (
+            {"transitions": [{"from": "a", "on": "e", "to": "b", "when": "x"}]},
+            "transitions[0]: unknown key 'when'; expected exactly the keys 'from', 'on', 'to'",
+        ),
+        (
+            {"transitions": [{"from": "a", True: "e", "to": "b"}]},
+            "unknown key True (plain YAML reads an unquoted `on` as true",
+        ),
+        (
+            {"transitions": [("a", None, "b")]},
+            "transitions[0].on: expected an event name (a non-empty string), found NoneType None",
+        ),
         ({"transitions": [("a", "e", "*")]}, "transitions[0].to: '*' stands for every state"),
-        ({"transitions": [([], "e", "b")]}, "transitions[0].from: expected at least one state name"),
+        (
+            {"transitions": [([], "e", "b")]},
+            "transitions[0].from: expected at least one state name",
+        ),
         ({"transitions": [(["a", "a"], "e", "b")]}, "transitions[0].from[1]: 'a' is listed twice"),
-        ({"transitions": [(["a", "*"], "e", "b")]}, "transitions[0].from[1]: '*' stands for every state"),
-        ({"transitions": [(True, "e", "b")]}, "quote the name or load the file with Machine.from_yaml"),
+        (
+            {"transitions": [(["a", "*"], "e", "b")]},
+            "transitions[0].from[1]: '*' stands for every state",
+        ),
+        (
+            {"transitions": [(True, "e", "b")]},
+            "quote the name or load the file with Machine.from_yaml",
+        ),
         ({"transitions": "a->b"}, "transitions: expected a list, found str 'a->b'"),
-        ({"transitions": [5]}, "transitions[0]: expected a triple (from, on, to) or a mapping with keys from, on, to, found int 5"),
-        ({"timeouts": [("a", "5m")]}, "timeouts[0]: expected a triple (state, after, to), found a tuple of 2 items"),
+        (
+            {"transitions": [5]},
+            "transitions[0]: expected a triple (from, on, to) or a mapping with keys from, on, "
+            "to, found int 5",
+        ),
+        (
+            {"timeouts": [("a", "5m")]},
+            "timeouts[0]: expected a triple (state, after, to), found a tuple of 2 items",
+        ),
         ({"timeouts": [{"state": "a", "to": "b"}]}, "timeouts[0]: 'after' is missing"),
-        ({"timeouts": [{"state": "a", "after": "1m", "to": "b", "x": 1}]}, "timeouts[0]: unknown key 'x'"),
-        ({"timeouts": [("a", "5 minutes", "b")]}, "timeouts[0].after: expected a duration, found '5 minutes'"),
+        (
+            {"timeouts": [{"state": "a", "after": "1m", "to": "b", "x": 1}]},
+            "timeouts[0]: unknown key 'x'",
+        ),
+        (
+            {"timeouts": [("a", "5 minutes", "b")]},
+            "timeouts[0].after: expected a duration, found '5 minutes'",
+        ),
         ({"timeouts": [("a", "-5m", "b")]}, "timeouts[0].after: expected a duration, found '-5m'"),
-        ({"timeouts": [("a", "0s", "b")]}, "timeouts[0].after: expected a positive duration, found '0s'"),
-        ({"timeouts": [("a", timedelta(0), "b")]}, "timeouts[0].after: expected a positive duration"),
-        ({"timeouts": [("a", timedelta(seconds=-1), "b")]}, "timeouts[0].after: expected a positive duration"),
-        ({"timeouts": [("a", 30, "b")]}, "timeouts[0].after: expected a duration string or a datetime.timedelta, found int 30"),
+        (
+            {"timeouts": [("a", "0s", "b")]},
+            "timeouts[0].after: expected a positive duration, found '0s'",
+        ),
+        (
+            {"timeouts": [("a", timedelta(0), "b")]},
+            "timeouts[0].after: expected a positive duration",
+        ),
+        (
+            {"timeouts": [("a", timedelta(seconds=-1), "b")]},
+            "timeouts[0].after: expected a positive duration",
+        ),
+        (
+            {"timeouts": [("a", 30, "b")]},
+            "timeouts[0].after: expected a duration string or a datetime.timedelta, found int 30",
+        ),
         ({"timeouts": [("*", "1m", "b")]}, "timeouts[0].state: '*' stands for every state"),
     ],
 )
@@ -142,7 +201,9 @@ def test_malformed_definitions_name_the_entry(kwargs: dict[str, object], expecte
 
 
 def test_bad_name() -> None:
-    with pytest.raises(sk.MachineError, match="name: expected a machine name, found an empty string"):
+    with pytest.raises(
+        sk.MachineError, match="name: expected a machine name, found an empty string"
+    ):
         Machine("", states=["a"], initial="a")
 
 
@@ -200,7 +261,9 @@ def test_yaml_reads_on_off_yes_no_as_strings() -> None:
 
 
 def test_plain_yaml_loader_gets_a_hint() -> None:
-    data = yaml.safe_load("name: m\nstates: [a, b]\ninitial: a\ntransitions:\n  - {from: a, on: go, to: b}\n")
+    data = yaml.safe_load(
+        "name: m\nstates: [a, b]\ninitial: a\ntransitions:\n  - {from: a, on: go, to: b}\n"
+    )
     with pytest.raises(sk.MachineError, match=r"transitions\[0\]: unknown key True \(plain YAML"):
         Machine.from_dict(data)
 
@@ -239,7 +302,9 @@ def test_from_dict_rejects_unknown_and_missing_keys() -> None:
 
 def test_durations_keep_text_but_compare_canonically() -> None:
     def make(after: object) -> Machine:
-        return Machine("t", states=["a", "b"], initial="a", final=["b"], timeouts=[("a", after, "b")])
+        return Machine(
+            "t", states=["a", "b"], initial="a", final=["b"], timeouts=[("a", after, "b")]
+        )
 
     a, b, c = make("120s"), make("2m"), make(timedelta(minutes=2))
     assert a.to_dict()["timeouts"][0]["after"] == "120s"
@@ -283,7 +348,9 @@ def test_pickle_and_copy_keep_the_definition() -> None:
 
 def test_is_compatible_with() -> None:
     old = Machine("m", states=["a", "b"], initial="a", final=["b"])
-    grown = Machine("m", states=["a", "b", "c"], initial="c", final=["c"], transitions=[("a", "x", "c")])
+    grown = Machine(
+        "m", states=["a", "b", "c"], initial="c", final=["c"], transitions=[("a", "x", "c")]
+    )
     assert old.is_compatible_with(grown) == []
     assert old.is_compatible_with(old) == []
     swapped = Machine("m", states=["b", "a"], initial="a", final=["b"])
@@ -319,7 +386,10 @@ def test_check_returns_the_machine_or_raises_with_every_problem() -> None:
     text = str(info.value)
     assert text.startswith("machine 'bad' is invalid (2 errors):")
     assert "unknown_state: state 'q' is used in transitions[2].to" in text
-    assert "nondeterministic: state 'a' has transitions on event 'x' to different states: 'b' (transitions[0]), 'c' (transitions[1])" in text
+    assert (
+        "nondeterministic: state 'a' has transitions on event 'x' to different states: "
+        "'b' (transitions[0]), 'c' (transitions[1])" in text
+    )
 
 
 def test_examples_load_and_are_valid() -> None:

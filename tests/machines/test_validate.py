@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ def kinds(m: Machine) -> list[tuple[str, tuple[str, ...]]]:
 
 # ---------------------------------------------------------------- the oracle
 def oracle(m: Machine) -> Found:
-    """Plain reference: Floyd–Warshall transitive closure over the declared states."""
+    """Plain reference: Floyd-Warshall transitive closure over the declared states."""
     states = list(m.states)
     declared = set(states)
     found: Found = set()
@@ -67,7 +68,9 @@ def oracle(m: Machine) -> Found:
     n = len(states)
     idx = {s: i for i, s in enumerate(states)}
     path = [[False] * n for _ in range(n)]  # path[i][j]: a path of length >= 1
-    edges = [(t.source, t.target) for t in m.transitions] + [(w.state, w.target) for w in m.timeouts]
+    edges = [(t.source, t.target) for t in m.transitions] + [
+        (w.state, w.target) for w in m.timeouts
+    ]
     for u, v in edges:
         if u in declared and v in declared:
             path[idx[u]][idx[v]] = True
@@ -102,7 +105,11 @@ EVENTS = ["e0", "e1", "e2"]
 def machines(draw: st.DrawFn) -> Machine:
     n = draw(st.integers(1, 7))
     states = NAMES[:n]
-    anywhere = st.sampled_from(states + UNKNOWN) if draw(st.integers(0, 4)) == 0 else st.sampled_from(states)
+    anywhere = (
+        st.sampled_from(states + UNKNOWN)
+        if draw(st.integers(0, 4)) == 0
+        else st.sampled_from(states)
+    )
     initial = draw(anywhere)
     final = draw(st.lists(anywhere, unique=True, max_size=3))
     source = st.one_of(
@@ -110,15 +117,17 @@ def machines(draw: st.DrawFn) -> Machine:
         st.lists(anywhere, min_size=1, max_size=3, unique=True),
         st.just("*"),
     )
-    transitions = draw(
-        st.lists(st.tuples(source, st.sampled_from(EVENTS), anywhere), max_size=12)
-    )
+    transitions = draw(st.lists(st.tuples(source, st.sampled_from(EVENTS), anywhere), max_size=12))
     timeouts = draw(
         st.lists(st.tuples(anywhere, st.sampled_from(["1s", "2s"]), anywhere), max_size=3)
     )
     return Machine(
-        "random", states=states, initial=initial, final=final,
-        transitions=transitions, timeouts=timeouts,
+        "random",
+        states=states,
+        initial=initial,
+        final=final,
+        transitions=transitions,
+        timeouts=timeouts,
     )
 
 
@@ -144,7 +153,10 @@ def test_round_trip_on_random_machines(m: Machine) -> None:
 # ---------------------------------------------------------------- each kind
 def test_valid_machine_has_no_problems() -> None:
     m = Machine(
-        "ok", states=["a", "b", "c"], initial="a", final=["c"],
+        "ok",
+        states=["a", "b", "c"],
+        initial="a",
+        final=["c"],
         transitions=[("a", "x", "b"), ("b", "y", "a"), ("b", "z", "c")],
     )
     report = m.validate()
@@ -154,7 +166,10 @@ def test_valid_machine_has_no_problems() -> None:
 
 def test_unknown_state_names_every_place_and_suggests() -> None:
     m = Machine(
-        "m", states=["created", "shipped"], initial="created", final=["shipped"],
+        "m",
+        states=["created", "shipped"],
+        initial="created",
+        final=["shipped"],
         transitions=[("created", "ship", "shiped"), (["created", "shiped"], "x", "shipped")],
     )
     [problem] = [p for p in m.validate().problems if p.kind == "unknown_state"]
@@ -165,9 +180,28 @@ def test_unknown_state_names_every_place_and_suggests() -> None:
     )
 
 
+def test_unknown_state_places_in_declaration_order() -> None:
+    m = Machine(
+        "m",
+        states=["a"],
+        initial="z",
+        final=["a", "z"],
+        transitions=[("a", "x", "z"), ("z", "y", "a"), (["a", "z"], "w", "a")],
+        timeouts=[("z", "1m", "a")],
+    )
+    [problem] = m.validate().errors
+    assert problem.kind == "unknown_state" and problem.states == ("z",)
+    assert problem.message.startswith(
+        "state 'z' is used in initial, final[1], transitions[0].to and 3 more places but"
+    )
+
+
 def test_nondeterministic_transitions_and_timeouts() -> None:
     m = Machine(
-        "m", states=["a", "b", "c"], initial="a", final=["b", "c"],
+        "m",
+        states=["a", "b", "c"],
+        initial="a",
+        final=["b", "c"],
         transitions=[("a", "go", "b"), ("*", "go", "c")],
         timeouts=[("a", "1m", "b"), ("a", "2m", "b")],
     )
@@ -180,7 +214,9 @@ def test_nondeterministic_transitions_and_timeouts() -> None:
 
 def test_deadlock_unreachable_livelock_no_final() -> None:
     m = Machine(
-        "m", states=["a", "b", "c", "d", "e"], initial="a",
+        "m",
+        states=["a", "b", "c", "d", "e"],
+        initial="a",
         transitions=[("a", "x", "b"), ("b", "x", "c"), ("c", "x", "b"), ("a", "y", "d")],
     )
     assert kinds(m) == [
@@ -197,7 +233,9 @@ def test_deadlock_unreachable_livelock_no_final() -> None:
 
 def test_self_loop_livelock_and_final_breaks_it() -> None:
     base: dict[str, Any] = {
-        "name": "m", "states": ["a", "b"], "initial": "a",
+        "name": "m",
+        "states": ["a", "b"],
+        "initial": "a",
         "transitions": [("a", "x", "b"), ("b", "tick", "b")],
     }
     assert kinds(Machine(**{**base, "final": ["a"]})) == [("livelock", ("b",))]
@@ -207,7 +245,10 @@ def test_self_loop_livelock_and_final_breaks_it() -> None:
 
 def test_final_states_may_have_outgoing_transitions() -> None:
     m = Machine(
-        "reopen", states=["closed", "open"], initial="closed", final=["closed"],
+        "reopen",
+        states=["closed", "open"],
+        initial="closed",
+        final=["closed"],
         transitions=[("closed", "open", "open"), ("open", "close", "closed")],
     )
     assert m.validate().problems == []
@@ -215,7 +256,11 @@ def test_final_states_may_have_outgoing_transitions() -> None:
 
 def test_timeouts_count_as_edges() -> None:
     m = Machine(
-        "m", states=["a", "b"], initial="a", final=["b"], timeouts=[("a", "5m", "b")],
+        "m",
+        states=["a", "b"],
+        initial="a",
+        final=["b"],
+        timeouts=[("a", "5m", "b")],
     )
     assert m.validate().problems == []
 
@@ -227,7 +272,10 @@ def test_undeclared_initial_skips_reachability() -> None:
 
 def test_warnings_do_not_clear_ok() -> None:
     m = Machine(
-        "m", states=["a", "b", "c"], initial="a", final=["b", "c"],
+        "m",
+        states=["a", "b", "c"],
+        initial="a",
+        final=["b", "c"],
         transitions=[("a", "x", "b"), ("a", "x", "b"), ("*", "timeout", "b"), ("a", "z", "c")],
         timeouts=[("b", "1m", "a"), ("b", "1m", "a")],
     )
@@ -247,13 +295,20 @@ def test_warnings_do_not_clear_ok() -> None:
 
 
 def test_unused_final_warning() -> None:
-    m = Machine("m", states=["a", "b", "c"], initial="a", final=["b", "c"], transitions=[("a", "x", "b")])
+    m = Machine(
+        "m", states=["a", "b", "c"], initial="a", final=["b", "c"], transitions=[("a", "x", "b")]
+    )
     assert kinds(m) == [("unreachable", ("c",)), ("unused_final", ("c",))]
 
 
 def test_report_helpers() -> None:
-    m = Machine("m", states=["a", "b", "c"], initial="a", final=["c"],
-                transitions=[("a", "x", "b"), ("a", "x", "a")])
+    m = Machine(
+        "m",
+        states=["a", "b", "c"],
+        initial="a",
+        final=["c"],
+        transitions=[("a", "x", "b"), ("a", "x", "a")],
+    )
     report = m.validate()
     assert isinstance(report, ValidationReport) and isinstance(report.problems[0], Problem)
     assert report.problem_states() == ["a", "b", "c"]
@@ -268,19 +323,25 @@ def test_report_helpers() -> None:
 
 def test_tarjan_is_iterative() -> None:
     n = 50_000  # far deeper than the recursion limit
-    succ = [[i + 1] for i in range(n - 1)] + [[0]]
-    reached, components = strongly_connected_components(succ, 0, [False] * n)
+    offsets = list(range(n + 1))
+    targets = [(i + 1) % n for i in range(n)]
+    reached, components = strongly_connected_components(offsets, targets, 0, [False] * n)
     assert all(reached)
     assert len(components) == 1 and len(components[0][0]) == n and not components[0][1]
 
 
 def test_long_chain_machine() -> None:
     states = [f"s{i}" for i in range(20_000)]
-    transitions = [(a, "next", b) for a, b in zip(states, states[1:], strict=False)]
+    transitions = [(a, "next", b) for a, b in itertools.pairwise(states)]
     m = Machine("chain", states=states, initial="s0", final=["s19999"], transitions=transitions)
     assert m.validate().problems == []
-    cyc = Machine("ring", states=states, initial="s0", final=["s5"],
-                  transitions=[*transitions, ("s19999", "wrap", "s10")])
+    cyc = Machine(
+        "ring",
+        states=states,
+        initial="s0",
+        final=["s5"],
+        transitions=[*transitions, ("s19999", "wrap", "s10")],
+    )
     [problem] = cyc.validate().problems
     assert problem.kind == "livelock" and len(problem.states) == 19_990
 
@@ -325,7 +386,10 @@ def test_rfc_machines_validate_ok() -> None:
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda d: without(d, "LAST-ACK", "rcv_ack_of_fin"), {("deadlock", frozenset({"LAST-ACK"}))}),
+        (
+            lambda d: without(d, "LAST-ACK", "rcv_ack_of_fin"),
+            {("deadlock", frozenset({"LAST-ACK"}))},
+        ),
         (lambda d: {**d, "timeouts": []}, {("deadlock", frozenset({"TIME-WAIT"}))}),
         (
             lambda d: without(d, "CLOSE-WAIT", "close"),
@@ -336,11 +400,23 @@ def test_rfc_machines_validate_ok() -> None:
             {("no_final", frozenset()), ("livelock", frozenset(Machine.from_dict(tcp()).states))},
         ),
         (
-            lambda d: {**d, "transitions": [*d["transitions"], {"from": "FIN-WAIT-2", "on": "rcv_fin", "to": "CLOSING"}]},
+            lambda d: {
+                **d,
+                "transitions": [
+                    *d["transitions"],
+                    {"from": "FIN-WAIT-2", "on": "rcv_fin", "to": "CLOSING"},
+                ],
+            },
             {("nondeterministic", frozenset({"FIN-WAIT-2", "TIME-WAIT", "CLOSING"}))},
         ),
         (
-            lambda d: {**d, "transitions": [{**t, "to": "CLOSD"} if t["to"] == "CLOSED" and t["from"] == "LAST-ACK" else t for t in d["transitions"]]},
+            lambda d: {
+                **d,
+                "transitions": [
+                    {**t, "to": "CLOSD"} if t["to"] == "CLOSED" and t["from"] == "LAST-ACK" else t
+                    for t in d["transitions"]
+                ],
+            },
             {("unknown_state", frozenset({"CLOSD"}))},
         ),
         (
@@ -349,7 +425,15 @@ def test_rfc_machines_validate_ok() -> None:
             {("livelock", frozenset({"TIME-WAIT"}))},
         ),
     ],
-    ids=["last-ack", "2msl", "close-wait", "no-final", "nondeterministic", "typo", "time-wait-loop"],
+    ids=[
+        "last-ack",
+        "2msl",
+        "close-wait",
+        "no-final",
+        "nondeterministic",
+        "typo",
+        "time-wait-loop",
+    ],
 )
 def test_mutated_tcp(mutate: Any, expected: Found) -> None:
     m = Machine.from_dict(mutate(tcp()))
@@ -360,18 +444,46 @@ def test_mutated_tcp(mutate: Any, expected: Found) -> None:
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda d: {**d, "final": []}, {("no_final", frozenset()), ("deadlock", frozenset({"closed"}))}),
+        (
+            lambda d: {**d, "final": []},
+            {("no_final", frozenset()), ("deadlock", frozenset({"closed"}))},
+        ),
         (
             lambda d: without(without(d, "idle", "send_headers"), "idle", "recv_headers"),
             {("unreachable", frozenset({"open"}))},
         ),
         (
-            lambda d: without(without(without(d, "open", "send_rst_stream"), "open", "recv_rst_stream"), "open", "send_end_stream")
-            | {"transitions": [t for t in without(without(without(d, "open", "send_rst_stream"), "open", "recv_rst_stream"), "open", "send_end_stream")["transitions"] if not (t["from"] == "open" and t["on"] == "recv_end_stream")]},
+            lambda d: (
+                without(
+                    without(without(d, "open", "send_rst_stream"), "open", "recv_rst_stream"),
+                    "open",
+                    "send_end_stream",
+                )
+                | {
+                    "transitions": [
+                        t
+                        for t in without(
+                            without(
+                                without(d, "open", "send_rst_stream"), "open", "recv_rst_stream"
+                            ),
+                            "open",
+                            "send_end_stream",
+                        )["transitions"]
+                        if not (t["from"] == "open" and t["on"] == "recv_end_stream")
+                    ]
+                }
+            ),
             {("deadlock", frozenset({"open"}))},
         ),
         (
-            lambda d: {**d, "transitions": [*d["transitions"], {"from": "half-closed (local)", "on": "send_headers", "to": "open"}, {"from": "open", "on": "ping", "to": "half-closed (local)"}]},
+            lambda d: {
+                **d,
+                "transitions": [
+                    *d["transitions"],
+                    {"from": "half-closed (local)", "on": "send_headers", "to": "open"},
+                    {"from": "open", "on": "ping", "to": "half-closed (local)"},
+                ],
+            },
             set(),
         ),
     ],
@@ -381,3 +493,18 @@ def test_mutated_http2(mutate: Any, expected: Found) -> None:
     m = Machine.from_dict(mutate(http2()))
     assert errors(m) == expected
     assert errors(m) == oracle(m)
+
+
+def test_benchmark_runs_and_reports_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_validate.py"
+    spec = importlib.util.spec_from_file_location("bench_validate", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    figures = bench.main(["--states", "300", "--events", "12", "--per-state", "4", "--repeat", "1"])
+    assert figures["states"] == 300 and figures["events"] == 12
+    assert figures["transitions"] == 299 + 300 * 4 + len(range(0, 300, 97))
+    assert figures["validate_over_baseline"] > 0
+    assert "validate_over_baseline" in capsys.readouterr().out

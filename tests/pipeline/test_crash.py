@@ -68,7 +68,7 @@ def _kill_and_rerun(url: str, options: dict | None, delay: float) -> None:
     env = _env(url, options)
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamkit", "run", JOB, "--no-progress"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
@@ -96,16 +96,17 @@ def test_sigkill_at_random_instants_local(frame, reference, tmp_path) -> None:  
     for trial in range(20):
         url = str(tmp_path / f"lake-{trial}")
         _seed(url, None, frame)
-        _kill_and_rerun(url, None, delay=rng.uniform(0.3, 4.0))
+        _kill_and_rerun(url, None, delay=rng.uniform(0.3, 3.0))
         assert _outcome(url, None) == reference, f"trial {trial}"
-        verify = _cli("verify", url, "crashy", "--replay", env=_env(url, None))
-        assert verify.returncode == 0, verify.stdout + verify.stderr
+        if trial % 5 == 0:
+            verify = _cli("verify", url, "crashy", "--replay", env=_env(url, None))
+            assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-def test_sigkill_at_random_instants_s3(frame, reference, s3_storage_options, s3_bucket) -> None:  # type: ignore[no-untyped-def]
+def test_sigkill_at_random_instants_s3(frame, reference, s3_storage_options, seaweedfs) -> None:  # type: ignore[no-untyped-def]
     rng = random.Random(99)
     for trial in range(5):
-        url = f"s3://{s3_bucket}/crash-{time.time_ns()}"
+        url = f"s3://{seaweedfs['bucket']}/crash-{time.time_ns()}"
         _seed(url, s3_storage_options, frame)
         _kill_and_rerun(url, s3_storage_options, delay=rng.uniform(0.5, 6.0))
         assert _outcome(url, s3_storage_options) == reference, f"trial {trial}"
@@ -122,8 +123,9 @@ def test_three_overlapping_cli_runs(frame, reference, tmp_path) -> None:  # type
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         ))
         time.sleep(0.7)
-    codes = [p.wait(timeout=300) for p in procs]
-    assert set(codes) <= {0, 3}, [p.stderr.read() for p in procs if p.stderr]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    codes = [p.returncode for p in procs]
+    assert set(codes) <= {0, 3}, outputs
     assert codes[-1] == 0
     done = _cli("run", JOB, "--no-progress", env=env)
     assert done.returncode == 0
