@@ -12,7 +12,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     quick = "--quick" in argv
     folder = Path(__file__).parent
-    names = sorted(m.name for m in pkgutil.iter_modules([str(folder)]) if m.name.startswith("bench_"))
+    names = sorted(
+        m.name for m in pkgutil.iter_modules([str(folder)]) if m.name.startswith("bench_")
+    )
     for name in names:
         print(f"\n=== {name} ===", flush=True)
         module = importlib.import_module(f"benchmarks.{name}")

@@ -54,9 +54,7 @@ def make_events(n: int, n_keys: int, seed: int = 0) -> pl.DataFrame:
         {
             "device": pl.Series(ranks.astype(np.int64)).cast(pl.String),
             "ts": pl.Series(ts).cast(pl.Datetime("us")),
-            "event": pl.Series(rng.integers(0, N_EVENTS, n)).cast(pl.String).str.replace(
-                r"^", "e"
-            ),
+            "event": pl.Series(rng.integers(0, N_EVENTS, n)).cast(pl.String).str.replace(r"^", "e"),
             "value": rng.normal(size=n),
         }
     )
@@ -68,7 +66,13 @@ def python_loop(src: sk.Log, dst: sk.Log, machine: sk.Machine) -> int:
     tick = timedelta(microseconds=1)
     timeouts = {t.state: (t.after // tick, t.target) for t in machine.timeouts}
     state: dict[str, list[Any]] = {}
-    out: dict[str, list[Any]] = {"key": [], "time": [], "event": [], "from_state": [], "to_state": []}
+    out: dict[str, list[Any]] = {
+        "key": [],
+        "time": [],
+        "event": [],
+        "from_state": [],
+        "to_state": [],
+    }
     frame = src.scan().collect()
     wm = -(2**63)
     keys = frame["device"].to_list()

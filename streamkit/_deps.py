@@ -18,6 +18,6 @@ def import_optional(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        top = name.split(".")[0]
+        top = name.split(".", maxsplit=1)[0]
         hint = _HINTS.get(top, f"pip install {top}")
         raise ImportError(f"streamkit needs the optional package {top!r} for this: {hint}") from exc

@@ -121,8 +121,13 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.option("--store", "store_dir", default="./streamkit-demo", show_default=True,
-              help="Local folder of the demo store.")
+@click.option(
+    "--store",
+    "store_dir",
+    default="./streamkit-demo",
+    show_default=True,
+    help="Local folder of the demo store.",
+)
 @click.option("--orders", default=20_000, show_default=True, help="Orders per simulated day.")
 @_errors
 def demo(store_dir: str, orders: int) -> None:

@@ -41,6 +41,42 @@ def demo_pipeline(store: Any) -> Any:
     )
 
 
+LOOKBACK_DAYS = 30
+
+
+def day_of_events(orders: int, day: int) -> pl.DataFrame:
+    """The events that *arrive* on simulated day ``day`` (0-based).
+
+    Orders created on earlier days keep producing events (payments, shipping,
+    deliveries, returns) for weeks, so a day's delivery holds the events that
+    arrive during that day, from the orders of the last ``LOOKBACK_DAYS`` days,
+    in arrival order; the generator's late arrivals stay late.
+
+    Examples
+    --------
+    >>> d0 = day_of_events(50, 0)
+    >>> str(d0["ts"].max()) < "2026-01-02"
+    True
+    """
+    from streamkit.datasets import generate_orders
+
+    frames = []
+    for j in range(max(0, day - LOOKBACK_DAYS), day + 1):
+        f = generate_orders(orders, day=j, seed=j).with_row_index("__arrival")
+        # When a row arrives: the generator's late rows sit after later events,
+        # so a row arrives at the running maximum of the times before it.
+        frames.append(f.with_columns(__day=pl.lit(j), __at=pl.col("ts").cum_max()))
+    everything = pl.concat(frames)
+    first_day = pl.datetime(2026, 1, 1)
+    lo = first_day + pl.duration(days=day)
+    hi = first_day + pl.duration(days=day + 1)
+    return (
+        everything.filter((pl.col("__at") >= lo) & (pl.col("__at") < hi))
+        .sort("__at", "__day", "__arrival")
+        .drop("__arrival", "__day", "__at")
+    )
+
+
 def run_demo(
     store_dir: str | Path = "./streamkit-demo",
     *,
@@ -52,7 +88,6 @@ def run_demo(
 
     Returns a dict with the run report, the state counts and the plot paths.
     """
-    from streamkit.datasets import generate_orders
     from streamkit.storage import Store
 
     store_dir = Path(store_dir)
@@ -60,7 +95,7 @@ def run_demo(
     log = store.log("orders", key="order_id", time="ts")
     txn = log.transaction(DEMO_WRITER)
     day = txn.seq if txn is not None else 0
-    frame = generate_orders(orders, day=day, seed=day)
+    frame = day_of_events(orders, day)
     log.append(frame, writer=DEMO_WRITER, seq=day + 1, meta={"day": day})
     echo(f"appended day {day + 1}: {frame.height:,} order events to {store.url}/orders")
 
@@ -115,12 +150,10 @@ def _write_plots(store: Any, pipe: Any, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     history = store.log("order-transitions").scan().collect()
     machine = order_machine()
-    figures = {
+    figures: dict[str, Callable[[Any], Any]] = {
         "timeline.png": lambda ax: plot.timeline(history, ax=ax),
         "occupancy.png": lambda ax: plot.occupancy(history, every="1h", ax=ax),
-        "transition_matrix.png": lambda ax: plot.transition_matrix(
-            history, machine=machine, ax=ax
-        ),
+        "transition_matrix.png": lambda ax: plot.transition_matrix(history, machine=machine, ax=ax),
         "dwell_times.png": lambda ax: plot.dwell_times(history, ax=ax),
         "process_map.png": lambda ax: plot.process_map(history, machine=machine, ax=ax),
     }

@@ -32,7 +32,8 @@ def test_machine_check_valid_and_invalid(runner: CliRunner, tmp_path: Path) -> N
     good = tmp_path / "good.yaml"
     good.write_text(
         "name: door\nstates: [closed, open]\ninitial: closed\nfinal: [closed]\n"
-        "transitions:\n  - {from: closed, on: open, to: open}\n  - {from: open, on: close, to: closed}\n"
+        "transitions:\n  - {from: closed, on: open, to: open}\n"
+        "  - {from: open, on: close, to: closed}\n"
     )
     r = runner.invoke(main, ["machine", "check", str(good)])
     assert r.exit_code == 0, r.output
@@ -107,6 +108,10 @@ def test_demo_twice(tmp_path: Path, runner: CliRunner) -> None:
     rows_day1 = sk.Store(str(store)).log("orders").end().offset
     assert rows_day1 > 0
     plots = sorted(p.name for p in (tmp_path / "demo-plots").glob("*.png"))
-    assert plots == ["dwell_times.png", "occupancy.png", "process_map.png",
-                     "timeline.png", "transition_matrix.png"]
-
+    assert plots == [
+        "dwell_times.png",
+        "occupancy.png",
+        "process_map.png",
+        "timeline.png",
+        "transition_matrix.png",
+    ]

@@ -12,6 +12,7 @@ body, so a flipped bit is detected even when the JSON still parses.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import time
@@ -183,10 +184,8 @@ class CheckpointStore:
             if (i := _parse_id(n)) is not None and i <= epoch - keep
         ]
         if old:
-            try:
+            with contextlib.suppress(StorageError, FileNotFoundError):  # best effort
                 self.fs.rm(old)
-            except (StorageError, FileNotFoundError):  # pragma: no cover - best effort
-                pass
 
     # ----------------------------------------------------------- checkpoints
     def ids(self) -> list[int]:

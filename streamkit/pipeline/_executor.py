@@ -60,7 +60,7 @@ def _run_part(
     """Kernel over one key partition (runs on a Dask worker)."""
     from streamkit.kernel import KeyState, run_batch
 
-    state = KeyState(*(np.array(a, copy=True) for a in arrays))
+    state = KeyState.from_arrays(*arrays)
     res = run_batch(cm, key_ids, events, times, state, watermark=flush, wm=wm)
     return res, (state.state, state.since, state.last, state.events)
 
@@ -160,10 +160,16 @@ class DaskExecutor:
             from_state[idx], to_state[idx], status[idx] = res.from_state, res.to_state, res.status
             state.state[keys_g], state.since[keys_g] = arrays[0], arrays[1]
             state.last[keys_g], state.events[keys_g] = arrays[2], arrays[3]
-            before = np.where(res.t_before >= len(idx), n, idx[np.minimum(res.t_before, len(idx) - 1)]) if len(idx) else np.full(len(res.t_before), n)
+            before = (
+                np.where(res.t_before >= len(idx), n, idx[np.minimum(res.t_before, len(idx) - 1)])
+                if len(idx)
+                else np.full(len(res.t_before), n)
+            )
             t_parts.append((keys_g[res.t_key], res.t_time, res.t_from, res.t_to, before))
         if t_parts:
-            t_key, t_time, t_from, t_to, t_before = (np.concatenate(c) for c in zip(*t_parts, strict=True))
+            t_key, t_time, t_from, t_to, t_before = (
+                np.concatenate(c) for c in zip(*t_parts, strict=True)
+            )
         else:
             t_key = t_time = t_before = np.empty(0, np.int64)
             t_from = t_to = np.empty(0, np.int32)

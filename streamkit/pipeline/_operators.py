@@ -284,7 +284,7 @@ class Transitions(Operator):
                 default=-1,
                 return_dtype=pl.Int32,
             )
-            if int(codes.min() or 0) < 0:
+            if (codes < 0).any():
                 bad = table.filter(codes < 0)["state"].unique().to_list()
                 raise CheckpointError(f"state file {ref.path} holds unknown states {bad}")
             self.kstate = KeyState.empty(table.height)

@@ -126,7 +126,9 @@ class VerifyReport:
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return f"VerifyReport(ok={self.ok}, checkpoint={self.checkpoint}, checks={len(self.checks)})"
+        return (
+            f"VerifyReport(ok={self.ok}, checkpoint={self.checkpoint}, checks={len(self.checks)})"
+        )
 
     def _repr_html_(self) -> str:
         rows = [

@@ -51,7 +51,7 @@ def verify(pipe: Pipeline, checkpoint: int | None, *, replay: bool) -> VerifyRep
         if entry is None:
             report.add(
                 "state file",
-                cp.id == 0 or cp.kind in ("initial", "rewind") and cp.counts.get("batches", 0) == 0,
+                cp.counts.get("batches", 0) == 0,
                 "no state recorded for the transitions operator",
             )
         else:
@@ -74,14 +74,17 @@ def verify(pipe: Pipeline, checkpoint: int | None, *, replay: bool) -> VerifyRep
                 def check_values() -> tuple[bool, str]:
                     unknown = set(table["state"].unique().to_list()) - set(op.machine.states)
                     if unknown:
-                        return False, f"states not in machine {op.machine.name!r}: {sorted(unknown)}"
+                        return (
+                            False,
+                            f"states not in machine {op.machine.name!r}: {sorted(unknown)}",
+                        )
                     bad = table.filter(
                         (pl.col("since") > pl.col("last_time")) | (pl.col("events") < 0)
                     )
                     if bad.height:
                         return False, f"{bad.height} keys with since > last_time or events < 0"
                     wm = int(entry["watermark"])
-                    if table.height and int(table["last_time"].cast(pl.Int64).max()) > wm:  # type: ignore[arg-type]
+                    if table.height and table["last_time"].cast(pl.Int64).max() > wm:
                         return False, f"a key's last_time is beyond the watermark {wm}"
                     return True, "states valid for the machine; times ordered; watermark bounds"
 
@@ -91,14 +94,19 @@ def verify(pipe: Pipeline, checkpoint: int | None, *, replay: bool) -> VerifyRep
                     applied = cp.counts.get("applied", 0)
                     total = int(table["events"].sum())
                     if total != applied:
-                        return False, f"keys' events add up to {total}, checkpoint applied {applied}"
+                        return (
+                            False,
+                            f"keys' events add up to {total}, checkpoint applied {applied}",
+                        )
                     return True, f"per-key events add up to {applied:,}"
 
                 _guard(report, "counts", check_counts)
 
     def check_position() -> tuple[bool, str]:
         start, end = pipe.source.start().offset, pipe.source.end().offset
-        if not (start <= cp.position <= end) and not (cp.position <= end and cp.counts.get("batches", 0) == 0):
+        if not (start <= cp.position <= end) and not (
+            cp.position <= end and cp.counts.get("batches", 0) == 0
+        ):
             return False, f"read position {cp.position} is outside the log's [{start}, {end}]"
         return True, f"read position {cp.position:,} within the log's [{start:,}, {end:,}]"
 
@@ -116,7 +124,10 @@ def verify(pipe: Pipeline, checkpoint: int | None, *, replay: bool) -> VerifyRep
             txn = log.transaction(pipe.writer_id)
             pending = txn is not None and txn.seq == cp.id + 1
             if not pending:
-                return False, f"{label} holds {rows:,} rows of this pipeline, checkpoint says {expected:,}"
+                return (
+                    False,
+                    f"{label} holds {rows:,} rows of this pipeline, checkpoint says {expected:,}",
+                )
         return True, (
             f"{rows:,} rows; {n_files} manifest files and every segment's size and "
             "checksum verified"
@@ -150,7 +161,9 @@ def _verify_manifest(log: Any) -> int:
     return len(paths)
 
 
-def _replay(pipe: Pipeline, cp: Checkpoint, op: Transitions, saved: pl.DataFrame) -> tuple[bool, str]:
+def _replay(
+    pipe: Pipeline, cp: Checkpoint, op: Transitions, saved: pl.DataFrame
+) -> tuple[bool, str]:
     """Recompute the state from the log start to the checkpoint and compare."""
     from streamkit.storage import Position
 
@@ -188,4 +201,7 @@ def _replay(pipe: Pipeline, cp: Checkpoint, op: Transitions, saved: pl.DataFrame
         )
         sample = diff.head(3).to_dicts()
         return False, f"replayed state differs for {diff.height:,} keys, e.g. {sample}"
-    return True, f"replayed {cp.position - start:,} source rows: state identical ({got.height:,} keys)"
+    return (
+        True,
+        f"replayed {cp.position - start:,} source rows: state identical ({got.height:,} keys)",
+    )

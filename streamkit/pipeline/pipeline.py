@@ -290,10 +290,7 @@ class Pipeline:
     def _rewind(
         self, ckpts: CheckpointStore, latest: Checkpoint | None, target: int, epoch: int
     ) -> Checkpoint:
-        if target == 0:
-            base = initial_checkpoint(self.source.start().offset)
-        else:
-            base = ckpts.read(target)
+        base = initial_checkpoint(self.source.start().offset) if target == 0 else ckpts.read(target)
         newest = latest.id if latest else 0
         rewind = Checkpoint(
             id=newest + 1,
@@ -307,7 +304,9 @@ class Pipeline:
             operators=base.operators,
             outputs=base.outputs,
             counts=dict(base.counts),
-            retracted=sorted(set((latest.retracted if latest else []) + [(base.id + 1, newest + 1)])),
+            retracted=sorted(
+                set((latest.retracted if latest else []) + [(base.id + 1, newest + 1)])
+            ),
         )
         ckpts.check_lease(epoch)
         if not ckpts.commit(rewind):
@@ -510,23 +509,23 @@ class Pipeline:
                     "machine": str(op.get("machine", ""))[:12],
                 }
             )
-        schema = {
-            "id": pl.Int64,
-            "parent": pl.Int64,
-            "kind": pl.String,
-            "epoch": pl.Int64,
+        schema: dict[str, pl.DataType] = {
+            "id": pl.Int64(),
+            "parent": pl.Int64(),
+            "kind": pl.String(),
+            "epoch": pl.Int64(),
             "created": pl.Datetime("us", "UTC"),
-            "position": pl.Int64,
-            "batch_start": pl.Int64,
-            "batch_end": pl.Int64,
-            "rows_in": pl.Int64,
-            "rows_out": pl.Int64,
-            "quarantined": pl.Int64,
-            "keys": pl.Int64,
-            "machine": pl.String,
+            "position": pl.Int64(),
+            "batch_start": pl.Int64(),
+            "batch_end": pl.Int64(),
+            "rows_in": pl.Int64(),
+            "rows_out": pl.Int64(),
+            "quarantined": pl.Int64(),
+            "keys": pl.Int64(),
+            "machine": pl.String(),
         }
-        return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(
-            schema=schema
+        return (
+            pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
         )
 
     def state(self, checkpoint: int | None = None) -> pl.DataFrame:
@@ -572,7 +571,9 @@ class Pipeline:
         ops = " -> ".join(op.describe() for op in self.operators)
         src = getattr(self.source, "name", None)
         snk = getattr(self.sink, "name", None)
-        return f"Pipeline({self.name!r}: read({src!r}) -> {ops or '(no operators)'} -> write({snk!r}))"
+        return (
+            f"Pipeline({self.name!r}: read({src!r}) -> {ops or '(no operators)'} -> write({snk!r}))"
+        )
 
     def _repr_html_(self) -> str:
         steps = [f"read <code>{html.escape(str(getattr(self.source, 'name', None)))}</code>"]
@@ -614,8 +615,9 @@ class _Progress:
             self.bar.update(pos - self.start - self.bar.n)
         elif self.enabled:
             done, total = pos - self.start, max(self.end - self.start, 1)
-            logger.info("%s: %s/%s events (%d%%)", self.name, f"{done:,}", f"{total:,}",
-                        100 * done // total)
+            logger.info(
+                "%s: %s/%s events (%d%%)", self.name, f"{done:,}", f"{total:,}", 100 * done // total
+            )
 
     def close(self) -> None:
         if self.bar is not None:

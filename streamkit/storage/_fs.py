@@ -251,6 +251,17 @@ class FileSystem:
         except Exception as exc:
             raise self._translate(exc, action, path) from None
 
+    def _forget(self, full: str) -> None:
+        """Drop fsspec's cached listings of ``full`` and its parents.
+
+        s3fs answers ``info``/``size`` (used by ``cat_file``) from a cached
+        listing of the parent directory when it has one, so a file created by
+        another process after that listing would stay invisible. Listings are
+        therefore never left in the cache.
+        """
+        if not (self._local or self._memory):
+            self._fs.invalidate_cache(full)
+
     # ------------------------------------------------------------------ writing
     def put_new(self, path: str, data: bytes) -> bool:
         """Create ``path`` with ``data`` if it does not exist, atomically.
@@ -283,6 +294,7 @@ class FileSystem:
                         return False
                     self._fs.pipe_file(full, data)
                     return True
+            self._forget(full)
             try:
                 with self._fs.open(full, "xb") as fh:
                     fh.write(data)
@@ -333,6 +345,7 @@ class FileSystem:
             if self._local:
                 with open(full, "rb") as fh:
                     return fh.read()
+            self._forget(full)
             return bytes(self._fs.cat_file(full))
 
     def get_many(self, paths: Iterable[str], *, missing_ok: bool = False) -> dict[str, bytes]:
@@ -370,6 +383,8 @@ class FileSystem:
                         raise
             return out
         full = {self.full_path(rel): rel for rel in wanted}
+        for item in full:
+            self._forget(item)
         with self._boundary("read", wanted[0]):
             got = self._fs.cat(list(full), on_error="return")
         if not isinstance(got, dict):  # a single path returns bytes
@@ -401,8 +416,7 @@ class FileSystem:
         with self._boundary("check", path):
             if self._local:
                 return os.path.exists(full)
-            if not self._memory:
-                self._fs.invalidate_cache(full)
+            self._forget(full)
             return bool(self._fs.exists(full))
 
     def ls(self, path: str = "") -> list[str]:
@@ -424,11 +438,13 @@ class FileSystem:
                     return sorted(os.listdir(full))
                 except (FileNotFoundError, NotADirectoryError):
                     return []
-            self._fs.invalidate_cache(full)
+            self._forget(full)
             try:
                 entries = self._fs.ls(full, detail=False)
             except FileNotFoundError:
                 return []
+            finally:
+                self._forget(full)
         prefix = full.rstrip("/") + "/"
         names = []
         for entry in entries:
@@ -455,11 +471,13 @@ class FileSystem:
                     for name in files:
                         out.append(name if rel_dir == "." else f"{rel_dir}/{name}")
                 return sorted(out)
-            self._fs.invalidate_cache(full)
+            self._forget(full)
             try:
                 found = self._fs.find(full)
             except FileNotFoundError:
                 return []
+            finally:
+                self._forget(full)
         root = self._root.strip("/")
         out = []
         for entry in found:
@@ -495,9 +513,8 @@ class FileSystem:
                     for item in chunk:
                         with contextlib.suppress(FileNotFoundError):
                             self._fs.rm_file(item)
-            if not self._memory:
-                for item in full:
-                    self._fs.invalidate_cache(item)
+            for item in full:
+                self._forget(item)
 
 
 def tmp_name(final: str) -> str:

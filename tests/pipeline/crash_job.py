@@ -15,7 +15,7 @@ import streamkit as sk
 from streamkit.datasets import order_machine
 
 store = sk.Store(
-    os.environ["STREAMKIT_TEST_URL"],
+    os.environ.get("STREAMKIT_TEST_URL", "memory://streamkit-crash-job"),
     storage_options=json.loads(os.environ.get("STREAMKIT_TEST_OPTIONS", "null")),
 )
 pipeline = (

@@ -84,7 +84,11 @@ def state_dict(state: pl.DataFrame) -> dict[Any, tuple[Any, ...]]:
     return {
         k: (s, a, b, e)
         for k, s, a, b, e in zip(
-            state["key"].to_list(), state["state"].to_list(), since, last,
-            state["events"].to_list(), strict=True,
+            state["key"].to_list(),
+            state["state"].to_list(),
+            since,
+            last,
+            state["events"].to_list(),
+            strict=True,
         )
     }

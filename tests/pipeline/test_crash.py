@@ -32,7 +32,11 @@ def _env(url: str, options: dict | None, batch: int = 40) -> dict[str, str]:
 
 def _cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "streamkit", *args], env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "streamkit", *args],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
 
@@ -68,7 +72,9 @@ def _kill_and_rerun(url: str, options: dict | None, delay: float) -> None:
     env = _env(url, options)
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamkit", "run", JOB, "--no-progress"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
@@ -118,10 +124,15 @@ def test_three_overlapping_cli_runs(frame, reference, tmp_path) -> None:  # type
     env = _env(url, None, batch=20)
     procs = []
     for _ in range(3):
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "streamkit", "run", JOB, "--no-progress"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "streamkit", "run", JOB, "--no-progress"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
         time.sleep(0.7)
     outputs = [p.communicate(timeout=300) for p in procs]
     codes = [p.returncode for p in procs]

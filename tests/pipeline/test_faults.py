@@ -6,7 +6,6 @@ from typing import Any, ClassVar
 
 import fsspec
 import polars as pl
-import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 import streamkit as sk

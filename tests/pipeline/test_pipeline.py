@@ -36,13 +36,17 @@ def expected(store: sk.Store, machine: sk.Machine | None = None) -> dict[str, ob
     return run_oracle(events, machine or order_machine(), key="order_id", time="ts", event="event")
 
 
-def check_against_oracle(store: sk.Store, pipe: sk.Pipeline, machine: sk.Machine | None = None) -> None:
+def check_against_oracle(
+    store: sk.Store, pipe: sk.Pipeline, machine: sk.Machine | None = None
+) -> None:
     want = expected(store, machine)
     got_history = history_by_key(store.log("history").scan().collect())
     assert got_history == want["history"]
     assert state_dict(pipe.state()) == want["state"]
     q = pipe.quarantine()
-    assert sorted(zip(q["offset"].to_list(), q["reason"].to_list(), strict=True)) == want["quarantine"]
+    assert (
+        sorted(zip(q["offset"].to_list(), q["reason"].to_list(), strict=True)) == want["quarantine"]
+    )
 
 
 @pytest.fixture
@@ -153,9 +157,12 @@ def test_on_undefined_ignore_and_error(orders: pl.DataFrame) -> None:
     r = ignoring.run(progress=False)
     assert r.ignored > 0
     assert set(ignoring.quarantine()["reason"].unique().to_list()) <= {"late"}
-    strict = sk.Pipeline("strict", store).read(store.log("orders")).with_columns(
-        event=pl.col("type").str.to_lowercase()
-    ).transitions(order_machine(), event="event", on_undefined="error")
+    strict = (
+        sk.Pipeline("strict", store)
+        .read(store.log("orders"))
+        .with_columns(event=pl.col("type").str.to_lowercase())
+        .transitions(order_machine(), event="event", on_undefined="error")
+    )
     with pytest.raises(sk.UndefinedTransitionError, match=r"key=.*state=.*event="):
         strict.run(batch_rows=10_000, progress=False)
     assert strict.checkpoints().height == 0
@@ -164,8 +171,13 @@ def test_on_undefined_ignore_and_error(orders: pl.DataFrame) -> None:
 def test_late_events_are_quarantined_with_reason() -> None:
     store = sk.Store("memory://pipe-late")
     log = store.log("ev", key="k", time="t")
-    m = sk.Machine("m", states=["a", "b"], initial="a", final=["a"],
-                   transitions=[("a", "x", "b"), ("b", "y", "a")])
+    m = sk.Machine(
+        "m",
+        states=["a", "b"],
+        initial="a",
+        final=["a"],
+        transitions=[("a", "x", "b"), ("b", "y", "a")],
+    )
     log.append(pl.DataFrame({"k": ["u", "u"], "t": [10, 20], "e": ["x", "y"]}))
     log.append(pl.DataFrame({"k": ["u", "v"], "t": [15, 1], "e": ["x", "x"]}))
     pipe = sk.Pipeline("late", store).read(log).transitions(m, event="e")
@@ -177,9 +189,14 @@ def test_late_events_are_quarantined_with_reason() -> None:
 def test_timeouts_fire_in_event_time_once_the_log_moves_past() -> None:
     store = sk.Store("memory://pipe-timeout")
     log = store.log("ev", key="k", time="t")
-    m = sk.Machine("m", states=["idle", "busy", "done"], initial="idle", final=["done"],
-                   transitions=[("idle", "go", "busy"), ("busy", "stop", "done")],
-                   timeouts=[("busy", "10s", "done")])
+    m = sk.Machine(
+        "m",
+        states=["idle", "busy", "done"],
+        initial="idle",
+        final=["done"],
+        transitions=[("idle", "go", "busy"), ("busy", "stop", "done")],
+        timeouts=[("busy", "10s", "done")],
+    )
     out = store.log("hist", key="key", time="time")
     pipe = sk.Pipeline("to", store).read(log).transitions(m, event="e").write(out)
     log.append(pl.DataFrame({"k": ["a", "b"], "t": [0, 5], "e": ["go", "go"]}))
@@ -225,7 +242,9 @@ def test_verify_detects_a_flipped_bit_in_every_file_kind(orders: pl.DataFrame, t
         "checkpoint": sorted((root / "_pipelines/orders-pipe/checkpoints").glob("*.json"))[-1],
         "state": sorted((root / "_pipelines/orders-pipe/state").glob("*.arrow"))[-1],
         "output segment": sorted((root / "history/data").rglob("*.parquet"))[-1],
-        "quarantine segment": sorted((root / "_pipelines/orders-pipe/quarantine/data").rglob("*.parquet"))[-1],
+        "quarantine segment": sorted(
+            (root / "_pipelines/orders-pipe/quarantine/data").rglob("*.parquet")
+        )[-1],
         "output manifest": sorted((root / "history/_log").glob("0*[0-9].json"))[-1],
     }
     for kind, path in kinds.items():
@@ -293,9 +312,14 @@ def test_open_rebuilds_the_pipeline_from_its_stored_plan(orders: pl.DataFrame) -
 def test_integer_time_columns_use_the_tick() -> None:
     store = sk.Store("memory://pipe-int-time")
     log = store.log("ev", key="k", time="t")
-    m = sk.Machine("m", states=["on", "off"], initial="off", final=["off"],
-                   transitions=[("off", "up", "on"), ("on", "down", "off")],
-                   timeouts=[("on", "2m", "off")])
+    m = sk.Machine(
+        "m",
+        states=["on", "off"],
+        initial="off",
+        final=["off"],
+        transitions=[("off", "up", "on"), ("on", "down", "off")],
+        timeouts=[("on", "2m", "off")],
+    )
     log.append(pl.DataFrame({"k": [1, 2], "t": [0, 3], "e": ["up", "up"]}))
     pipe = sk.Pipeline("int", store).read(log).transitions(m, event="e", tick=timedelta(minutes=1))
     pipe.run(progress=False)

@@ -39,6 +39,9 @@ def _wait_ready(proc: subprocess.Popen[str]) -> None:
 
 
 def _check_consistent(log_rows: pl.DataFrame, rows_per_append: int) -> None:
+    if "w" not in log_rows.columns:  # killed before the first append: empty log
+        assert log_rows.height == 0
+        return
     offsets = log_rows["o"].to_list()
     assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
     counts = log_rows.group_by("w", "seq").agg(pl.len(), pl.col("r").n_unique().alias("u"))
@@ -82,9 +85,10 @@ def test_concurrent_processes_lose_and_duplicate_nothing(
     for i in range(writers):
         txn = log.transaction(f"w{i}")
         assert txn is not None and txn.seq == count - 1 and txn.meta == {"rows": rows}
-    # Per key, rows follow (time, append order) within each append.
-    for (w, seq), part in got.group_by("w", "seq"):
-        assert part.sort("o")["t"].is_sorted()
+    # Per key, offsets follow (time, append order).
+    per_key = got.sort("o").group_by("k", maintain_order=True).agg("seq", "t")
+    for seqs, ts in zip(per_key["seq"].to_list(), per_key["t"].to_list()):
+        assert list(zip(seqs, ts)) == sorted(zip(seqs, ts))
 
 
 def _crash_trial(store: Store, options: dict[str, Any], rng: random.Random, rows: int) -> None:
@@ -101,7 +105,7 @@ def _crash_trial(store: Store, options: dict[str, Any], rng: random.Random, rows
     fresh = Store(store.url, storage_options=options).log("events")
     got = fresh.scan(with_offset="o").collect()
     _check_consistent(got, rows)
-    seqs = sorted(set(got["seq"].to_list()))
+    seqs = sorted(set(got["seq"].to_list())) if "seq" in got.columns else []
     assert seqs == list(range(len(seqs)))  # committed appends form a prefix, none torn
     txn = fresh.transaction("crashy")
     assert (txn.seq if txn else -1) == (seqs[-1] if seqs else -1)

@@ -117,3 +117,22 @@ def test_memory_and_local_errors_translated(tmp_path: Any) -> None:
     (tmp_path / "dir").mkdir()
     with pytest.raises(StorageError, match="cannot read .*dir"):
         fs.get("dir")
+
+
+@pytest.mark.s3
+def test_s3_listing_cache_never_hides_new_files(
+    seaweedfs: dict[str, str], s3_storage_options: dict[str, Any]
+) -> None:
+    url = f"s3://{seaweedfs['bucket']}/cache-{os.getpid()}-{id(s3_storage_options)}"
+    reader = FileSystem(url, s3_storage_options)
+    writer = FileSystem(url, {**s3_storage_options, "skip_instance_cache": True})
+    assert writer.fsspec is not reader.fsspec  # like another process
+    writer.put_new("d/a", b"1")
+    assert reader.ls("d") == ["a"]
+    assert reader.get_many(["d/a", "d/b"], missing_ok=True) == {"d/a": b"1"}
+    writer.put_new("d/b", b"2")
+    assert reader.get("d/b") == b"2"
+    assert reader.exists("d/b")
+    assert reader.ls("d") == ["a", "b"]
+    assert reader.get_many(["d/a", "d/b"]) == {"d/a": b"1", "d/b": b"2"}
+    assert not reader.put_new("d/b", b"3")
