@@ -23,8 +23,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 lint: $(STAMP)
-	$(BIN)/ruff check streamkit tests benchmarks
-	$(BIN)/ruff format --check streamkit tests benchmarks
+	$(BIN)/ruff check streamkit tests benchmarks notebooks
+	$(BIN)/ruff format --check streamkit tests benchmarks notebooks
 	$(BIN)/mypy
 
 clean:

@@ -159,7 +159,7 @@ def _write_plots(store: Any, pipe: Any, folder: Path) -> list[Path]:
     }
     paths = []
     for name, draw in figures.items():
-        fig, ax = plt.subplots(figsize=(10, 6))
+        fig, ax = plt.subplots(figsize=(18, 5) if name == "process_map.png" else (10, 6))
         try:
             draw(ax)
             fig.tight_layout()

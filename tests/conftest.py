@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from streamkit._testing import SeaweedFS, seaweedfs as _seaweedfs
+from streamkit._testing import SeaweedFS
+from streamkit._testing import seaweedfs as _seaweedfs
 from streamkit.storage import Store
 
 BACKENDS = ("memory", "local", "s3")

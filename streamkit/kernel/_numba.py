@@ -8,16 +8,19 @@ is exactly one specialisation, compiled once and cached on disk (``cache=True``)
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import numba
 import numpy as np
 import numpy.typing as npt
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from streamkit.errors import ConfigurationError
 from streamkit.kernel._compile import CompiledMachine
 from streamkit.kernel._result import BatchResult
-from streamkit.kernel._state import KeyState
+from streamkit.kernel._state import KeyState, records
 
 __all__ = ["check_batch", "run_batch", "warmup"]
 
@@ -26,136 +29,331 @@ _I64_MAX = np.iinfo(np.int64).max
 _EMPTY_I64 = np.empty(0, dtype=np.int64)
 _EMPTY_I64.setflags(write=False)
 
+# Columns of the per-state timeout table handed to the kernel (see _timeout_table).
+_HAS, _AFTER, _LIM, _TO, _SPAN = 0, 1, 2, 3, 4
+# How the inner loops stop: done, timeout buffers full (grow and resume), bad state code.
+_DONE, _FULL, _BAD = 0, 1, 2
+# Prefetch the record of the key this many events ahead: the key's record is
+# random access into a table of millions of keys, so without it nearly every
+# event waits for a cache miss.
+_PREFETCH_AHEAD = 32
 
-@numba.njit(cache=True, nogil=True)
-def _grow(buf: Any, cap: int) -> Any:  # pragma: no cover - compiled
-    out = np.empty((cap, buf.shape[1]), dtype=buf.dtype)
-    out[: buf.shape[0]] = buf
-    return out
+
+@intrinsic
+def _prefetch_row(typingctx: Any, records: Any, row: Any) -> Any:  # pragma: no cover - compiled
+    """Hint the CPU to fetch ``records[row, 0]`` (no fault, no effect on results)."""
+    sig = types.void(records, row)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        rec_type = signature.args[0]
+        array = context.make_array(rec_type)(context, builder, args[0])
+        zero = context.get_constant(types.intp, 0)
+        ptr = cgutils.get_item_pointer(
+            context, builder, rec_type, array, [args[1], zero], wraparound=False
+        )
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        # read, high temporal locality, data cache
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _fire_timeouts(  # noqa: PLR0917 - flat arrays are the kernel's interface
+def _maybe_due(tmo: Any, s: int, since: int, wm: int) -> Any:  # pragma: no cover - compiled
+    """A cheap superset of :func:`_due`: one unsigned comparison, so one branch.
+
+    ``wm - since`` computed modulo 2**64 is the exact distance when ``wm >=
+    since``; column ``_SPAN`` is ``after`` as unsigned, or 2**64 - 1 for states
+    without a timeout. Every due key passes; the rare false positives (``since >
+    wm``, or a distance of exactly 2**64 - 1) are weeded out by ``_due``.
+    """
+    return np.uint64(wm) - np.uint64(since) >= np.uint64(tmo[s, _SPAN])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _due(tmo: Any, s: int, since: int, wm: int) -> Any:  # pragma: no cover - compiled
+    """Whether state ``s`` (entered at ``since``) has a timeout with ``since + after <= wm``.
+
+    Exact and overflow-free for all int64 values: with ``lim = int64 min +
+    after``, ``wm >= lim`` makes ``wm - after`` representable.
+    """
+    lim = tmo[s, _LIM]
+    return (tmo[s, _HAS] != 0) and wm >= lim and since <= wm - tmo[s, _AFTER]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fire_chain(
     k: int,
+    s: int,
+    since: int,
+    last: int,
     wm: int,
     before: int,
-    t_after: Any,
+    tmo: Any,
+    t_key: Any,
+    t_time: Any,
+    t_from: Any,
     t_to: Any,
-    st_state: Any,
-    st_since: Any,
-    st_last: Any,
-    out: Any,
+    t_before: Any,
     m: int,
 ) -> Any:  # pragma: no cover - compiled
-    """Rule 2 / 6: fire key k's timeouts, chained, while since + after <= wm.
+    """Rules 2 and 6: fire key k's due timeouts, chained, while ``_due``.
 
-    Rows go to ``out[m]`` as (key, time, from, to, before); returns (out, m).
+    Precondition: ``_due(tmo, s, since, wm)``. Rows go to the ``t_*`` buffers
+    from ``m`` on. Returns ``(s, since, last, m, full)``; ``full`` means the
+    buffers ran out with timeouts still due (the state so far is consistent, so
+    the caller can grow the buffers and call again).
     """
-    s = st_state[k]
-    after = t_after[s]
-    while after >= 0:
-        # since + after <= wm, decided without int64 overflow: wm - after cannot
-        # overflow once wm >= int64 min + after.
-        if wm < _I64_MIN + after:
+    full = False
+    while True:
+        if m == t_key.shape[0]:
+            full = True
             break
-        since = st_since[k]
-        if since > wm - after:
-            break
-        deadline = since + after
-        if m == out.shape[0]:
-            out = _grow(out, 2 * out.shape[0])
-        nxt = t_to[s]
-        out[m, 0] = k
-        out[m, 1] = deadline
-        out[m, 2] = s
-        out[m, 3] = nxt
-        out[m, 4] = before
+        deadline = since + tmo[s, _AFTER]
+        nxt = tmo[s, _TO]
+        t_key[m] = k
+        t_time[m] = deadline
+        t_from[m] = s
+        t_to[m] = nxt
+        t_before[m] = before
         m += 1
         s = nxt
-        st_state[k] = s
-        st_since[k] = deadline
-        st_last[k] = max(st_last[k], deadline)
-        after = t_after[s]
-    return out, m
+        since = deadline
+        last = max(last, deadline)
+        if not _due(tmo, s, since, wm):
+            break
+    return s, since, last, m, full
 
 
 @numba.njit(cache=True, nogil=True)
-def _kernel(  # noqa: PLR0917 - flat arrays are the kernel's interface
-    table: Any,
-    t_after: Any,
-    t_to: Any,
+def _run_events(
+    i0: int,
+    wm: int,
+    table1: Any,
+    tmo: Any,
     initial: int,
     key_ids: Any,
     events: Any,
     times: Any,
-    st_state: Any,
-    st_since: Any,
-    st_last: Any,
-    st_events: Any,
-    wm0: int,
+    rec: Any,
     wm_given: Any,
     use_given: bool,
+    from_s: Any,
+    to_s: Any,
+    status: Any,
+    t_key: Any,
+    t_time: Any,
+    t_from: Any,
+    t_to: Any,
+    t_before: Any,
+    m: int,
 ) -> Any:  # pragma: no cover - compiled; covered against the reference by the tests
+    """Rules 1-5 for events ``i0..n-1``; returns ``(i, wm, m, code)``.
+
+    ``code`` is ``_DONE`` (``i == n``), ``_FULL`` (the timeout buffers are full
+    before event ``i``; ``wm`` is the watermark before it, so calling again
+    from ``i`` resumes exactly) or ``_BAD`` (key ``key_ids[i]`` holds a state
+    code outside ``[-1, n_states)``; nothing of event ``i`` was applied).
+    No allocation happens here, so the loop carries no reference counting.
+    """
     n = key_ids.shape[0]
-    from_s = np.empty(n, dtype=np.int32)
-    to_s = np.empty(n, dtype=np.int32)
-    status = np.empty(n, dtype=np.int8)
-    out = np.empty((max(16, n // 16), 5), dtype=np.int64)
-    m = 0
-    wm = wm0
-    for i in range(n):
+    n_states = tmo.shape[0]
+    last_i = n - 1
+    for i in range(i0, n):
+        _prefetch_row(rec, key_ids[min(i + _PREFETCH_AHEAD, last_i)])
         k = key_ids[i]
         t = times[i]
+        wm_before = wm
         wm = wm_given[i] if use_given else max(wm, t)
-        s = st_state[k]
+        # Slot 0 holds the int32 state in its low half (the high half is padding).
+        s = np.int64(np.int32(rec[k, 0]))
+        since = rec[k, 1]
+        last = rec[k, 2]
+        if s >= n_states or s < -1:
+            return i, wm_before, m, _BAD
         if s < 0:
             # Rule 1: the key's first event; nothing can time out before it.
             s = initial
-            st_state[k] = s
-            st_since[k] = t
-            st_last[k] = t
-        elif t_after[s] >= 0:
+            since = t
+            last = t
+        elif _maybe_due(tmo, s, since, wm) and _due(tmo, s, since, wm):
             # Rule 2: timeouts due before this event.
-            out, m = _fire_timeouts(k, wm, i, t_after, t_to, st_state, st_since, st_last, out, m)
-            s = st_state[k]
+            s, since, last, m, full = _fire_chain(
+                k, s, since, last, wm, i, tmo, t_key, t_time, t_from, t_to, t_before, m
+            )
+            rec[k, 0] = s
+            rec[k, 1] = since
+            rec[k, 2] = last
+            if full:
+                return i, wm_before, m, _FULL
         from_s[i] = s
-        if t < st_last[k]:
-            # Rule 3: late.
+        if t < last:
+            # Rule 3: late; changes nothing.
             status[i] = 2
             to_s[i] = s
             continue
+        # Rules 4 and 5, without branches: column 0 of table1 is event -1 (undefined).
+        target = table1[s, events[i] + 1]
+        fired = target >= 0
+        new_s = target if fired else s
+        status[i] = 0 if fired else 1
+        to_s[i] = new_s
+        rec[k, 0] = new_s
+        rec[k, 1] = t if fired else since
+        rec[k, 2] = t
+        rec[k, 3] += 1
+    return n, wm, m, _DONE
+
+
+@numba.njit(cache=True, nogil=True)
+def _run_flush(
+    k0: int,
+    wm: int,
+    before: int,
+    tmo: Any,
+    rec: Any,
+    t_key: Any,
+    t_time: Any,
+    t_from: Any,
+    t_to: Any,
+    t_before: Any,
+    m: int,
+) -> Any:  # pragma: no cover - compiled
+    """Rule 6 for keys ``k0..`` in id order; returns ``(k, m, code)`` like ``_run_events``."""
+    n_keys = rec.shape[0]
+    n_states = tmo.shape[0]
+    for k in range(k0, n_keys):
+        s = np.int64(np.int32(rec[k, 0]))
+        if s >= n_states or s < -1:
+            return k, m, _BAD
+        if s >= 0 and _maybe_due(tmo, s, rec[k, 1], wm) and _due(tmo, s, rec[k, 1], wm):
+            s, since, last, m, full = _fire_chain(
+                k, s, rec[k, 1], rec[k, 2], wm, before, tmo,
+                t_key, t_time, t_from, t_to, t_before, m,
+            )  # fmt: skip
+            rec[k, 0] = s
+            rec[k, 1] = since
+            rec[k, 2] = last
+            if full:
+                return k, m, _FULL
+    return n_keys, m, _DONE
+
+
+@numba.njit(cache=True, nogil=True)
+def _bounds(key_ids: Any, events: Any) -> Any:  # pragma: no cover - compiled
+    """Min and max of key ids and of event codes in one pass (arrays non-empty)."""
+    k_lo = k_hi = key_ids[0]
+    e_lo = e_hi = events[0]
+    for i in range(key_ids.shape[0]):
+        k = key_ids[i]
         e = events[i]
-        target = table[s, e] if e >= 0 else -1
-        st_events[k] += 1
-        st_last[k] = t
-        if target < 0:
-            # Rule 4: undefined.
-            status[i] = 1
-            to_s[i] = s
-        else:
-            # Rule 5: fire (self-loops re-enter).
-            status[i] = 0
-            to_s[i] = target
-            st_state[k] = target
-            st_since[k] = t
-    # Rule 6: the batch-end flush visits every key whose state has a timeout.
+        k_lo = min(k_lo, k)
+        k_hi = max(k_hi, k)
+        e_lo = min(e_lo, e)
+        e_hi = max(e_hi, e)
+    return k_lo, k_hi, e_lo, e_hi
+
+
+def _machine_tables(
+    cm: CompiledMachine,
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
+    """The kernel's view of a machine: the table with a leading column for event -1
+    (all undefined) and a per-state ``(has, after, int64 min + after, to, span)``
+    table (``span``: ``after``, or -1 for none, which the kernel reads as unsigned)."""
+    table1 = np.full((cm.n_states, cm.n_events + 1), -1, dtype=np.int32)
+    table1[:, 1:] = cm.table
+    has = cm.timeout_after >= 0
+    after = np.where(has, cm.timeout_after, 0)
+    tmo = np.empty((cm.n_states, 5), dtype=np.int64)
+    tmo[:, _HAS] = has
+    tmo[:, _AFTER] = after
+    tmo[:, _LIM] = _I64_MIN + after
+    tmo[:, _TO] = cm.timeout_to
+    tmo[:, _SPAN] = np.where(has, cm.timeout_after, -1)  # -1: 2**64 - 1 as unsigned
+    return table1, tmo
+
+
+def _timeout_buffers(cap: int, old: tuple[npt.NDArray[Any], ...] = (), m: int = 0) -> Any:
+    """Fresh ``t_key, t_time, t_from, t_to, t_before`` buffers of ``cap`` rows (the
+    first ``m`` copied from ``old``). Allocated by numpy, which asks the OS for
+    huge pages, so the kernel's first touch of each page is cheap; pages never
+    touched cost no memory."""
+    dtypes = (np.int64, np.int64, np.int32, np.int32, np.int64)
+    bufs = tuple(np.empty(cap, dtype=dt) for dt in dtypes)
+    for new, prev in zip(bufs, old, strict=False):
+        new[:m] = prev[:m]
+    return bufs
+
+
+def _execute(
+    cm: CompiledMachine,
+    k: npt.NDArray[np.int64],
+    e: npt.NDArray[np.int32],
+    t: npt.NDArray[np.int64],
+    state: KeyState,
+    carried: int,
+    given: npt.NDArray[np.int64] | None,
+) -> BatchResult:
+    """Allocate the outputs, run the two compiled loops (growing the timeout
+    buffers whenever they fill up) and wrap the result."""
+    table1, tmo = _machine_tables(cm)
+    rec = records(state)
+    n = len(k)
+    from_s = np.empty(n, dtype=np.int32)
+    to_s = np.empty(n, dtype=np.int32)
+    status = np.empty(n, dtype=np.int8)
+    # Timeouts: a guess that covers most workloads; doubling when it does not.
+    bufs = _timeout_buffers(64 + n // 8)
+    use_given = given is not None
+    wm_given = _EMPTY_I64 if given is None else given
+    i, wm, m = 0, carried, 0
+    while True:
+        i, wm, m, code = _run_events(
+            i, wm, table1, tmo, cm.initial, k, e, t, rec, wm_given, use_given,
+            from_s, to_s, status, *bufs, m,
+        )  # fmt: skip
+        if code != _FULL:
+            break
+        bufs = _timeout_buffers(2 * len(bufs[0]), bufs, m)
+    if code == _BAD:
+        _bad_state(cm, state, int(k[i]))
+    # Rule 6: the batch-end flush, key by key in id order.
     if use_given and n:
-        wm = max(wm0, wm_given[n - 1])
-    for k in range(st_state.shape[0]):
-        s = st_state[k]
-        if s >= 0 and t_after[s] >= 0:
-            out, m = _fire_timeouts(k, wm, n, t_after, t_to, st_state, st_since, st_last, out, m)
-    rows = out[:m]
-    return (
-        from_s,
-        to_s,
-        status,
-        rows[:, 0].copy(),
-        rows[:, 1].copy(),
-        rows[:, 2].astype(np.int32),
-        rows[:, 3].astype(np.int32),
-        rows[:, 4].copy(),
-        wm,
+        wm = max(carried, int(wm_given[n - 1]))
+    key = 0
+    while True:
+        key, m, code = _run_flush(key, wm, n, tmo, rec, *bufs, m)
+        if code != _FULL:
+            break
+        bufs = _timeout_buffers(2 * len(bufs[0]), bufs, m)
+    if code == _BAD:
+        _bad_state(cm, state, key)
+    # Views of the first m rows: the untouched rest of a buffer costs no memory.
+    t_key, t_time, t_from, t_to, t_before = (buf[:m] for buf in bufs)
+    return BatchResult(
+        from_state=from_s,
+        to_state=to_s,
+        status=status,
+        t_key=t_key,
+        t_time=t_time,
+        t_from=t_from,
+        t_to=t_to,
+        t_before=t_before,
+        watermark=int(wm),
+    )
+
+
+def _bad_state(cm: CompiledMachine, state: KeyState, key: int) -> NoReturn:
+    code = int(state.state[key])
+    raise ConfigurationError(
+        f"run_batch: key id {key} holds state code {code} in `state`, outside "
+        f"[-1, {cm.n_states}) for a machine with states {list(cm.states)}; the state "
+        f"does not belong to this machine (or was corrupted) and may now be partly "
+        f"updated: rebuild it from its checkpoint"
     )
 
 
@@ -210,14 +408,13 @@ def check_batch(
             f"{len(k)}, {len(e)} and {len(t)}"
         )
     if len(k):
-        lo, hi = int(k.min()), int(k.max())
+        lo, hi, elo, ehi = (int(v) for v in _bounds(k, e))
         if lo < 0 or hi >= len(state):
             bad = lo if lo < 0 else hi
             raise ConfigurationError(
                 f"run_batch: key id {bad} is outside the state's {len(state)} keys; "
                 f"call state.grow(len(key_index)) after KeyIndex.lookup_or_insert"
             )
-        elo, ehi = int(e.min()), int(e.max())
         if elo < -1 or ehi >= cm.n_events:
             bad = elo if elo < -1 else ehi
             raise ConfigurationError(
@@ -337,33 +534,7 @@ def run_batch(
     k, e, t = check_batch(cm, key_ids, events, times, state)
     carried = _check_watermark(watermark)
     given = _check_given_wm(wm, t)
-    out = _kernel(
-        cm.table,
-        cm.timeout_after,
-        cm.timeout_to,
-        cm.initial,
-        k,
-        e,
-        t,
-        state.state,
-        state.since,
-        state.last,
-        state.events,
-        carried,
-        _EMPTY_I64 if given is None else given,
-        given is not None,
-    )
-    return BatchResult(
-        from_state=out[0],
-        to_state=out[1],
-        status=out[2],
-        t_key=out[3],
-        t_time=out[4],
-        t_from=out[5],
-        t_to=out[6],
-        t_before=out[7],
-        watermark=int(out[8]),
-    )
+    return _execute(cm, k, e, t, state, carried, given)
 
 
 def warmup() -> float:

@@ -1,8 +1,15 @@
-"""Per-key state arrays, indexed by dense key id, that the kernel mutates in place."""
+"""Per-key state, indexed by dense key id, that the kernel mutates in place.
+
+The four fields of a key live side by side in one 32-byte record (a row of an
+int64 ``(capacity, 4)`` buffer: state in the low half of slot 0, then since,
+last and events), so the kernel touches one cache line per event instead of
+four. ``state``, ``since``, ``last`` and ``events`` are strided views of that
+buffer.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import sys
 
 import numpy as np
 import numpy.typing as npt
@@ -13,6 +20,10 @@ from streamkit.errors import CheckpointError
 __all__ = ["KeyState"]
 
 _COLUMNS = {"state": pl.Int32, "since": pl.Int64, "last": pl.Int64, "events": pl.Int64}
+#: Slots of a key's record in the int64 buffer.
+SLOT_STATE, SLOT_SINCE, SLOT_LAST, SLOT_EVENTS = 0, 1, 2, 3
+#: The int32 column, in the buffer viewed as int32 pairs, holding the low half of slot 0.
+_STATE_HALF = 0 if sys.byteorder == "little" else 1
 
 
 class KeyState:
@@ -21,9 +32,11 @@ class KeyState:
     ``state`` (int32, -1 = key never seen), ``since`` (int64 ticks, when the key
     entered its current state), ``last`` (int64 ticks, the key's last processed
     event or fired timeout) and ``events`` (int64, events applied: fired or
-    undefined, not late ones). The attributes are views of the first ``len(self)``
-    slots of larger buffers, so :meth:`grow` is amortised O(1) per key; the kernel
-    writes through them.
+    undefined, not late ones). The attributes are writable (strided) views of the
+    first ``len(self)`` records of a larger buffer that keeps a key's four values
+    in one 32-byte record, so :meth:`grow` is amortised O(1) per key and the
+    kernel reads and writes one cache line per event. Views taken before a
+    :meth:`grow` that reallocates no longer write through; take them again.
 
     Parameters
     ----------
@@ -40,16 +53,12 @@ class KeyState:
     (3, [-1, -1, -1])
     """
 
-    __slots__ = ("_buf_events", "_buf_last", "_buf_since", "_buf_state", "_n")
+    __slots__ = ("_buf", "_n")
 
     def __init__(self, n: int = 0) -> None:
         if n < 0:
             raise ValueError(f"KeyState: expected a non-negative number of keys, found {n}")
-        cap = max(n, 16)
-        self._buf_state = np.full(cap, -1, dtype=np.int32)
-        self._buf_since = np.zeros(cap, dtype=np.int64)
-        self._buf_last = np.zeros(cap, dtype=np.int64)
-        self._buf_events = np.zeros(cap, dtype=np.int64)
+        self._buf = _new_records(max(n, 16))
         self._n = n
 
     @classmethod
@@ -160,27 +169,28 @@ class KeyState:
     @property
     def capacity(self) -> int:
         """Number of slots allocated (>= ``len(self)``)."""
-        return len(self._buf_state)
+        return len(self._buf)
 
     @property
     def state(self) -> npt.NDArray[np.int32]:
         """State code per key (-1 = never seen)."""
-        return self._buf_state[: self._n]
+        halves: npt.NDArray[np.int32] = self._buf.view(np.int32)
+        return halves[: self._n, _STATE_HALF]
 
     @property
     def since(self) -> npt.NDArray[np.int64]:
         """Tick at which each key entered its current state."""
-        return self._buf_since[: self._n]
+        return self._buf[: self._n, SLOT_SINCE]
 
     @property
     def last(self) -> npt.NDArray[np.int64]:
         """Tick of each key's last processed event or fired timeout."""
-        return self._buf_last[: self._n]
+        return self._buf[: self._n, SLOT_LAST]
 
     @property
     def events(self) -> npt.NDArray[np.int64]:
         """Number of events applied per key (fired or undefined; late ones are not)."""
-        return self._buf_events[: self._n]
+        return self._buf[: self._n, SLOT_EVENTS]
 
     def grow(self, n: int) -> None:
         """Make room for at least ``n`` keys; new keys are "never seen".
@@ -200,11 +210,9 @@ class KeyState:
             return
         cap = self.capacity
         if n > cap:
-            new_cap = max(n, 2 * cap)
-            self._buf_state = _extend(self._buf_state, new_cap, -1)
-            self._buf_since = _extend(self._buf_since, new_cap, 0)
-            self._buf_last = _extend(self._buf_last, new_cap, 0)
-            self._buf_events = _extend(self._buf_events, new_cap, 0)
+            buf = _new_records(max(n, 2 * cap))
+            buf[:cap] = self._buf
+            self._buf = buf
         self._n = n
 
     def copy(self) -> KeyState:
@@ -235,7 +243,24 @@ class KeyState:
         return f"KeyState({len(self)} keys, {seen} seen)"
 
 
-def _extend(buf: npt.NDArray[Any], cap: int, fill: int) -> npt.NDArray[Any]:
-    out = np.full(cap, fill, dtype=buf.dtype)
-    out[: len(buf)] = buf
-    return out
+def _new_records(cap: int) -> npt.NDArray[np.int64]:
+    """A ``(cap, 4)`` int64 record buffer of keys never seen (state -1, zeros)."""
+    buf = np.zeros((cap, 4), dtype=np.int64)
+    buf.view(np.int32)[:, _STATE_HALF] = -1  # the other half of slot 0 is padding (0)
+    return buf
+
+
+def records(state: KeyState) -> npt.NDArray[np.int64]:
+    """The kernel's view of ``state``: its first ``len(state)`` records, C-contiguous.
+
+    Row ``k`` is key ``k``: ``[state, since, last, events]``, where only the low
+    32 bits of slot 0 are the (int32) state; the high half is padding that the
+    kernel ignores. For the kernel only; callers use the named views.
+
+    Examples
+    --------
+    >>> st = KeyState.from_arrays([2], [5], [7], [1])
+    >>> records(st).tolist()
+    [[2, 5, 7, 1]]
+    """
+    return state._buf[: len(state)]

@@ -254,6 +254,7 @@ class Transitions(Operator):
         self._key_dtype: pl.DataType | None = None
         self._compile = compile
         self.cm: Any = None
+        self.machines_used: list[str] = []
         if entry is None:
             self._opened = True
             return
@@ -276,6 +277,7 @@ class Transitions(Operator):
                 f"state file {ref.path} lacks columns {sorted(expected - set(table.columns))}"
             )
         self.watermark = int(entry["watermark"])
+        self.machines_used = [str(f) for f in entry.get("machines_used", [entry["machine"]])]
         if table.height:
             self.index = KeyIndex.from_series(table["key"])
             codes = table["state"].replace_strict(
@@ -321,9 +323,13 @@ class Transitions(Operator):
 
     def snapshot(self, ckpts: CheckpointStore) -> dict[str, Any]:
         ref = ckpts.write_state(self.state_frame())
+        fingerprint = self.machine.fingerprint()
+        if fingerprint not in self.machines_used:
+            self.machines_used.append(fingerprint)
         return {
             "kind": self.kind,
-            "machine": self.machine.fingerprint(),
+            "machine": fingerprint,
+            "machines_used": list(self.machines_used),
             "machine_name": self.machine.name,
             "states": list(self.machine.states),
             "watermark": self.watermark,

@@ -200,7 +200,16 @@ def _replay(
             | (pl.col("last_time") != pl.col("last_time_checkpoint"))
         )
         sample = diff.head(3).to_dicts()
-        return False, f"replayed state differs for {diff.height:,} keys, e.g. {sample}"
+        entry = cp.operators.get(op.op_id, {})
+        used = entry.get("machines_used", [entry.get("machine")])
+        why = ""
+        if len(used) > 1 or (used and used[-1] != op.machine.fingerprint()):
+            why = (
+                f"; the checkpoint's state was built by {len(used)} machine version(s), the "
+                "current machine differs from at least one: reprocess with "
+                "run(from_checkpoint=0) so that one machine produced all of it"
+            )
+        return False, f"replayed state differs for {diff.height:,} keys, e.g. {sample}{why}"
     return (
         True,
         f"replayed {cp.position - start:,} source rows: state identical ({got.height:,} keys)",

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import io
 import json
 import logging
 import random
@@ -30,6 +29,7 @@ import time as _time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,7 +44,7 @@ from streamkit.errors import (
     StorageError,
 )
 from streamkit.storage import _manifest as mf
-from streamkit.storage._fs import FileSystem, crc32, verify
+from streamkit.storage._fs import FileSystem, verify
 from streamkit.storage._hash import partition_of
 from streamkit.storage._reader import Piece, scan_pieces
 from streamkit.storage.position import AppendResult, Position, Transaction
@@ -562,16 +562,12 @@ class Log:
                 if not rows[state.time].is_sorted():
                     rows = rows.sort(state.time, maintain_order=True)
                 phys = rows[state.time].to_physical()
-                buf = io.BytesIO()
-                rows.write_parquet(buf, compression="zstd", statistics=True)
-                data = buf.getvalue()
                 path = f"data/p={part:03d}/{mf.now_ms()}-{uuid.uuid4().hex}.parquet"
-                if not self._fs.put_new(path, data):  # pragma: no cover - uuid collision
+                created, size, crc = self._fs.put_new_written(path, partial(_write_parquet, rows))
+                if not created:  # pragma: no cover - uuid collision
                     raise StorageError(f"segment name collision at {_fmt_path(self._fs, path)}")
                 out.append(
-                    _Written(
-                        path, part, rows.height, int(phys[0]), int(phys[-1]), len(data), crc32(data)
-                    )
+                    _Written(path, part, rows.height, int(phys[0]), int(phys[-1]), size, crc)
                 )
         except BaseException:
             self._discard([w.path for w in out])
@@ -945,6 +941,10 @@ class _Written:
     max_time: int
     bytes: int
     crc32: int
+
+
+def _write_parquet(frame: pl.DataFrame, target: Any) -> None:
+    frame.write_parquet(target, compression="zstd", statistics=True)
 
 
 def _removal_body(op: str, gone: list[str], state: mf.LogState) -> dict[str, Any]:

@@ -56,12 +56,12 @@ def test_plot_returns_axes_with_one_text_per_state_and_edge_label() -> None:
         assert isinstance(ax, Axes)
         assert ax.get_title() == "order"
         labels = texts(ax)
-        # 6 states, 6 ordered pairs with transitions, 1 timeout edge.
-        assert len(labels) == 6 + 6 + 1
+        # 7 states, 7 ordered pairs with transitions, 1 timeout edge.
+        assert len(labels) == 7 + 7 + 1
         assert set(m.states) <= set(labels)
         assert {"create", "pay", "ship", "deliver", "cancel", "timeout 30m"} <= set(labels)
         arrows = [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
-        assert len(arrows) == 6 + 1 + 1  # edges, timeout, initial marker
+        assert len(arrows) == 7 + 1 + 1  # edges, timeout, initial marker
         dashed = [a for a in arrows if a.get_linestyle() == "--"]
         assert len(dashed) == 1
     finally:
@@ -175,8 +175,8 @@ def test_draw_machine_options_for_process_maps() -> None:
     assert "cancel\n7" in labels and "timeout 30m" in labels
     assert "paid\nn=120" in labels
     assert {"cancel\n2", "lose\n1", "lost"} <= set(labels)
-    # 6 states + 1 state only seen in data; 6 pairs + timeout + 2 extra edges.
-    assert len(labels) == 7 + 6 + 1 + 2
+    # 7 states + 1 state only seen in data; 7 pairs + timeout + 2 extra edges.
+    assert len(labels) == 8 + 7 + 1 + 2
     arrows = [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
     assert max(a.get_linewidth() for a in arrows) == 4.0
     assert sum(1 for a in arrows if a.get_linestyle() == ":") == 2

@@ -21,10 +21,26 @@ from streamkit.storage import Position, Store
 WORKER = Path(__file__).with_name("_append_worker.py")
 
 
-def _spawn(url: str, options: dict[str, Any], writer: str, first: int, count: int, rows: int,
-           go: Path | None = None) -> subprocess.Popen[str]:
-    args = [sys.executable, str(WORKER), url, json.dumps(options), "events", writer, str(first),
-            str(count), str(rows)]
+def _spawn(
+    url: str,
+    options: dict[str, Any],
+    writer: str,
+    first: int,
+    count: int,
+    rows: int,
+    go: Path | None = None,
+) -> subprocess.Popen[str]:
+    args = [
+        sys.executable,
+        str(WORKER),
+        url,
+        json.dumps(options),
+        "events",
+        writer,
+        str(first),
+        str(count),
+        str(rows),
+    ]
     if go is not None:
         args.append(str(go))
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -124,6 +140,7 @@ def test_sigkill_leaves_only_whole_appends_local(make_store: Any) -> None:
         _crash_trial(store, options, rng, rows=50)
     log = store.log("events")
     before = log.count()
+    assert before > 0  # the trials committed appends before being killed
     # Still appendable and consistent; vacuum removes the crash debris only.
     log.append(pl.DataFrame({"k": ["z"], "t": [1], "w": ["after"], "seq": [0], "r": [0]}))
     log.vacuum(retain=dt.timedelta(0))

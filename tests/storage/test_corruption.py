@@ -47,7 +47,7 @@ def test_missing_segment_named(store: Store) -> None:
     log = store.log("c")
     seg = log.segments().row(0, named=True)
     store.filesystem.child("c").rm([seg["path"]])
-    with pytest.raises(CorruptFileError, match="missing file .*" + seg["path"].split("/")[-1]):
+    with pytest.raises(CorruptFileError, match=r"missing file .*" + seg["path"].split("/")[-1]):
         log.scan().collect()
 
 
@@ -57,7 +57,7 @@ def test_corrupt_version_file_named(store: Store, how: str) -> None:
     fs = store.filesystem.child("c")
     rel = mf.version_path(2)
     fs.put(rel, _damage(fs.get(rel), how))
-    with pytest.raises(CorruptFileError, match="00000000000000000002.json"):
+    with pytest.raises(CorruptFileError, match=r"00000000000000000002.json"):
         store.log("c")
 
 
@@ -65,11 +65,15 @@ def test_version_file_missing_fields(store: Store) -> None:
     _fill(store)
     fs = store.filesystem.child("c")
     fs.put(mf.version_path(3), mf.encode({"format": 1, "version": 3}))
-    with pytest.raises(CorruptFileError, match="00000000000000000003.json: expected fields"):
+    with pytest.raises(CorruptFileError, match=r"00000000000000000003.json: expected fields"):
         store.log("c")
-    fs.put(mf.version_path(3), mf.encode({"format": 1, "version": 4, "op": "append", "add": [],
-                                          "remove": [], "next_offset": 6}))
-    with pytest.raises(CorruptFileError, match="expected version 3, found 4"):
+    fs.put(
+        mf.version_path(3),
+        mf.encode(
+            {"format": 1, "version": 4, "op": "append", "add": [], "remove": [], "next_offset": 6}
+        ),
+    )
+    with pytest.raises(CorruptFileError, match=r"expected version 3, found 4"):
         store.log("c")
 
 
@@ -87,9 +91,7 @@ class CountingFS(FileSystem):
     def get_many(self, paths: Any, *, missing_ok: bool = False) -> dict[str, bytes]:
         paths = list(paths)
         CountingFS.reads += len(paths)
-        return {
-            p: d for p in paths for d in [self._get_quiet(p, missing_ok)] if d is not None
-        }
+        return {p: d for p in paths for d in [self._get_quiet(p, missing_ok)] if d is not None}
 
     def _get_quiet(self, path: str, missing_ok: bool) -> bytes | None:
         try:
@@ -104,8 +106,9 @@ class CountingFS(FileSystem):
         return super().ls(path)
 
     def child(self, relpath: str) -> FileSystem:
-        return CountingFS("", self._options, _fs=self._fs, _root=self.full_path(relpath),
-                          _protocol=self._protocol)
+        return CountingFS(
+            "", self._options, _fs=self._fs, _root=self.full_path(relpath), _protocol=self._protocol
+        )
 
 
 @pytest.fixture
@@ -117,7 +120,9 @@ def counting(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[CountingFS]]:
     yield CountingFS
 
 
-def _reads_to_open(url: str, options: dict[str, Any], counting: type[CountingFS]) -> tuple[int, int]:
+def _reads_to_open(
+    url: str, options: dict[str, Any], counting: type[CountingFS]
+) -> tuple[int, int]:
     counting.reads = counting.listings = 0
     log = Store(url, storage_options=options).log("big")
     assert log.count() == 300

@@ -35,8 +35,9 @@ def _frames() -> list[pl.DataFrame]:
             }
         ),
         pl.DataFrame({"k": ["c"], "t": [base + dt.timedelta(minutes=9)], "v": [4]}),
-        pl.DataFrame({"k": ["b", "c"], "t": [base + dt.timedelta(minutes=m) for m in (7, 5)],
-                      "v": [5, 6]}),
+        pl.DataFrame(
+            {"k": ["b", "c"], "t": [base + dt.timedelta(minutes=m) for m in (7, 5)], "v": [5, 6]}
+        ),
     ]
 
 
@@ -56,9 +57,7 @@ def test_filelog_reads_like_a_log(folder: FileSystem, fmt: str) -> None:
         folder.put(f"part-{i:02d}.{fmt}", buf.getvalue())
     folder.put("README.txt", b"not data")
     flog = sk.FileLog(folder.url, f"*.{fmt}", key="k", time="t")
-    expected = pl.concat(
-        [f.with_row_index("_i").sort("t", "_i").drop("_i") for f in frames]
-    )
+    expected = pl.concat([f.with_row_index("_i").sort("t", "_i").drop("_i") for f in frames])
     got = flog.scan().collect()
     assert_frame_equal(got, expected, check_dtypes=False)
     assert got.schema["t"] == pl.Datetime("us")
@@ -86,19 +85,22 @@ def test_filelog_reads_like_a_log(folder: FileSystem, fmt: str) -> None:
 def test_filelog_is_read_only_and_checks_inputs(folder: FileSystem) -> None:
     folder.put("a.parquet", _parquet(pl.DataFrame({"k": [1], "t": [1]})))
     flog = FileLog(folder.url, key="k", time="t")
-    with pytest.raises(ConfigurationError, match="read-only"):
+    with pytest.raises(ConfigurationError, match=r"read-only"):
         flog.append(pl.DataFrame({"k": [1], "t": [1]}))
-    with pytest.raises(ConfigurationError, match="format"):
+    with pytest.raises(ConfigurationError, match=r"format"):
         FileLog(folder.url, key="k", time="t", format="xml")  # type: ignore[arg-type]
     folder.put("b.parquet", _parquet(pl.DataFrame({"k": [1], "t": [1], "x": [2]})))
-    with pytest.raises(SchemaError, match="b.parquet.*unexpected \\['x'\\]"):
+    with pytest.raises(SchemaError, match=r"b.parquet.*unexpected \['x'\]"):
         flog.scan().collect()
     folder.rm(["b.parquet"])
-    folder.put("c.parquet", _parquet(pl.DataFrame({"k": [None], "t": [1]}, schema={"k": pl.Int64, "t": pl.Int64})))
-    with pytest.raises(SchemaError, match="c.parquet: the key column 'k' has 1 null"):
+    folder.put(
+        "c.parquet",
+        _parquet(pl.DataFrame({"k": [None], "t": [1]}, schema={"k": pl.Int64, "t": pl.Int64})),
+    )
+    with pytest.raises(SchemaError, match=r"c.parquet: the key column 'k' has 1 null"):
         flog.end()
     nokey = FileLog(folder.url, "a.parquet", key="user", time="t")
-    with pytest.raises(SchemaError, match="expected a key column 'user'"):
+    with pytest.raises(SchemaError, match=r"expected a key column 'user'"):
         nokey.end()
 
 
@@ -111,7 +113,7 @@ def test_filelog_explicit_format_and_nested_pattern(folder: FileSystem) -> None:
 
 def test_filelog_unknown_extension(folder: FileSystem) -> None:
     folder.put("x.data", b"k,t\n1,2\n")
-    with pytest.raises(ConfigurationError, match="cannot tell the format of .*x.data"):
+    with pytest.raises(ConfigurationError, match=r"cannot tell the format of .*x.data"):
         FileLog(folder.url, "*.data", key="k", time="t").end()
 
 

@@ -56,9 +56,9 @@ def test_reads_listing_and_delete(fs: FileSystem) -> None:
     assert fs.find("d") == ["d/1", "d/2", "d/e/3"]
     assert fs.get_many(["d/1", "d/e/3"]) == {"d/1": b"d/1", "d/e/3": b"d/e/3"}
     assert fs.get_many(["d/1", "d/9"], missing_ok=True) == {"d/1": b"d/1"}
-    with pytest.raises(LogNotFoundError, match="d/9"):
+    with pytest.raises(LogNotFoundError, match=r"d/9"):
         fs.get_many(["d/1", "d/9"])
-    with pytest.raises(LogNotFoundError, match="no such file"):
+    with pytest.raises(LogNotFoundError, match=r"no such file"):
         fs.get("d/9")
     fs.rm(["d/1", "d/missing"])
     assert fs.ls("d") == ["2", "e"]
@@ -83,10 +83,10 @@ def test_child_roots(fs: FileSystem) -> None:
 def test_verify_and_crc() -> None:
     data = b"hello world"
     verify("f", data, len(data), crc32(data))
-    with pytest.raises(CorruptFileError, match="corrupt file f: expected 11 bytes, found 10"):
+    with pytest.raises(CorruptFileError, match=r"corrupt file f: expected 11 bytes, found 10"):
         verify("f", data[:-1], len(data), crc32(data))
     flipped = bytes([data[0] ^ 1]) + data[1:]
-    with pytest.raises(CorruptFileError, match="corrupt file f: expected crc32"):
+    with pytest.raises(CorruptFileError, match=r"corrupt file f: expected crc32"):
         verify("f", flipped, len(data), crc32(data))
 
 
@@ -115,7 +115,7 @@ def test_errors_name_path_not_credentials(s3_storage_options: dict[str, Any]) ->
 def test_memory_and_local_errors_translated(tmp_path: Any) -> None:
     fs = FileSystem(str(tmp_path))
     (tmp_path / "dir").mkdir()
-    with pytest.raises(StorageError, match="cannot read .*dir"):
+    with pytest.raises(StorageError, match=r"cannot read .*dir"):
         fs.get("dir")
 
 
@@ -136,3 +136,17 @@ def test_s3_listing_cache_never_hides_new_files(
     assert reader.ls("d") == ["a", "b"]
     assert reader.get_many(["d/a", "d/b"]) == {"d/a": b"1", "d/b": b"2"}
     assert not reader.put_new("d/b", b"3")
+
+
+def test_store_urls_local_forms(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import polars as pl
+
+    from streamkit.storage import Store
+
+    monkeypatch.chdir(tmp_path)
+    rel = Store("./lake")
+    assert rel.url == str(tmp_path / "lake")
+    rel.log("e", key="k", time="t").append(pl.DataFrame({"k": [1], "t": [1]}))
+    assert Store(f"file://{tmp_path}/lake").log("e").count() == 1
+    assert Store(str(tmp_path / "lake")).logs() == ["e"]
+    assert (tmp_path / "lake" / "e" / "_log" / "00000000000000000001.json").is_file()

@@ -16,7 +16,7 @@ import streamkit as sk
 from streamkit.errors import ConfigurationError, LogNotFoundError, SchemaError
 from streamkit.storage import Position, Store
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def events(n: int, *, start: int = 0, keys: int = 5) -> pl.DataFrame:
@@ -93,7 +93,7 @@ def test_pandas_and_pyarrow_inputs(store: Store) -> None:
     log.append(pa.table({"k": ["b"], "t": [2]}))
     log.append(pl.LazyFrame({"k": ["c"], "t": [3]}))
     assert log.scan().collect().rows() == [("a", 1), ("b", 2), ("c", 3)]
-    with pytest.raises(TypeError, match="expected a polars DataFrame"):
+    with pytest.raises(TypeError, match=r"expected a polars DataFrame"):
         log.append([1, 2, 3])
 
 
@@ -119,9 +119,9 @@ def test_positions_and_scan_ranges(store: Store) -> None:
     assert log.scan().head(3).collect()["t"].to_list() == [0, 1, 2]
     assert log.scan(start=12).select(pl.len()).collect().item() == 18
     assert log.scan(with_offset="o").select("o").tail(1).collect().item() == 29
-    with pytest.raises(TypeError, match="Position or an int"):
+    with pytest.raises(TypeError, match=r"Position or an int"):
         log.scan(start=-1)
-    with pytest.raises(ValueError, match="collides"):
+    with pytest.raises(ValueError, match=r"collides"):
         log.scan(with_offset="v")
 
 
@@ -131,11 +131,11 @@ def test_position_api() -> None:
     assert Position.from_dict(p.to_dict()) == p
     assert sorted([Position(3), Position(1)]) == [Position(1), Position(3)]
     assert len({Position(1), Position(1)}) == 1
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(ValueError, match=r">= 0"):
         Position(-1)
     with pytest.raises(TypeError):
         Position("3")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="expected JSON"):
+    with pytest.raises(ValueError, match=r"expected JSON"):
         Position.from_json("nope")
 
 
@@ -156,13 +156,13 @@ def test_reopen_and_schema_errors(store: Store) -> None:
     again = store.log("orders")
     assert (again.key, again.time, again.partitions) == ("id", "ts", 2)
     assert store.log("orders", key="id", time="ts").partitions == 2
-    with pytest.raises(SchemaError, match="key='id'.*reopened with key='other'"):
+    with pytest.raises(SchemaError, match=r"key='id'.*reopened with key='other'"):
         store.log("orders", key="other", time="ts")
-    with pytest.raises(SchemaError, match="time"):
+    with pytest.raises(SchemaError, match=r"time"):
         store.log("orders", key="id", time="when")
-    with pytest.raises(SchemaError, match="partitions"):
+    with pytest.raises(SchemaError, match=r"partitions"):
         store.log("orders", partitions=4)
-    with pytest.raises(LogNotFoundError, match="'missing' does not exist"):
+    with pytest.raises(LogNotFoundError, match=r"'missing' does not exist"):
         store.log("missing")
     assert isinstance(LogNotFoundError("x"), FileNotFoundError)
     assert store.logs() == ["orders"]
@@ -182,11 +182,23 @@ def test_logs_lists_only_user_logs(store: Store) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["", ".hidden", "_private", "a/b", "a\\b", "..", "x..y", "../../etc", "a" * 129, "tab\there",
-     "nl\n", " lead"],
+    [
+        "",
+        ".hidden",
+        "_private",
+        "a/b",
+        "a\\b",
+        "..",
+        "x..y",
+        "../../etc",
+        "a" * 129,
+        "tab\there",
+        "nl\n",
+        " lead",
+    ],
 )
 def test_bad_names_rejected(store: Store, name: str) -> None:
-    with pytest.raises(ConfigurationError, match="invalid log name"):
+    with pytest.raises(ConfigurationError, match=r"invalid log name"):
         store.log(name, key="k", time="t")
     assert store.logs() == []
     assert store.filesystem.find("") == []
@@ -199,9 +211,9 @@ def test_good_names(store: Store) -> None:
 
 
 def test_bad_create_args(store: Store) -> None:
-    with pytest.raises(ConfigurationError, match="different columns"):
+    with pytest.raises(ConfigurationError, match=r"different columns"):
         store.log("x", key="k", time="k")
-    with pytest.raises(ConfigurationError, match="partitions"):
+    with pytest.raises(ConfigurationError, match=r"partitions"):
         store.log("x", key="k", time="t", partitions=0)
     with pytest.raises(LogNotFoundError):
         store.log("x", key="k")
@@ -219,8 +231,11 @@ BAD_APPENDS = [
     ("time dtype", pl.DataFrame({"k": ["a"], "t": ["2024"], "v": [1.0]}), "Datetime or an integer"),
     ("float time", pl.DataFrame({"k": ["a"], "t": [1.5], "v": [1.0]}), "Datetime or an integer"),
     ("list key", pl.DataFrame({"k": [[1]], "t": [1], "v": [1.0]}), "scalar type"),
-    ("time width", pl.DataFrame({"k": ["a"], "t": pl.Series([1], dtype=pl.Int32), "v": [1.0]}),
-     "column 't' expected dtype Int64, found Int32"),
+    (
+        "time width",
+        pl.DataFrame({"k": ["a"], "t": pl.Series([1], dtype=pl.Int32), "v": [1.0]}),
+        "column 't' expected dtype Int64, found Int32",
+    ),
     ("order", pl.DataFrame({"t": [1], "k": ["a"], "v": [1.0]}), "column order"),
 ]
 
@@ -238,12 +253,12 @@ def test_bad_appends_commit_nothing(store: Store, case: str, df: pl.DataFrame, m
 
 def test_first_append_sets_schema_and_checks_time_dtype(store: Store) -> None:
     log = store.log("first", key="k", time="t")
-    with pytest.raises(SchemaError, match="null"):
+    with pytest.raises(SchemaError, match=r"null"):
         log.append(pl.DataFrame({"k": ["a", None], "t": [1, 2]}))
     assert log.schema is None and log.version == 0
     log.append(pl.DataFrame({"k": ["a"], "t": [dt.datetime(2024, 1, 1)]}))
     assert log.schema == pl.Schema({"k": pl.String, "t": pl.Datetime("us")})
-    with pytest.raises(SchemaError, match="Datetime\\(time_unit='ns'"):
+    with pytest.raises(SchemaError, match=r"Datetime\(time_unit='ns'"):
         log.append(pl.DataFrame({"k": ["a"], "t": [1]}).cast({"t": pl.Datetime("ns")}))
 
 
@@ -260,11 +275,11 @@ def test_empty_appends(store: Store) -> None:
 
 def test_append_argument_errors(store: Store) -> None:
     log = store.log("args", key="k", time="t")
-    with pytest.raises(ConfigurationError, match="writer and seq go together"):
+    with pytest.raises(ConfigurationError, match=r"writer and seq go together"):
         log.append(events(1), writer="w")
-    with pytest.raises(ConfigurationError, match="JSON-able"):
+    with pytest.raises(ConfigurationError, match=r"JSON-able"):
         log.append(events(1), writer="w", seq=1, meta={"x": object()})
-    with pytest.raises(ConfigurationError, match="seq must be an int"):
+    with pytest.raises(ConfigurationError, match=r"seq must be an int"):
         log.append(events(1), writer="w", seq="1")  # type: ignore[arg-type]
     assert log.version == 0
 
@@ -272,8 +287,13 @@ def test_append_argument_errors(store: Store) -> None:
 # ---------------------------------------------------------------------- partitions
 def test_multiple_partitions(store: Store) -> None:
     log = store.log("parts", key="k", time="t", partitions=4)
-    df = pl.DataFrame({"k": [f"u{i % 37}" for i in range(500)], "t": [(i * 7919) % 1000 for i in range(500)],
-                       "i": range(500)})
+    df = pl.DataFrame(
+        {
+            "k": [f"u{i % 37}" for i in range(500)],
+            "t": [(i * 7919) % 1000 for i in range(500)],
+            "i": range(500),
+        }
+    )
     res = log.append(df)
     segs = log.segments()
     assert res.segments == segs.height > 1
@@ -282,9 +302,9 @@ def test_multiple_partitions(store: Store) -> None:
     got = log.scan(with_offset="o").collect()
     assert sorted(got["i"].to_list()) == list(range(500))
     # Every key lives in exactly one partition, and within it rows follow (time, input order).
-    joined = got.join(
-        segs.select("partition", "offset", "rows"), how="cross"
-    ).filter((pl.col("o") >= pl.col("offset")) & (pl.col("o") < pl.col("offset") + pl.col("rows")))
+    joined = got.join(segs.select("partition", "offset", "rows"), how="cross").filter(
+        (pl.col("o") >= pl.col("offset")) & (pl.col("o") < pl.col("offset") + pl.col("rows"))
+    )
     assert joined.group_by("k").agg(pl.col("partition").n_unique())["partition"].max() == 1
     per_key = got.group_by("k", maintain_order=True).agg("t", "i")
     for ts, idx in zip(per_key["t"].to_list(), per_key["i"].to_list()):
@@ -301,8 +321,19 @@ def test_segments_columns_and_time_dtype(store: Store) -> None:
     ts = [dt.datetime(2024, 1, 1, tzinfo=UTC) + dt.timedelta(hours=h) for h in (3, 1, 2)]
     log.append(pl.DataFrame({"k": ["a", "b", "c"], "t": ts}), writer="w", seq=7)
     segs = log.segments()
-    for col in ["partition", "seq", "offset", "rows", "min_time", "max_time", "bytes", "version",
-                "path", "writer", "writer_seq"]:
+    for col in [
+        "partition",
+        "seq",
+        "offset",
+        "rows",
+        "min_time",
+        "max_time",
+        "bytes",
+        "version",
+        "path",
+        "writer",
+        "writer_seq",
+    ]:
         assert col in segs.columns
     row = segs.row(0, named=True)
     assert row["min_time"] == ts[1] and row["max_time"] == ts[0]
@@ -328,7 +359,7 @@ def test_truncate_by_position_and_time(store: Store) -> None:
     assert log.start() == Position(20)
     assert log.end() == Position(40)
     assert log.append(events(1, start=99)).start == Position(40)  # offsets never reused
-    with pytest.raises(TypeError, match="integer time column"):
+    with pytest.raises(TypeError, match=r"integer time column"):
         log.truncate(before=dt.datetime(2024, 1, 1))
 
 
@@ -414,9 +445,19 @@ def test_retract(store: Store) -> None:
 # ---------------------------------------------------------------------- display
 def test_reprs_show_extent_and_no_credentials(store: Store) -> None:
     log = store.log("shown", key="user", time="ts")
-    log.append(pl.DataFrame({"user": ["a", "b"], "ts": [dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 2)]}))
+    log.append(
+        pl.DataFrame({"user": ["a", "b"], "ts": [dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 2)]})
+    )
     text = repr(log)
-    for part in ["'shown'", "key='user'", "time='ts'", "rows=2", "segments=1", "2024-01-01", "2024-01-02"]:
+    for part in [
+        "'shown'",
+        "key='user'",
+        "time='ts'",
+        "rows=2",
+        "segments=1",
+        "2024-01-01",
+        "2024-01-02",
+    ]:
         assert part in text
     html = log._repr_html_()
     assert "user" in html and "2024-01-02" in html
