@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any, Protocol, overload
+from typing import Any, Protocol, TypeVar, cast
 
 import polars as pl
 
@@ -70,6 +70,9 @@ HISTORY_COLUMNS: tuple[str, ...] = ("key", "time", "event", "from_state", "to_st
 VARIANT_SEPARATOR = "→"
 
 TimeLike = datetime | int
+
+#: A transition history as given: every function returns the same kind of frame.
+Frame = TypeVar("Frame", bound=pl.DataFrame | pl.LazyFrame)
 
 
 class _HasFinal(Protocol):
@@ -116,8 +119,9 @@ def _as_lazy(history: pl.DataFrame | pl.LazyFrame, where: str) -> pl.LazyFrame:
     return lf.with_columns(casts) if casts else lf
 
 
-def _finish(result: pl.LazyFrame, history: pl.DataFrame | pl.LazyFrame) -> Any:
-    return result if isinstance(history, pl.LazyFrame) else result.collect()
+def _finish(result: pl.LazyFrame, history: Frame) -> Frame:
+    """``result`` as the kind of frame ``history`` is: lazy for lazy, collected otherwise."""
+    return cast("Frame", result if isinstance(history, pl.LazyFrame) else result.collect())
 
 
 def _time_literal(value: TimeLike, dtype: pl.DataType, name: str, where: str) -> pl.Expr:
@@ -141,13 +145,7 @@ def _sorted(lf: pl.LazyFrame) -> pl.LazyFrame:
 # --- visits ---------------------------------------------------------------------------
 
 
-@overload
-def visits(history: pl.DataFrame, *, until: TimeLike | None = None) -> pl.DataFrame: ...
-@overload
-def visits(history: pl.LazyFrame, *, until: TimeLike | None = None) -> pl.LazyFrame: ...
-def visits(
-    history: pl.DataFrame | pl.LazyFrame, *, until: TimeLike | None = None
-) -> pl.DataFrame | pl.LazyFrame:
+def visits(history: Frame, *, until: TimeLike | None = None) -> Frame:
     """One row per state visit of each key.
 
     Parameters
@@ -194,7 +192,7 @@ def visits(
     └─────┴─────────┴───────┴──────┴──────────┘
     """
     lf = _visits(_as_lazy(history, "visits"), until, "visits")
-    return _finish(lf, history)  # type: ignore[no-any-return]
+    return _finish(lf, history)
 
 
 def _visits(lf: pl.LazyFrame, until: TimeLike | None, where: str) -> pl.LazyFrame:
@@ -228,13 +226,7 @@ def _visits(lf: pl.LazyFrame, until: TimeLike | None, where: str) -> pl.LazyFram
 # --- per-state and per-key summaries ---------------------------------------------------
 
 
-@overload
-def dwell_times(history: pl.DataFrame, *, until: TimeLike | None = None) -> pl.DataFrame: ...
-@overload
-def dwell_times(history: pl.LazyFrame, *, until: TimeLike | None = None) -> pl.LazyFrame: ...
-def dwell_times(
-    history: pl.DataFrame | pl.LazyFrame, *, until: TimeLike | None = None
-) -> pl.DataFrame | pl.LazyFrame:
+def dwell_times(history: Frame, *, until: TimeLike | None = None) -> Frame:
     """Statistics of the time spent per visit, per state.
 
     Only closed visits count: those a transition ended and, when ``until`` is
@@ -291,16 +283,10 @@ def dwell_times(
         )
         .sort("state")
     )
-    return _finish(out, history)  # type: ignore[no-any-return]
+    return _finish(out, history)
 
 
-@overload
-def time_in_state(history: pl.DataFrame, *, until: TimeLike | None = None) -> pl.DataFrame: ...
-@overload
-def time_in_state(history: pl.LazyFrame, *, until: TimeLike | None = None) -> pl.LazyFrame: ...
-def time_in_state(
-    history: pl.DataFrame | pl.LazyFrame, *, until: TimeLike | None = None
-) -> pl.DataFrame | pl.LazyFrame:
+def time_in_state(history: Frame, *, until: TimeLike | None = None) -> Frame:
     """Total time each key spent in each state.
 
     Parameters
@@ -347,14 +333,10 @@ def time_in_state(
         .agg(pl.len().alias("visits"), pl.col("duration").sum().alias("total"))
         .sort("key", "state")
     )
-    return _finish(out, history)  # type: ignore[no-any-return]
+    return _finish(out, history)
 
 
-@overload
-def variants(history: pl.DataFrame) -> pl.DataFrame: ...
-@overload
-def variants(history: pl.LazyFrame) -> pl.LazyFrame: ...
-def variants(history: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame | pl.LazyFrame:
+def variants(history: Frame) -> Frame:
     """Process variants: the distinct paths keys took through the states.
 
     A key's path is its initial state followed by the target of every transition
@@ -398,7 +380,7 @@ def variants(history: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame | pl.LazyFram
         .with_columns(share=pl.col("count") / pl.col("count").sum())
         .sort(["count", "variant"], descending=[True, False])
     )
-    return _finish(out, history)  # type: ignore[no-any-return]
+    return _finish(out, history)
 
 
 def _final_states(final: str | Iterable[str] | _HasFinal) -> list[str]:
@@ -409,17 +391,7 @@ def _final_states(final: str | Iterable[str] | _HasFinal) -> list[str]:
     return [str(s) for s in final]
 
 
-@overload
-def throughput_times(
-    history: pl.DataFrame, *, final: str | Iterable[str] | _HasFinal
-) -> pl.DataFrame: ...
-@overload
-def throughput_times(
-    history: pl.LazyFrame, *, final: str | Iterable[str] | _HasFinal
-) -> pl.LazyFrame: ...
-def throughput_times(
-    history: pl.DataFrame | pl.LazyFrame, *, final: str | Iterable[str] | _HasFinal
-) -> pl.DataFrame | pl.LazyFrame:
+def throughput_times(history: Frame, *, final: str | Iterable[str] | _HasFinal) -> Frame:
     """Time from each key's first event to its first entry into a final state.
 
     Parameters
@@ -481,35 +453,19 @@ def throughput_times(
         .with_columns(throughput=pl.col("end") - pl.col("start"))
         .sort("key")
     )
-    return _finish(out, history)  # type: ignore[no-any-return]
+    return _finish(out, history)
 
 
 # --- occupancy --------------------------------------------------------------------------
 
 
-@overload
 def occupancy(
-    history: pl.DataFrame,
+    history: Frame,
     every: str | timedelta | int = "1h",
     *,
     start: TimeLike | None = None,
     end: TimeLike | None = None,
-) -> pl.DataFrame: ...
-@overload
-def occupancy(
-    history: pl.LazyFrame,
-    every: str | timedelta | int = "1h",
-    *,
-    start: TimeLike | None = None,
-    end: TimeLike | None = None,
-) -> pl.LazyFrame: ...
-def occupancy(
-    history: pl.DataFrame | pl.LazyFrame,
-    every: str | timedelta | int = "1h",
-    *,
-    start: TimeLike | None = None,
-    end: TimeLike | None = None,
-) -> pl.DataFrame | pl.LazyFrame:
+) -> Frame:
     """Number of keys in each state at the start of each time bucket.
 
     A key counts in state ``s`` at bucket start ``t`` when one of its visits of
@@ -600,7 +556,7 @@ def occupancy(
         )
         .sort("time", "state")
     )
-    return _finish(out, history)  # type: ignore[no-any-return]
+    return _finish(out, history)
 
 
 def _grid(
@@ -665,11 +621,7 @@ def _grid(
 # --- transition counts ---------------------------------------------------------------
 
 
-@overload
-def transition_counts(history: pl.DataFrame) -> pl.DataFrame: ...
-@overload
-def transition_counts(history: pl.LazyFrame) -> pl.LazyFrame: ...
-def transition_counts(history: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame | pl.LazyFrame:
+def transition_counts(history: Frame) -> Frame:
     """How often each transition fired.
 
     Parameters
@@ -711,4 +663,4 @@ def transition_counts(history: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame | pl
         .agg(pl.len().alias("count"))
         .sort(["count", "from_state", "to_state", "event"], descending=[True, False, False, False])
     )
-    return _finish(out, history)  # type: ignore[no-any-return]
+    return _finish(out, history)

@@ -286,7 +286,7 @@ def test_schema_errors_name_what_is_wrong() -> None:
     with pytest.raises(SchemaError, match="'from_state' must hold strings"):
         analytics.transition_counts(bad_state)
     with pytest.raises(TypeError, match="DataFrame or LazyFrame"):
-        analytics.variants({"key": [1]})  # type: ignore[call-overload]
+        analytics.variants({"key": [1]})  # type: ignore[type-var]
 
 
 def test_empty_history() -> None:

@@ -128,12 +128,10 @@ def timeline(
             if is_open:
                 bar.set_hatch("///")
                 bar.set_alpha(0.6)
-    if c.is_datetime(h):
-        ax.xaxis_date()
+    c.time_axis(ax, h)
     ax.set_yticks(range(len(shown)))
     ax.set_yticklabels([str(k) for k in shown], fontsize=8 if len(shown) <= 40 else 5)
     ax.set_ylim(len(shown) - 0.5, -0.5)
-    ax.set_xlabel(c.time_label(h))
     ax.set_ylabel("key")
     if sampled:
         title = f"timeline ({len(shown):,} of {len(candidates):,} keys, sampled)"
@@ -146,9 +144,7 @@ def timeline(
         drawn = [str(cont.get_label()) for cont in ax.containers]
         handles = [Patch(facecolor=colors[s], label=s) for s in drawn]
         handles.append(Patch(facecolor="white", edgecolor="grey", hatch="///", label="(open)"))
-        ax.legend(
-            handles=handles, title="state", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8
-        )
+        c.state_legend(ax, handles)
     return ax
 
 
@@ -198,8 +194,9 @@ def occupancy(
     """
     h = c.collect(history, "occupancy")
     occ = analytics.occupancy(h, every)
-    states = [s for s in c.state_order(h) if occ.filter(pl.col("state") == s)["keys"].sum() > 0]
-    colors = c.state_colors(c.state_order(h))
+    order = c.state_order(h)
+    states = [s for s in order if occ.filter(pl.col("state") == s)["keys"].sum() > 0]
+    colors = c.state_colors(order)
     ax = c.axes(ax)
     times = occ["time"].unique().sort()
     x = c.to_x(times)
@@ -209,25 +206,13 @@ def occupancy(
         top = bottom + ys
         ax.fill_between(x, bottom, top, step="post", color=colors[state], label=state, lw=0)
         bottom = top
-    if c.is_datetime(h):
-        ax.xaxis_date()
     width = every if isinstance(every, str) else c.format_duration(every)
-    ax.set_xlabel(f"{c.time_label(h)}, buckets of {width}")
+    c.time_axis(ax, h, f", buckets of {width}")
     ax.set_ylabel("keys in state (count)")
-    n_keys = h["key"].n_unique()
-    ax.set_title(
-        f"occupancy: keys per state at each bucket start ({c.counted(n_keys, 'key')}, aggregated)"
-    )
+    ax.set_title(f"occupancy: keys per state at each bucket start ({c.keys_of(h)}, aggregated)")
     if states:
-        handles, labels = ax.get_legend_handles_labels()
-        ax.legend(
-            handles[::-1],
-            labels[::-1],
-            title="state",
-            loc="upper left",
-            bbox_to_anchor=(1.01, 1.0),
-            fontsize=8,
-        )
+        handles, _ = ax.get_legend_handles_labels()
+        c.state_legend(ax, handles[::-1])  # top of the stack first
     ax.set_ylim(bottom=0)
     return ax
 
@@ -287,8 +272,9 @@ def dwell_times(
     if log:
         omitted = int((v["value"] <= 0).sum())
         v = v.filter(pl.col("value") > 0)
-    states = [s for s in c.state_order(h) if s in set(v["state"].to_list())]
-    colors = c.state_colors(c.state_order(h))
+    order = c.state_order(h)
+    states = [s for s in order if s in set(v["state"].to_list())]
+    colors = c.state_colors(order)
     data = [v.filter(pl.col("state") == s)["value"].to_numpy() for s in states]
     ax = c.axes(ax)
     if states:
@@ -310,11 +296,10 @@ def dwell_times(
         ax.set_yscale("log")
     ax.set_xlabel("state")
     ax.set_ylabel(f"time in state per visit ({unit}{', log scale' if log else ''})")
-    n_keys = h["key"].n_unique()
     note = f"; {c.counted(omitted, 'zero-length visit')} not shown" if omitted else ""
     ax.set_title(
-        f"dwell times ({c.counted(v.height, 'closed visit')} of "
-        f"{c.counted(n_keys, 'key')}; whiskers 5-95%{note})"
+        f"dwell times ({c.counted(v.height, 'closed visit')} of {c.keys_of(h)}; "
+        f"whiskers 5-95%{note})"
     )
     ax.tick_params(axis="x", labelrotation=30)
     return ax

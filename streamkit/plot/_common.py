@@ -56,8 +56,18 @@ def axes(ax: Axes | None, figsize: tuple[float, float] = (9.0, 5.0)) -> Axes:
     return new
 
 
-def is_datetime(history: pl.DataFrame) -> bool:
-    return isinstance(history.schema["time"], pl.Datetime)
+def time_axis(ax: Axes, history: pl.DataFrame, suffix: str = "") -> None:
+    """Label the x axis as event time (plus ``suffix``), with date ticks for Datetime times."""
+    if isinstance(history.schema["time"], pl.Datetime):
+        ax.xaxis_date()
+    ax.set_xlabel(time_label(history) + suffix)
+
+
+def state_legend(ax: Axes, handles: Sequence[Any]) -> None:
+    """A legend of ``handles`` (labelled by state) to the right of the Axes."""
+    ax.legend(
+        handles=handles, title="state", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8
+    )
 
 
 def state_order(history: pl.DataFrame, machine: Machine | None = None) -> list[str]:
@@ -147,6 +157,11 @@ def format_duration(value: Any) -> str:
 
 def counted(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def keys_of(history: pl.DataFrame) -> str:
+    """How many distinct keys the history has, as text (``"1 key"``, ``"10,000 keys"``)."""
+    return counted(history["key"].n_unique(), "key")
 
 
 def declared_pairs(machine: Machine) -> set[tuple[str, str]]:

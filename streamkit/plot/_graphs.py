@@ -126,11 +126,9 @@ def transition_matrix(
     ax.set_yticklabels(states)
     ax.set_xlabel("to state")
     ax.set_ylabel("from state")
-    n_keys = h["key"].n_unique()
     what = "row probabilities" if normalize else "counts"
     ax.set_title(
-        f"transition matrix, {what} ({c.counted(h.height, 'transition')} of "
-        f"{c.counted(n_keys, 'key')})"
+        f"transition matrix, {what} ({c.counted(h.height, 'transition')} of {c.keys_of(h)})"
     )
     if marked:
         ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.18), fontsize=8, frameon=False)
@@ -242,9 +240,7 @@ def process_map(
     for pair in declared - set(labels):
         widths[pair] = 0.6
     now = (
-        h.with_row_index("_row")
-        .sort("time", "_row")
-        .group_by("key")
+        rows.group_by("key")
         .agg(pl.col("to_state").last())
         .group_by("to_state")
         .agg(pl.len().alias("n"))
@@ -261,11 +257,10 @@ def process_map(
         extra_edges=extra,
         state_labels=state_labels,
     )
-    n_keys = h["key"].n_unique()
     observed = "" if machine is not None else ", machine inferred from the data"
     unseen = f", {c.counted(len(extra), 'undeclared edge')} dotted" if extra else ""
     ax.set_title(
         f"process map: {m.name} ({c.counted(h.height, 'transition')} of "
-        f"{c.counted(n_keys, 'key')}{observed}{unseen})"
+        f"{c.keys_of(h)}{observed}{unseen})"
     )
     return ax

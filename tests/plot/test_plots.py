@@ -64,34 +64,22 @@ def big() -> pl.DataFrame:
     ship = pay + rng.integers(3_600, 30_000, n)
     keys = np.arange(n)
     cancelled = rng.random(n) < 0.1
+
+    def step(mask: np.ndarray, time: np.ndarray, event: str, src: str, dst: str) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "key": keys[mask],
+                "time": time[mask],
+                "event": event,
+                "from_state": src,
+                "to_state": dst,
+            }
+        )
+
     parts = [
-        pl.DataFrame(
-            {
-                "key": keys[~cancelled],
-                "time": pay[~cancelled],
-                "event": "pay",
-                "from_state": "created",
-                "to_state": "paid",
-            }
-        ),
-        pl.DataFrame(
-            {
-                "key": keys[~cancelled],
-                "time": ship[~cancelled],
-                "event": "ship",
-                "from_state": "paid",
-                "to_state": "shipped",
-            }
-        ),
-        pl.DataFrame(
-            {
-                "key": keys[cancelled],
-                "time": start[cancelled] + 1_800,
-                "event": "timeout",
-                "from_state": "created",
-                "to_state": "cancelled",
-            }
-        ),
+        step(~cancelled, pay, "pay", "created", "paid"),
+        step(~cancelled, ship, "ship", "paid", "shipped"),
+        step(cancelled, start + 1_800, "timeout", "created", "cancelled"),
     ]
     return pl.concat(parts).sort("time", maintain_order=True)
 
