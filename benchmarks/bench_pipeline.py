@@ -98,6 +98,13 @@ def python_loop(src: sk.Log, dst: sk.Log, machine: sk.Machine) -> int:
         for col, v in zip(out, (k, t, ev, s[0], target), strict=True):
             out[col].append(v)
         s[0], s[1], s[2] = target, t, t
+    for k, s in state.items():  # the batch-end flush: timeouts the log has moved past
+        while s[0] in timeouts and s[1] + timeouts[s[0]][0] <= wm:
+            after, target = timeouts[s[0]]
+            d = s[1] + after
+            for col, v in zip(out, (k, d, "timeout", s[0], target), strict=True):
+                out[col].append(v)
+            s[0], s[1], s[2] = target, d, max(s[2], d)
     hist = pl.DataFrame(out).with_columns(pl.col("time").cast(pl.Datetime("us")))
     dst.append(hist)
     return len(keys)

@@ -462,4 +462,6 @@ class Transitions(Operator):
                 "__ord": np.asarray(res.t_before, dtype=np.int64) * 2,
             }
         )
+        if n_t == 0:  # nothing to interleave: event rows are already in order
+            return ev_rows.drop("__ord")
         return pl.concat([ev_rows, to_rows]).sort("__ord", maintain_order=True).drop("__ord")

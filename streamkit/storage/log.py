@@ -108,7 +108,7 @@ def schema_from_b64(text: str, where: str) -> pl.Schema:
     """Inverse of :func:`schema_to_b64`."""
     try:
         arrow = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
-        frame = pl.from_arrow(arrow.empty_table())
+        frame = pl.from_arrow(pa.Table.from_batches([], schema=arrow))
     except Exception as exc:
         raise CorruptFileError(
             f"corrupt schema in {where}: {type(exc).__name__}: {exc}; restore the log "
