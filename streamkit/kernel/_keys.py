@@ -129,6 +129,10 @@ class KeyIndex:
                 {"key": pl.Series("key", [], dtype=frame.schema["key"]), "id": []},
                 schema={"key": frame.schema["key"], "id": pl.Int64},
             )
+        if frame.schema["key"] == pl.String:
+            fast = self._lookup_or_insert_strings(frame["key"])
+            if fast is not None:
+                return fast
         ids = self._join(frame)
         missing = ids < 0
         if missing.any():
@@ -145,6 +149,39 @@ class KeyIndex:
                 new, on="key", how="left", maintain_order="left"
             )
             ids[missing] = sub["id"].to_numpy()
+        return ids
+
+    def _lookup_or_insert_strings(self, keys: pl.Series) -> npt.NDArray[np.int64] | None:
+        """String keys: one categorical encoding of (known keys, then batch keys).
+
+        A fresh categorical mapping numbers distinct strings as it meets them, so
+        the known keys (unique, in id order) get codes 0..n-1 — their ids — and
+        the batch's new keys the next codes. That is checked, not assumed: when
+        the known keys did not get exactly their ids, return None and let the
+        hash join answer.
+        """
+        assert self._table is not None
+        known = self._table["key"]
+        n = len(known)
+        dtype = pl.Categorical(pl.Categories.random())
+        codes = pl.concat([known, keys]).cast(dtype).to_physical().to_numpy()
+        if not np.array_equal(codes[:n], np.arange(n, dtype=codes.dtype)):
+            return None
+        ids: npt.NDArray[np.int64] = codes[n:].astype(np.int64)
+        if ids.size and ids.max() >= n:
+            first = pl.Series(ids).arg_unique().to_numpy()  # first row of each key
+            rows = first[ids[first] >= n]
+            new_codes = ids[rows]
+            if not np.array_equal(new_codes, np.arange(n, n + len(rows))):
+                return None  # not numbered in order of first appearance: use the join
+            self._append(
+                pl.DataFrame(
+                    {
+                        "key": keys.gather(rows).rename("key"),
+                        "id": pl.Series("id", new_codes, dtype=pl.Int64),
+                    }
+                )
+            )
         return ids
 
     def lookup(self, keys: pl.Series) -> npt.NDArray[np.int64]:

@@ -396,7 +396,7 @@ class Transitions(Operator):
         JSON in ``data``, so the quarantine survives changes to the operators.
         """
         q = df.filter(pl.Series(setaside))
-        reason = np.where(late, "late", "undefined")[setaside]
+        reason = np.where(late[setaside], "late", "undefined")
         payload = q.drop(OFFSET, "__sk_event")
         data = (
             payload.select(pl.struct(pl.all()).struct.json_encode().alias("data"))["data"]
@@ -442,15 +442,14 @@ class Transitions(Operator):
         fired = np.flatnonzero(status == 0)
         key_series, time_series = df[ctx.key], df[ctx.time]
         n_t = len(res.t_key)
-        ev_rows = pl.DataFrame(
-            {
-                "key": key_series.gather(fired),
-                "time": time_series.gather(fired),
-                "event": df["__sk_event"].gather(fired),
-                "from_state": states.gather(res.from_state[fired]),
-                "to_state": states.gather(res.to_state[fired]),
-                "__ord": fired.astype(np.int64) * 2 + 1,
-            }
+        ev_rows = (
+            df.select(key=pl.col(ctx.key), time=pl.col(ctx.time), event=pl.col("__sk_event"))
+            .filter(pl.Series(status == 0))
+            .with_columns(
+                from_state=states.gather(res.from_state[fired]),
+                to_state=states.gather(res.to_state[fired]),
+                __ord=fired.astype(np.int64) * 2 + 1,
+            )
         )
         to_rows = pl.DataFrame(
             {
@@ -462,6 +461,8 @@ class Transitions(Operator):
                 "__ord": np.asarray(res.t_before, dtype=np.int64) * 2,
             }
         )
-        if n_t == 0:  # nothing to interleave: event rows are already in order
-            return ev_rows.drop("__ord")
-        return pl.concat([ev_rows, to_rows]).sort("__ord", maintain_order=True).drop("__ord")
+        # One sort by (time, firing order): per key this is firing order (a key's
+        # times never decrease), and the output log, which stores each append in
+        # time order, then finds the rows sorted already.
+        rows = ev_rows if n_t == 0 else pl.concat([ev_rows, to_rows])
+        return rows.sort("time", "__ord").drop("__ord")
