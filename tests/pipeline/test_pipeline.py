@@ -363,3 +363,43 @@ def test_time_reported_is_datetime_for_datetime_logs(orders: pl.DataFrame) -> No
     st = pipe.state()
     assert st.schema["since"] == pl.Datetime("us")
     assert st["since"].min() >= datetime(2026, 1, 1)  # type: ignore[operator]
+
+
+def test_a_file_log_is_a_source_like_any_other(tmp_path, orders: pl.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    orders.head(150).write_parquet(folder / "part-000.parquet")
+    orders.slice(150, 150).write_parquet(folder / "part-001.parquet")
+    files = sk.FileLog(str(folder), pattern="*.parquet", key="order_id", time="ts")
+    store = sk.Store(str(tmp_path / "lake"))
+    pipe = (
+        sk.Pipeline("from-files", store, batch_rows=70)
+        .read(files)
+        .with_columns(event=pl.col("type").str.to_lowercase())
+        .transitions(order_machine(), event="event")
+        .write(store.log("history", key="key", time="time"))
+    )
+    report = pipe.run(progress=False)
+    assert report.rows_in == 300
+    events = (
+        files.scan(with_offset="offset")
+        .with_columns(event=pl.col("type").str.to_lowercase())
+        .collect()
+    )
+    want = run_oracle(events, order_machine(), key="order_id", time="ts", event="event")
+    assert history_by_key(store.log("history").scan().collect()) == want["history"]
+    assert state_dict(pipe.state()) == want["state"]
+    assert pipe.verify(replay=True).ok
+
+
+def test_non_interactive_runs_log_progress_lines(orders: pl.DataFrame, caplog) -> None:  # type: ignore[no-untyped-def]
+    store = sk.Store("memory://pipe-progress-lines")
+    store.log("orders", key="order_id", time="ts").append(orders.head(100))
+    with caplog.at_level("INFO", logger="streamkit.pipeline"):
+        build(store, batch_rows=50).run()
+    lines = [r.getMessage() for r in caplog.records if "events (" in r.getMessage()]
+    assert lines == ["orders-pipe: 50/100 events (50%)", "orders-pipe: 100/100 events (100%)"]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="streamkit.pipeline"):
+        build(store, batch_rows=50).run(from_checkpoint=0, progress=False)
+    assert not [r for r in caplog.records if "events (" in r.getMessage()]
