@@ -228,9 +228,14 @@ class Pipeline:
         return CheckpointStore(self.store.filesystem.child(f"_pipelines/{self.name}"), self.name)
 
     def _quarantine_log(self) -> Log:
-        return self.store._internal_log(
-            f"_pipelines/{self.name}/quarantine", key=self.source.key, time=self.source.time
-        )
+        """The pipeline's quarantine (a log; opened once, it refreshes itself)."""
+        cached = self.__dict__.get("_qlog")
+        if cached is None or cached[0] is not self.source:
+            log = self.store._internal_log(
+                f"_pipelines/{self.name}/quarantine", key=self.source.key, time=self.source.time
+            )
+            cached = self.__dict__["_qlog"] = (self.source, log)
+        return cached[1]
 
     def _quarantine_log_if_any(self) -> Log | None:
         return self._quarantine_log() if self._transitions_op() is not None else None
