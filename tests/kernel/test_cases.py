@@ -15,6 +15,7 @@ from streamkit.kernel import (
     CompiledMachine,
     KeyState,
     history_order,
+    run_batch,
 )
 
 from .conftest import RunBatch
@@ -369,3 +370,53 @@ def test_bad_given_watermarks(impl: RunBatch, wm: list[int], message: str) -> No
             watermark=NO_WATERMARK,
             wm=np.array(wm),
         )
+
+
+def test_long_timeout_chains_grow_the_output_and_resume(impl: RunBatch) -> None:
+    # A two-state timeout cycle: key 0 fires 5000 timeouts before its second event,
+    # key 1 fires 5000 in the batch-end flush; both runs outgrow the initial
+    # timeout buffers several times in the middle of a chain.
+    cm = machine([[0], [1]], {0: (1, 1), 1: (1, 0)})
+    state = KeyState.empty(2)
+    result = run(impl, cm, [(0, 0, 0), (1, 0, 0), (0, 0, 5000)], state)
+    rows = timeouts(result)
+    assert len(rows) == 10_000
+    expected_0 = [(0, t, (t - 1) % 2, t % 2, 2) for t in range(1, 5001)]
+    expected_1 = [(1, t, (t - 1) % 2, t % 2, 3) for t in range(1, 5001)]
+    assert rows == expected_0 + expected_1
+    assert result.status.tolist() == [FIRED, FIRED, FIRED]
+    assert result.from_state.tolist() == [0, 0, 0]
+    assert state.state.tolist() == [0, 0] and state.since.tolist() == [5000, 5000]
+    assert state.last.tolist() == [5000, 5000] and state.events.tolist() == [2, 1]
+
+
+def test_extreme_distances_between_since_and_the_watermark(impl: RunBatch) -> None:
+    # s0 times out to s1 after 5 ticks; s1 has no timeout.
+    cm = machine([[0], [1]], {0: (5, 1)})
+    lo, hi = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+    state = KeyState.from_arrays(
+        [1, 0, 0, 0],  # key 0 in s1 (no timeout), keys 1-3 in s0
+        [lo, hi - 2, 100, lo],  # key 1's deadline would overflow; key 2's is ahead
+        [lo, hi - 2, 100, lo],
+        [1, 1, 1, 1],
+    )
+    empty = np.array([], dtype=np.int64)
+    result = impl(cm, empty, empty.astype(np.int32), empty, state.copy(), watermark=50)
+    assert timeouts(result) == [(3, lo + 5, 0, 1, 0)]
+    result = impl(cm, empty, empty.astype(np.int32), empty, state, watermark=hi)
+    assert timeouts(result) == [(2, 105, 0, 1, 0), (3, lo + 5, 0, 1, 0)]
+    assert state.state.tolist() == [1, 0, 1, 1]
+    # An event at int64 max for a key in s1 since int64 min: the widest distance.
+    state = KeyState.from_arrays([1], [lo], [lo], [0])
+    result = run(impl, cm, [(0, 0, hi)], state)
+    assert result.n_timeouts == 0 and result.status.tolist() == [FIRED]
+    assert (state.state[0], state.since[0], state.last[0]) == (1, hi, hi)
+
+
+@pytest.mark.parametrize("touched", [True, False])
+def test_kernel_rejects_state_codes_of_another_machine(touched: bool) -> None:
+    state = KeyState.empty(2)
+    state.state[1] = 7  # LINE has 3 states
+    rows = [(1, 0, 5)] if touched else [(0, 0, 5)]
+    with pytest.raises(ConfigurationError, match="key id 1 holds state code 7"):
+        run(run_batch, LINE, rows, state)

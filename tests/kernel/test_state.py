@@ -8,6 +8,7 @@ import pytest
 
 from streamkit.errors import CheckpointError
 from streamkit.kernel import KeyState
+from streamkit.kernel._state import records
 
 
 def test_empty_has_never_seen_keys() -> None:
@@ -83,3 +84,37 @@ def test_from_frame_rejects_missing_columns_and_nulls() -> None:
         KeyState.from_frame(
             pl.DataFrame({"state": [0], "since": [None], "last": [0], "events": [0]})
         )
+
+
+def test_fields_are_strided_views_of_one_record_per_key() -> None:
+    st = KeyState.from_arrays([2, -1, 0], [5, 0, 1], [7, 0, 3], [1, 0, 4])
+    rec = records(st)
+    assert rec.shape == (3, 4) and rec.dtype == np.int64 and rec.flags.c_contiguous
+    assert rec.tolist() == [[2, 5, 7, 1], [2**32 - 1, 0, 0, 0], [0, 1, 3, 4]]
+    for name in ("state", "since", "last", "events"):
+        view = getattr(st, name)
+        assert view.strides == (32,) and view.flags.writeable
+        assert np.shares_memory(view, rec)
+
+
+def test_views_support_what_callers_do_with_arrays() -> None:
+    # Assign into all keys, fancy-index reads and writes, Series and frames.
+    st = KeyState.empty(4)
+    st.state[:] = np.array([0, 1, 2, 3], dtype=np.int32)
+    st.since[:] = [10, 11, 12, 13]
+    st.last[:] = st.since
+    ids = np.array([3, 1])
+    assert st.state[ids].tolist() == [3, 1] and st.since[ids].tolist() == [13, 11]
+    st.state[ids], st.events[ids] = [0, 0], [9, 8]
+    assert st.state.tolist() == [0, 0, 2, 0] and st.events.tolist() == [0, 8, 0, 9]
+    assert pl.Series(st.since[:3]).to_list() == [10, 11, 12]
+    assert st.to_frame()["last"].to_list() == [10, 11, 12, 13]
+    assert (st.state[:2] == -1).sum() == 0 and st.state.max() == 2
+
+
+def test_negative_state_written_through_the_view_reads_back() -> None:
+    st = KeyState.from_arrays([1, 2], [0, 0], [0, 0], [0, 0])
+    st.state[0] = -1  # the padding half of the record is not touched
+    assert st.state.tolist() == [-1, 2] and records(st)[0, 0] == 2**32 - 1
+    st.grow(40)
+    assert st.state[:3].tolist() == [-1, 2, -1] and len(records(st)) == 40
