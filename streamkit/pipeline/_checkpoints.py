@@ -229,12 +229,14 @@ class CheckpointStore:
         body["crc32"] = zlib.crc32(_canonical(body))
         return self.fs.put_new(f"checkpoints/{_name(cp.id)}", _canonical(body))
 
-    def prune(self, keep: int, protect: set[int]) -> int:
-        """Delete checkpoints (and their state files) beyond the newest ``keep``."""
+    def prune(self, keep: int, protect: set[int], *, orphan_age: float = 3600.0) -> int:
+        """Delete checkpoints (and their state files) beyond the newest ``keep``.
+
+        State files no retained checkpoint references and older than
+        ``orphan_age`` seconds (left by a crashed or overtaken batch) go too.
+        """
         ids = self.ids()
         doomed = [i for i in ids[:-keep] if i not in protect] if keep > 0 else []
-        if not doomed:
-            return 0
         live_files: set[str] = set()
         for i in ids:
             if i not in doomed:
@@ -242,16 +244,21 @@ class CheckpointStore:
                     live_files |= self._state_files(self.read(i))
                 except CheckpointError:
                     return 0  # never prune around a checkpoint we cannot read
-        dead_files: set[str] = set()
+        files = []
         for i in doomed:
-            try:
-                dead_files |= self._state_files(self.read(i))
-            except CheckpointError:
-                continue
-        self.fs.rm([f"checkpoints/{_name(i)}" for i in doomed])
-        files = sorted(dead_files - live_files)
+            with contextlib.suppress(CheckpointError):
+                files += sorted(self._state_files(self.read(i)) - live_files)
+        if doomed:
+            self.fs.rm([f"checkpoints/{_name(i)}" for i in doomed])
+        cutoff_ms = (time.time() - orphan_age) * 1000
+        for name in self.fs.ls("state"):
+            path = f"state/{name}"
+            stamp = name.split("-", 1)[0]
+            if path not in live_files and stamp.isdigit() and int(stamp) < cutoff_ms:
+                files.append(path)
         if files:
-            self.fs.rm(files)
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(sorted(set(files)))
         return len(doomed)
 
     @staticmethod

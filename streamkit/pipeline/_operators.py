@@ -465,4 +465,4 @@ class Transitions(Operator):
         # times never decrease), and the output log, which stores each append in
         # time order, then finds the rows sorted already.
         rows = ev_rows if n_t == 0 else pl.concat([ev_rows, to_rows])
-        return rows.sort("time", "__ord").drop("__ord")
+        return rows.sort("time", "__ord", maintain_order=True).drop("__ord")

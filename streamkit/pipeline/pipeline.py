@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from streamkit.errors import CheckpointError, ConfigurationError, LeaseError
-from streamkit.pipeline._checkpoints import Checkpoint, CheckpointStore, initial_checkpoint
+from streamkit.pipeline._checkpoints import (
+    Checkpoint,
+    CheckpointStore,
+    FileRef,
+    initial_checkpoint,
+)
 from streamkit.pipeline._executor import Executor, LocalExecutor
 from streamkit.pipeline._operators import (
     OFFSET,
@@ -295,8 +300,37 @@ class Pipeline:
     def _rewind(
         self, ckpts: CheckpointStore, latest: Checkpoint | None, target: int, epoch: int
     ) -> Checkpoint:
-        base = initial_checkpoint(self.source.start().offset) if target == 0 else ckpts.read(target)
+        retracted = list(latest.retracted) if latest else []
+        if any(a <= target < b for a, b in retracted):
+            raise CheckpointError(
+                f"checkpoint {target} of pipeline {self.name!r} was abandoned by an earlier "
+                "rewind (its outputs were retracted); rewind to a checkpoint of the current "
+                "line (see pipe.checkpoints()) or to 0"
+            )
+        start = self.source.start().offset
+        base = initial_checkpoint(start) if target == 0 else ckpts.read(target)
+        if base.position < start:
+            raise CheckpointError(
+                f"checkpoint {target} reads the source from offset {base.position} but "
+                f"{getattr(self.source, 'name', 'the source')!r} now starts at {start} "
+                "(truncated); choose a later checkpoint, or 0 to reprocess what is left"
+            )
+        # Cover every output this pipeline ever wrote, even beyond the newest
+        # checkpoint (a crash before its checkpoint, or deleted checkpoints).
         newest = latest.id if latest else 0
+        for lg in (self.sink, self._quarantine_log_if_any()):
+            txn = lg.transaction(self.writer_id) if lg is not None else None
+            if txn is not None:
+                newest = max(newest, txn.seq)
+        # The rewind owns copies of the base's state files: pruning the base
+        # (by this or an overlapping run) must never break it.
+        operators = {}
+        for op_id, entry in base.operators.items():
+            entry = dict(entry)
+            if entry.get("state_file") is not None:
+                table = ckpts.read_state(FileRef.from_dict(entry["state_file"]))
+                entry["state_file"] = ckpts.write_state(table).to_dict()
+            operators[op_id] = entry
         rewind = Checkpoint(
             id=newest + 1,
             parent=base.id,
@@ -306,12 +340,11 @@ class Pipeline:
             source=base.source,
             position=base.position,
             batch=None,
-            operators=base.operators,
+            operators=operators,
             outputs=base.outputs,
             counts=dict(base.counts),
-            retracted=sorted(
-                set((latest.retracted if latest else []) + [(base.id + 1, newest + 1)])
-            ),
+            retracted=sorted({*retracted, (base.id + 1, newest + 1)}),
+            plan=self._plan(),
         )
         ckpts.check_lease(epoch)
         if not ckpts.commit(rewind):
@@ -395,19 +428,37 @@ class Pipeline:
                 else:
                     break
                 t0 = _time.perf_counter()
-                cp = self._run_batch(ckpts, cp, epoch, lo, hi, executor, report)
+                try:
+                    cp = self._run_batch(ckpts, cp, epoch, lo, hi, executor, report)
+                except _BatchConflict as conflict:
+                    # An overtaken run wrote this batch for another source range
+                    # first: recompute exactly that range from the checkpoint.
+                    self._open_operators(cp, ckpts)
+                    pending = conflict.range
+                    continue
+                if report.batches == 1 and cp.retracted:
+                    # An overtaken run may have appended after our reconcile; our
+                    # own append now rejects any lower seq, so one more pass is final.
+                    for lg in (self.sink, self._quarantine_log_if_any()):
+                        if lg is not None:
+                            lg._retract(self.writer_id, list(cp.retracted))
                 report.batch_seconds.append(_time.perf_counter() - t0)
                 report.end_offset = hi
                 bar.update(hi)
                 if report.batches % 10 == 0:
-                    ckpts.prune(self.keep_checkpoints, protect={cp.id})
+                    self._prune(ckpts, epoch, cp)
         finally:
             bar.close()
-        ckpts.prune(self.keep_checkpoints, protect={cp.id})
+        self._prune(ckpts, epoch, cp)
         report.caught_up = cp.position >= end
         report.seconds = _time.perf_counter() - started
         logger.info("%s", report)
         return report
+
+    def _prune(self, ckpts: CheckpointStore, epoch: int, cp: Checkpoint) -> None:
+        """Retention, only while this run holds the lease (never under a newer run)."""
+        if ckpts.latest_epoch() == epoch:
+            ckpts.prune(self.keep_checkpoints, protect={cp.id})
 
     def _check_source(self, cp: Checkpoint) -> None:
         start = self.source.start().offset
@@ -445,13 +496,13 @@ class Pipeline:
         ckpts.check_lease(epoch)
         outputs: dict[str, dict[str, Any]] = {}
         if self.sink is not None:
-            self.sink.append(out, writer=self.writer_id, seq=seq, meta=meta)
+            self._append_once(self.sink, out, seq, meta)
             ctx.count("rows_out", out.height)
             outputs["sink"] = {"log": self.sink.name, "end": self.sink.end().offset}
         if ctx.quarantine:
             qlog = self._quarantine_log()
             q = pl.concat(ctx.quarantine)
-            qlog.append(q, writer=self.writer_id, seq=seq, meta=meta)
+            self._append_once(qlog, q, seq, meta)
             ctx.count("quarantined", q.height)
             outputs["quarantine"] = {"end": qlog.end().offset}
         entries = {op.op_id: op.snapshot(ckpts) for op in self.operators if op.stateful}
@@ -488,6 +539,16 @@ class Pipeline:
         report.late += ctx.counts.get("late", 0)
         report.checkpoint = new.id
         return new
+
+    def _append_once(self, log: Log, frame: pl.DataFrame, seq: int, meta: dict[str, int]) -> None:
+        """Append batch ``seq`` exactly once; a duplicate must be this very batch."""
+        res = log.append(frame, writer=self.writer_id, seq=seq, meta=meta)
+        if not res.duplicate:
+            return
+        txn = log.transaction(self.writer_id)
+        if txn is not None and txn.seq == seq and txn.meta != meta:
+            theirs = (int(txn.meta["start"]), int(txn.meta["end"]))
+            raise _BatchConflict(theirs)
 
     # ------------------------------------------------------------- queries
     def checkpoints(self) -> pl.DataFrame:
@@ -600,6 +661,14 @@ class Pipeline:
             f"<div><b>Pipeline {html.escape(self.name)}</b><ol>{items}</ol>"
             f"<div>last checkpoint: {last}</div></div>"
         )
+
+
+class _BatchConflict(Exception):
+    """Another (overtaken) run committed this batch's outputs for another range."""
+
+    def __init__(self, source_range: tuple[int, int]) -> None:
+        super().__init__(source_range)
+        self.range = source_range
 
 
 class _Progress:

@@ -113,6 +113,21 @@ def _is_precondition_failure(exc: BaseException) -> bool:
     return False
 
 
+def _is_conflict(exc: BaseException) -> bool:
+    """Whether ``exc`` is S3's 409 ConditionalRequestConflict (retry), not a 412."""
+    current: BaseException | None = exc
+    for _ in range(16):
+        if current is None:
+            break
+        response = getattr(current, "response", None)
+        if isinstance(response, Mapping):
+            code = str(response.get("Error", {}).get("Code", ""))
+            if code in {"ConditionalRequestConflict", "409"}:
+                return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 class FileSystem:
     """An fsspec file system rooted at a directory, with atomic create-if-absent.
 
@@ -194,7 +209,7 @@ class FileSystem:
         """
         if self._local:
             return self._root
-        return f"{self._protocol}://{self._root.lstrip('/')}"
+        return _display(f"{self._protocol}://{self._root.lstrip('/')}")
 
     @property
     def fsspec(self) -> Any:
@@ -237,7 +252,7 @@ class FileSystem:
 
     def _translate(self, exc: BaseException, action: str, path: str) -> Exception:
         where = self.full_path(path)
-        shown = where if self._local else f"{self._protocol}://{where.lstrip('/')}"
+        shown = where if self._local else _display(f"{self._protocol}://{where.lstrip('/')}")
         if isinstance(exc, FileNotFoundError):
             return LogNotFoundError(f"cannot {action} {shown}: no such file")
         detail = self._scrub(f"{type(exc).__name__}: {exc}")
@@ -245,12 +260,17 @@ class FileSystem:
 
     @contextlib.contextmanager
     def _boundary(self, action: str, path: str) -> Iterator[None]:
+        error: Exception | None = None
         try:
             yield
         except (LogNotFoundError, StorageError, CorruptFileError):
             raise
         except Exception as exc:
-            raise self._translate(exc, action, path) from None
+            error = self._translate(exc, action, path)
+        if error is not None:
+            # raised outside the handler: the backend's exception, whose text may
+            # hold credentials, is not chained to ours
+            raise error
 
     def _forget(self, full: str) -> None:
         """Drop fsspec's cached listings of ``full`` and its parents.
@@ -295,15 +315,22 @@ class FileSystem:
                         return False
                     self._fs.pipe_file(full, data)
                     return True
-            self._forget(full)
-            try:
-                with self._fs.open(full, "xb") as fh:
-                    fh.write(data)
-            except Exception as exc:
-                if _is_precondition_failure(exc):
-                    return False
-                raise
-            return True
+            for attempt in range(5):
+                self._forget(full)
+                try:
+                    with self._fs.open(full, "xb") as fh:
+                        fh.write(data)
+                except Exception as exc:
+                    if not _is_precondition_failure(exc):
+                        raise
+                    if not _is_conflict(exc) or self._fs.exists(full):
+                        return False
+                    # 409: a concurrent conditional write was in flight and may
+                    # yet fail; the name is free, so try again shortly.
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                return True
+            return False
 
     def put_new_written(self, path: str, write: Callable[[Any], None]) -> tuple[bool, int, int]:
         """Create ``path`` with the bytes ``write(target)`` produces, if it is absent.

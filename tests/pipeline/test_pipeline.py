@@ -403,3 +403,18 @@ def test_non_interactive_runs_log_progress_lines(orders: pl.DataFrame, caplog) -
     with caplog.at_level("INFO", logger="streamkit.pipeline"):
         build(store, batch_rows=50).run(from_checkpoint=0, progress=False)
     assert not [r for r in caplog.records if "events (" in r.getMessage()]
+
+
+def test_retention_keeps_the_newest_checkpoints_and_removes_orphans(orders: pl.DataFrame) -> None:
+    store = sk.Store("memory://pipe-retention")
+    store.log("orders", key="order_id", time="ts").append(orders)
+    pipe = build(store, batch_rows=20, keep_checkpoints=3)
+    report = pipe.run(progress=False)
+    assert pipe.checkpoints()["id"].to_list() == list(range(report.batches - 2, report.batches + 1))
+    fs = store.filesystem.child("_pipelines/orders-pipe")
+    fs.put_new("state/0000000000001-orphan.arrow", b"left by a crashed batch")
+    referenced = set(fs.ls("state"))
+    assert pipe._ckpts().prune(3, protect=set()) == 0
+    assert set(fs.ls("state")) == referenced - {"0000000000001-orphan.arrow"}
+    assert len(referenced) - 1 == 3  # one state file per retained checkpoint
+    assert pipe.verify(replay=True).ok

@@ -1,0 +1,206 @@
+"""Overlapping runs, rewinds and resets, with the interleavings forced by hooks.
+
+Each test pins down a race that a review proved could lose or duplicate output.
+Two "processes" are two threads with their own Store objects on one memory store.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import polars as pl
+import pytest
+
+import streamkit as sk
+from streamkit.pipeline._checkpoints import CheckpointStore
+
+pytestmark = pytest.mark.timeout(120)
+
+DOOR = sk.Machine(
+    "door",
+    states=["closed", "opened"],
+    initial="closed",
+    final=["closed"],
+    transitions=[("closed", "open", "opened"), ("opened", "close", "closed")],
+)
+
+
+@pytest.fixture
+def url() -> str:
+    url = f"memory://overlap-{uuid.uuid4().hex}"
+    events = pl.DataFrame({"k": [f"k{i}" for i in range(8)], "t": range(8), "ev": ["open"] * 8})
+    sk.Store(url).log("ev", key="k", time="t").append(events)
+    return url
+
+
+def pipeline(url: str, batch_rows: int = 2, **kw: Any) -> sk.Pipeline:
+    st = sk.Store(url)  # its own objects, like another process
+    return (
+        sk.Pipeline("p", st, batch_rows=batch_rows, **kw)
+        .read(st.log("ev"))
+        .transitions(DOOR, event="ev")
+        .write(st.log("out", key="key", time="time"))
+    )
+
+
+def output(url: str) -> pl.DataFrame:
+    return sk.Store(url).log("out").scan().collect()
+
+
+def run_in_thread(name: str, fn: Callable[[], Any], results: dict[str, Any]) -> threading.Thread:
+    def go() -> None:
+        try:
+            results[name] = fn()
+        except Exception as exc:  # the test inspects what each run raised
+            results[name] = exc
+
+    thread = threading.Thread(target=go, name=name)
+    thread.start()
+    return thread
+
+
+def pause_first_lease_check_of(
+    monkeypatch: pytest.MonkeyPatch,
+    thread_name: str,
+    paused: threading.Event,
+    resume: threading.Event,
+) -> None:
+    """Stop ``thread_name`` right after its first lease check, until ``resume``."""
+    original = CheckpointStore.check_lease
+    calls = {"n": 0}
+
+    def check(self: CheckpointStore, epoch: int) -> None:
+        original(self, epoch)
+        if threading.current_thread().name == thread_name:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                paused.set()
+                resume.wait(10)
+
+    monkeypatch.setattr(CheckpointStore, "check_lease", check)
+
+
+def test_a_newer_run_redoes_the_batch_an_overtaken_run_wrote_for_another_range(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a_paused, b_reconciled, a_appended = threading.Event(), threading.Event(), threading.Event()
+    pause_first_lease_check_of(monkeypatch, "A", a_paused, b_reconciled)
+    older, newer = pipeline(url, batch_rows=3), pipeline(url, batch_rows=8)
+    real_append = older.sink.append  # type: ignore[union-attr]
+
+    def append(*a: Any, **kw: Any) -> Any:
+        try:
+            return real_append(*a, **kw)
+        finally:
+            a_appended.set()
+
+    older.sink.append = append  # type: ignore[union-attr,method-assign]
+    real_reconcile = sk.Pipeline._reconcile
+
+    def reconcile(self: sk.Pipeline, cp: Any) -> Any:
+        pending = real_reconcile(self, cp)
+        if threading.current_thread().name == "B":
+            b_reconciled.set()
+            a_appended.wait(10)  # A appends its 3-row batch after B reconciled
+        return pending
+
+    monkeypatch.setattr(sk.Pipeline, "_reconcile", reconcile)
+    results: dict[str, Any] = {}
+    a = run_in_thread("A", lambda: older.run(progress=False), results)
+    a_paused.wait(10)
+    b = run_in_thread("B", lambda: newer.run(progress=False), results)
+    a.join()
+    b.join()
+    assert isinstance(results["A"], sk.LeaseError)
+    assert isinstance(results["B"], sk.RunReport)
+    out = output(url)
+    assert sorted(out["key"].to_list()) == [f"k{i}" for i in range(8)]  # none lost, none twice
+    assert pipeline(url).verify(replay=True).ok
+
+
+def test_an_overtaken_append_after_a_newer_rewind_is_retracted_at_once(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline(url).run(progress=False, max_batches=2)
+    a_paused, b_reconciled = threading.Event(), threading.Event()
+    pause_first_lease_check_of(monkeypatch, "A", a_paused, b_reconciled)
+    older, newer = pipeline(url), pipeline(url)
+    results: dict[str, Any] = {}
+    real_reconcile = sk.Pipeline._reconcile
+    threads: dict[str, threading.Thread] = {}
+
+    def reconcile(self: sk.Pipeline, cp: Any) -> Any:
+        pending = real_reconcile(self, cp)
+        if threading.current_thread().name == "B":
+            b_reconciled.set()
+            threads["A"].join(10)  # A appends (and then fails its lease) meanwhile
+        return pending
+
+    monkeypatch.setattr(sk.Pipeline, "_reconcile", reconcile)
+    threads["A"] = run_in_thread("A", lambda: older.run(progress=False, max_batches=1), results)
+    a_paused.wait(10)
+    b = run_in_thread("B", lambda: newer.run(progress=False, from_checkpoint=1), results)
+    b.join()
+    assert isinstance(results["A"], sk.LeaseError)
+    out = output(url)
+    assert out.height == 8
+    assert out.group_by("key").len()["len"].max() == 1
+
+
+def test_rewinding_to_an_abandoned_checkpoint_is_refused(url: str) -> None:
+    pipe = pipeline(url)
+    pipe.run(progress=False)  # checkpoints 1..4
+    pipe.run(progress=False, from_checkpoint=2)  # rewind 5 abandons 3 and 4
+    with pytest.raises(sk.CheckpointError, match="abandoned"):
+        pipe.run(progress=False, from_checkpoint=4)
+    assert output(url).height == 8
+    assert pipe.verify(replay=True).ok
+
+
+def test_rewinding_before_a_truncation_is_refused_before_anything_is_committed() -> None:
+    url = f"memory://overlap-{uuid.uuid4().hex}"
+    log = sk.Store(url).log("ev", key="k", time="t")
+    for i in range(8):  # one segment per event, so truncation can drop the first two
+        log.append(pl.DataFrame({"k": [f"k{i}"], "t": [i], "ev": ["open"]}))
+    pipe = pipeline(url, batch_rows=1)
+    pipe.run(progress=False)
+    before = pipe.checkpoints()["id"].to_list()
+    sk.Store(url).log("ev").truncate(before=sk.Position(2))
+    with pytest.raises(sk.CheckpointError, match="truncated"):
+        pipe.run(progress=False, from_checkpoint=1)
+    assert pipe.checkpoints()["id"].to_list() == before
+    assert pipe.run(progress=False).batches == 0  # still healthy
+
+
+def test_deleted_checkpoints_can_be_reset_with_from_checkpoint_0(url: str) -> None:
+    pipe = pipeline(url)
+    pipe.run(progress=False)
+    fs = sk.Store(url).filesystem
+    fs.rm(fs.find("_pipelines/p/checkpoints"))
+    with pytest.raises(sk.CheckpointError, match="from_checkpoint"):
+        pipe.run(progress=False)
+    pipe.run(progress=False, from_checkpoint=0)
+    out = output(url)
+    assert sorted(out["key"].to_list()) == [f"k{i}" for i in range(8)]
+
+
+def test_a_prune_racing_a_rewind_cannot_delete_the_rewinds_state(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline(url, keep_checkpoints=3).run(progress=False, max_batches=3)
+    real_prune, real_commit = CheckpointStore.prune, CheckpointStore.commit
+
+    def commit(self: CheckpointStore, cp: Any) -> bool:
+        if cp.kind == "rewind":  # the rewind read checkpoint 1; another run prunes it now
+            real_prune(CheckpointStore(self.fs, self.pipeline), 1, {3})
+        return real_commit(self, cp)
+
+    monkeypatch.setattr(CheckpointStore, "commit", commit)
+    pipeline(url, keep_checkpoints=3).run(progress=False, from_checkpoint=1)
+    monkeypatch.setattr(CheckpointStore, "commit", real_commit)
+    pipeline(url, keep_checkpoints=3).run(progress=False)
+    assert output(url).height == 8
+    assert pipeline(url).verify(replay=True).ok
