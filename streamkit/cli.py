@@ -51,6 +51,12 @@ def _errors(fn: F) -> F:
             _fail(str(exc), EXIT_FAILURE)
         except KeyboardInterrupt:
             _fail("interrupted", EXIT_FAILURE)
+        except click.exceptions.Exit:
+            raise
+        except Exception as exc:  # last resort: one line, the traceback only with -v
+            if logging.getLogger().isEnabledFor(logging.INFO):
+                raise
+            _fail(f"{type(exc).__name__}: {exc} (run with -v for the traceback)", EXIT_FAILURE)
 
     return wrapper  # type: ignore[return-value]
 
@@ -62,10 +68,13 @@ def _options(pairs: tuple[str, ...]) -> dict[str, Any]:
         if "=" not in pair:
             _fail(f"--option takes key=value, got {pair!r}", EXIT_USAGE)
         k, v = pair.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except ValueError:
-            out[k] = v
+        if v[:1] in '{["':  # structured values (client_kwargs={...}) are JSON
+            try:
+                out[k] = json.loads(v)
+                continue
+            except ValueError:
+                _fail(f"--option {k}: the value is not valid JSON", EXIT_USAGE)
+        out[k] = {"true": True, "false": False}.get(v, v)  # everything else stays a string
     return out
 
 
@@ -108,7 +117,13 @@ def _load_pipeline(target: str) -> Any:
     return obj
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+EPILOG = (
+    "Exit codes: 0 success; 1 failure (message on stderr); 2 bad usage or "
+    "configuration; 3 another run of the same pipeline holds the lease."
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
 @click.option("-v", "--verbose", is_flag=True, help="Log progress at INFO level.")
 @click.version_option(package_name="streamkit")
 def main(verbose: bool) -> None:
@@ -128,20 +143,40 @@ def main(verbose: bool) -> None:
     show_default=True,
     help="Local folder of the demo store.",
 )
-@click.option("--orders", default=20_000, show_default=True, help="Orders per simulated day.")
+@click.option(
+    "--orders",
+    default=20_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Orders per simulated day.",
+)
 @_errors
 def demo(store_dir: str, orders: int) -> None:
     """Run the main job on a local default store (run again: another day)."""
     from streamkit.demo import run_demo
 
+    if "://" in store_dir:
+        _fail(f"--store takes a local folder, got {store_dir!r}", EXIT_USAGE)
     run_demo(store_dir, orders=orders, echo=click.echo)
 
 
 @main.command()
 @click.argument("target", metavar="FILE.py[:NAME]")
-@click.option("--max-batches", type=click.IntRange(min=0), default=None)
-@click.option("--batch-rows", type=click.IntRange(min=1), default=None)
-@click.option("--from-checkpoint", type=click.IntRange(min=0), default=None)
+@click.option(
+    "--max-batches",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Stop after N micro-batches (default: until caught up).",
+)
+@click.option(
+    "--batch-rows", type=click.IntRange(min=1), default=None, help="Source rows per micro-batch."
+)
+@click.option(
+    "--from-checkpoint",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Rewind to checkpoint ID (0: the start) and reprocess from there.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar or log lines.")
 @_errors
 def run(
@@ -151,7 +186,10 @@ def run(
     from_checkpoint: int | None,
     progress: bool | None,
 ) -> None:
-    """Run the pipeline object NAME (default ``pipeline``) defined in FILE.py."""
+    """Run the pipeline object NAME (default: pipeline) defined in FILE.py.
+
+    Processes what arrived since the last checkpoint, then exits.
+    """
     if progress is not False:
         logging.getLogger("streamkit").setLevel(logging.INFO)
         if not logging.getLogger().handlers:  # pragma: no cover - basicConfig ran
@@ -180,7 +218,7 @@ def machine_check(path: str) -> None:
     try:
         m = Machine.from_yaml(Path(path))
     except MachineError as exc:
-        _fail(f"{path}: {exc}", EXIT_FAILURE)
+        _fail(str(exc) if path in str(exc) else f"{path}: {exc}", EXIT_FAILURE)
     except OSError as exc:
         _fail(f"{path}: {exc}", EXIT_USAGE)
     report = m.validate()
@@ -203,6 +241,8 @@ def log_group() -> None:
 def log_ls(store_url: str, options: tuple[str, ...]) -> None:
     """List the logs of STORE_URL with their extent."""
     store = _store(store_url, options)
+    if "://" not in store_url and not Path(store_url).is_dir():
+        _fail(f"store {store_url!r} does not exist (no such folder)", EXIT_USAGE)
     names = store.logs()
     if not names:
         click.echo(f"no logs in {store.url}")

@@ -8,7 +8,7 @@ FileNotFoundError`` keeps working for code that does not know streamkit::
     ├── LogNotFoundError (FileNotFoundError)      a log that does not exist
     ├── SchemaError (ValueError)                  data or reopen options that do not fit a log
     ├── MachineError (ValueError)                 a malformed or invalid state machine
-    ├── CheckpointError                           a missing, corrupt or inconsistent checkpoint
+    ├── CheckpointError (RuntimeError)            a missing, corrupt or inconsistent checkpoint
     │   └── CorruptFileError (OSError)            a stored file whose size or checksum is wrong
     ├── StorageError (OSError)                    a backend failure, translated at the boundary
     ├── LeaseError (RuntimeError)                 a run overtaken by a newer run of its pipeline
@@ -51,7 +51,7 @@ class MachineError(StreamkitError, ValueError):
     """A state machine definition is malformed or fails validation."""
 
 
-class CheckpointError(StreamkitError):
+class CheckpointError(StreamkitError, RuntimeError):
     """A checkpoint is missing, corrupt or inconsistent with the log or the machine."""
 
 

@@ -92,9 +92,32 @@ def test_verify_fails_with_exit_1_on_corruption(runner: CliRunner, lake: str) ->
     assert state.name in r.output
 
 
-def test_log_ls_empty_store(runner: CliRunner, tmp_path: Path) -> None:
-    r = runner.invoke(main, ["log", "ls", str(tmp_path / "nothing")])
+def test_log_ls_empty_and_missing_stores(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    r = runner.invoke(main, ["log", "ls", str(tmp_path / "empty")])
     assert r.exit_code == 0 and "no logs" in r.output
+    r = runner.invoke(main, ["log", "ls", str(tmp_path / "nothing")])
+    assert r.exit_code == 2 and "does not exist" in r.output
+
+
+def test_bad_configuration_is_one_line_with_exit_2(runner: CliRunner, tmp_path: Path) -> None:
+    job = tmp_path / "badcol.py"
+    job.write_text(
+        "import streamkit as sk, polars as pl\n"
+        f"store = sk.Store({str(tmp_path / 'lake')!r})\n"
+        "log = store.log('ev', key='k', time='t')\n"
+        "if log.end().offset == 0:\n"
+        "    log.append(pl.DataFrame({'k': ['a'], 't': [1], 'e': ['x']}))\n"
+        "m = sk.Machine('m', states=['a'], initial='a', final=['a'],\n"
+        "               transitions=[('a', 'x', 'a')])\n"
+        "pipeline = sk.Pipeline('p', store).read(log).transitions(m, event='nocol')\n"
+    )
+    r = runner.invoke(main, ["run", str(job), "--no-progress"])
+    assert r.exit_code == 2
+    assert "nocol" in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    r = runner.invoke(main, ["demo", "--store", "memory://nope"])
+    assert r.exit_code == 2
 
 
 def test_demo_twice(tmp_path: Path, runner: CliRunner) -> None:

@@ -311,6 +311,11 @@ class Machine:
         set_(self, "name", _name(name, "name", what="a machine name"))
         where = f"machine {self.name!r}"
         try:
+            if isinstance(states, str):
+                raise MachineError(
+                    f"machine {name!r}: 'states' must be a list of state names, got the "
+                    f"string {states!r}"
+                )
             states_t = _state_list(_listify(states), "states", allow_empty=False)
             initial_s = _state(initial, "initial")
             final_t = _state_list(_listify(final), "final", allow_empty=True)
@@ -462,7 +467,7 @@ class Machine:
                 raise MachineError(
                     f"machine file {where} does not exist; pass an existing path or YAML text"
                 ) from None
-            except OSError as exc:
+            except (OSError, UnicodeDecodeError) as exc:
                 raise MachineError(f"cannot read machine file {where}: {exc}") from None
         else:
             text = source

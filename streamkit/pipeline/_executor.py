@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from streamkit.errors import ConfigurationError
+
 if TYPE_CHECKING:
     import numpy.typing as npt
 
@@ -91,6 +93,10 @@ class DaskExecutor:
         from streamkit._deps import import_optional
 
         import_optional("distributed")
+        if not (hasattr(client, "submit") and hasattr(client, "gather")):
+            raise ConfigurationError(
+                f"DaskExecutor needs a distributed.Client, got {type(client).__name__}"
+            )
         self.client = client
         self._partitions = partitions
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -83,18 +84,53 @@ class Operator:
         return None
 
 
+def _holds_python(node: Any) -> bool:
+    """Whether Polars' JSON form of an expression embeds Python code (pickled)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if "Python" in key or "Anonymous" in key or "Udf" in key:
+                return True
+            if (
+                isinstance(value, list)
+                and len(value) > 8
+                and all(isinstance(v, int) for v in value)
+            ):
+                return True  # serialized bytes: a pickled function
+            if _holds_python(value):
+                return True
+    elif isinstance(node, list):
+        return any(_holds_python(v) for v in node)
+    return False
+
+
 def expr_to_json(expr: Any) -> str | None:
-    """Polars' JSON form of an expression, or None when it holds Python code."""
+    """Polars' JSON form of an expression, or None when it holds Python code.
+
+    Expressions with Python functions serialize as pickled bytes; those are
+    never stored (no pickle in anything stored), so such a pipeline can only be
+    reopened from its code.
+    """
     if not isinstance(expr, pl.Expr):
         expr = pl.lit(expr)
     try:
         text = expr.meta.serialize(format="json")
-    except Exception:  # expressions with Python UDFs cannot be stored safely
+        doc = json.loads(text)
+    except Exception:  # expressions Polars cannot serialize to JSON
         return None
-    return None if "Python" in text or "pickle" in text.lower() else text
+    return None if _holds_python(doc) else text
 
 
 def expr_from_json(text: str) -> pl.Expr:
+    """Rebuild a stored expression; refuses anything that would unpickle code."""
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise CheckpointError(f"a stored pipeline expression is not valid JSON: {exc}") from None
+    if _holds_python(doc):
+        raise CheckpointError(
+            "a stored pipeline expression embeds Python code; streamkit never unpickles "
+            "stored data: open this pipeline from its code instead"
+        )
     return pl.Expr.deserialize(io.StringIO(text), format="json")
 
 
@@ -175,8 +211,13 @@ def time_tick(dtype: pl.DataType, tick: timedelta | None) -> tuple[timedelta | i
             return 1, "ns"  # kernel: an int tick counts nanoseconds
         return (timedelta(microseconds=1) if unit == "us" else timedelta(milliseconds=1)), unit
     if dtype.is_integer():
-        t = tick or timedelta(seconds=1)
-        return t, f"tick={t}"
+        if tick is None:
+            raise ConfigurationError(
+                "the time column is an integer and the machine has timeouts: say how long "
+                "one unit is with .transitions(..., tick=timedelta(milliseconds=1)) (or "
+                "seconds=1, ...), so that timeouts fire at the right time"
+            )
+        return tick, f"tick={tick}"
     raise ConfigurationError(
         f"the time column must be Datetime or an integer type, found {dtype}; "
         "cast it with .with_columns(...) before .transitions()"
@@ -342,7 +383,10 @@ class Transitions(Operator):
         df = frame.with_columns(__sk_event=self.event.cast(pl.String)).collect()
         key_s, time_s = df[ctx.key], df[ctx.time]
         if self.cm is None:
-            tick, _ = time_tick(time_s.dtype, self.tick)
+            given = self.tick
+            if given is None and not self.machine.timeouts and time_s.dtype.is_integer():
+                given = timedelta(seconds=1)  # no timeouts: the unit does not matter
+            tick, _ = time_tick(time_s.dtype, given)
             self.cm = self._compile(self.machine, tick=tick)
         if self._time_dtype is None:
             self._time_dtype = time_s.dtype

@@ -6,6 +6,7 @@ import copy
 import html
 import logging
 import os
+import re
 import socket
 import sys
 import time as _time
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("streamkit.pipeline")
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _COUNTS = ("rows_in", "rows_out", "quarantined", "ignored", "late", "applied", "batches")
 
 
@@ -92,10 +94,10 @@ class Pipeline:
         batch_rows: int = 1_000_000,
         keep_checkpoints: int = 20,
     ) -> None:
-        if not name or "/" in name or name.startswith((".", "_")) or ".." in name:
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ConfigurationError(
-                f"pipeline name {name!r} is not valid: use letters, digits, '-' and '_', "
-                "not starting with '.' or '_'"
+                f"pipeline name {name!r} is not valid: use 1-128 letters, digits, '-', '_' "
+                "and '.', starting with a letter or digit"
             )
         if batch_rows < 1:
             raise ConfigurationError(f"batch_rows must be >= 1, got {batch_rows}")
@@ -176,6 +178,11 @@ class Pipeline:
             raise ConfigurationError("start a pipeline with .read(log) before .write(log)")
         if not hasattr(log, "append"):
             raise ConfigurationError(f"write() needs a writable Log, got {type(log).__name__}")
+        if getattr(log, "url", None) == getattr(self.source, "url", object()):
+            raise ConfigurationError(
+                f"write() would append to the pipeline's own source {log.name!r}: each "
+                "batch would feed the next; write to another log"
+            )
         return self._with(sink=log)
 
     @classmethod
@@ -398,6 +405,15 @@ class Pipeline:
             With ``on_undefined="error"``: nothing of the offending batch is committed.
         """
         self._require_source()
+        if not self.operators and self.sink is None:
+            raise ConfigurationError(
+                f"pipeline {self.name!r} reads {getattr(self.source, 'name', 'a log')!r} but "
+                "neither transforms nor writes anything: add .transitions(...) or .write(...)"
+            )
+        if executor is not None and not hasattr(executor, "run_batch"):
+            raise ConfigurationError(
+                f"executor must be sk.DaskExecutor(client) or None, got {executor!r}"
+            )
         if max_batches is not None and max_batches < 0:
             raise ConfigurationError(f"max_batches must be >= 0, got {max_batches}")
         rows_per_batch = batch_rows if batch_rows is not None else self.batch_rows
@@ -452,7 +468,7 @@ class Pipeline:
         self._prune(ckpts, epoch, cp)
         report.caught_up = cp.position >= end
         report.seconds = _time.perf_counter() - started
-        logger.info("%s", report)
+        logger.debug("%s", report)
         return report
 
     def _prune(self, ckpts: CheckpointStore, epoch: int, cp: Checkpoint) -> None:
@@ -485,10 +501,24 @@ class Pipeline:
         frame = self.source.scan(start=Position(lo), end=Position(hi), with_offset=OFFSET)
         batch = frame.collect()
         ctx.count("rows_in", batch.height)
-        lf = batch.lazy()
-        for op in self.operators:
-            lf = op.process(lf, ctx)
-        out = lf.collect()
+        try:
+            lf = batch.lazy()
+            for op in self.operators:
+                lf = op.process(lf, ctx)
+            out = lf.collect()
+        except (
+            pl.exceptions.ColumnNotFoundError,
+            pl.exceptions.SchemaError,
+            pl.exceptions.InvalidOperationError,
+        ) as exc:
+            detail = str(exc).split("\n\nResolved plan")[0].replace(f', "{OFFSET}"', "")
+            steps = " -> ".join(op.describe() for op in self.operators)
+            raise ConfigurationError(
+                f"pipeline {self.name!r} cannot run its operators ({steps}) on the columns "
+                f"of {getattr(self.source, 'name', 'the source')!r} "
+                f"{[c for c in batch.columns if c != OFFSET]}: "
+                f"{type(exc).__name__}: {detail.strip()}"
+            ) from None
         if OFFSET in out.columns:
             out = out.drop(OFFSET)
         seq = cp.id + 1
@@ -620,7 +650,22 @@ class Pipeline:
         as JSON; decode with ``pl.col("data").str.json_decode()``).
         """
         self._require_source()
-        return self._quarantine_log().scan().collect()
+        frame = self._quarantine_log().scan().collect()
+        if frame.width:
+            return frame
+        schema = self.source.schema or {}
+        key, time = self.source.key, self.source.time
+        return pl.DataFrame(
+            schema={
+                key: schema.get(key, pl.String),
+                time: schema.get(time, pl.Int64),
+                "event": pl.String,
+                "reason": pl.String,
+                "state": pl.String,
+                "offset": pl.Int64,
+                "data": pl.String,
+            }
+        )
 
     def verify(self, checkpoint: int | None = None, *, replay: bool = False) -> VerifyReport:
         """Check a checkpoint independently: files, checksums, schemas, positions, counts.
@@ -679,6 +724,7 @@ class _Progress:
         self.name, self.start, self.end = name, start, end
         self.bar: Any = None
         self.enabled = True if enabled is None else enabled
+        self.logged_pct, self.logged_at = -1, _time.monotonic()
         if self.enabled and _interactive() and end > start:
             from tqdm.auto import tqdm
 
@@ -689,9 +735,12 @@ class _Progress:
             self.bar.update(pos - self.start - self.bar.n)
         elif self.enabled:
             done, total = pos - self.start, max(self.end - self.start, 1)
-            logger.info(
-                "%s: %s/%s events (%d%%)", self.name, f"{done:,}", f"{total:,}", 100 * done // total
-            )
+            pct = 100 * done // total
+            now = _time.monotonic()
+            # one line per 10 % of the run (or per minute), not one per batch
+            if pct // 10 > self.logged_pct // 10 or now - self.logged_at > 60 or done >= total:
+                self.logged_pct, self.logged_at = pct, now
+                logger.info("%s: %s/%s events (%d%%)", self.name, f"{done:,}", f"{total:,}", pct)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -59,7 +59,12 @@ def axes(ax: Axes | None, figsize: tuple[float, float] = (9.0, 5.0)) -> Axes:
 def time_axis(ax: Axes, history: pl.DataFrame, suffix: str = "") -> None:
     """Label the x axis as event time (plus ``suffix``), with date ticks for Datetime times."""
     if isinstance(history.schema["time"], pl.Datetime):
+        import matplotlib.dates as mdates
+
         ax.xaxis_date()
+        locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
     ax.set_xlabel(time_label(history) + suffix)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import html
 import io
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -102,6 +103,13 @@ class FileLog:
                 f"time={time!r}"
             )
         self._fs = FileSystem(url, storage_options)
+        if self._fs.is_local and not os.path.isdir(self._fs.root):
+            # a typo in a local path must not read as an empty log (object stores
+            # have no folders: there an absent prefix is an empty log)
+            raise LogNotFoundError(
+                f"FileLog folder {self._fs.url} does not exist; check the path (an "
+                "existing folder without matching files is a valid, empty log)"
+            )
         self._pattern = pattern
         self._key = key
         self._time = time

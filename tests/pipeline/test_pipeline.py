@@ -198,8 +198,15 @@ def test_timeouts_fire_in_event_time_once_the_log_moves_past() -> None:
         timeouts=[("busy", "10s", "done")],
     )
     out = store.log("hist", key="key", time="time")
-    pipe = sk.Pipeline("to", store).read(log).transitions(m, event="e").write(out)
+    pipe = (
+        sk.Pipeline("to", store)
+        .read(log)
+        .transitions(m, event="e", tick=timedelta(seconds=1))
+        .write(out)
+    )
     log.append(pl.DataFrame({"k": ["a", "b"], "t": [0, 5], "e": ["go", "go"]}))
+    with pytest.raises(sk.ConfigurationError, match="tick="):  # integer times need a unit
+        sk.Pipeline("to0", store).read(log).transitions(m, event="e").run(progress=False)
     pipe.run(progress=False)
     assert out.scan().collect().height == 2  # log at 5 s: nothing timed out yet
     log.append(pl.DataFrame({"k": ["c"], "t": [12], "e": ["go"]}))
@@ -418,3 +425,26 @@ def test_retention_keeps_the_newest_checkpoints_and_removes_orphans(orders: pl.D
     assert set(fs.ls("state")) == referenced - {"0000000000001-orphan.arrow"}
     assert len(referenced) - 1 == 3  # one state file per retained checkpoint
     assert pipe.verify(replay=True).ok
+
+
+def test_python_functions_are_never_stored_in_checkpoints(orders: pl.DataFrame) -> None:
+    store = sk.Store("memory://pipe-no-pickle")
+    store.log("orders", key="order_id", time="ts").append(orders.head(40))
+    udf = pl.col("amount").map_batches(lambda s: s > -1e9, return_dtype=pl.Boolean)
+    pipe = (
+        sk.Pipeline("udf", store)
+        .read(store.log("orders"))
+        .filter(udf)
+        .with_columns(event=pl.col("type").str.to_lowercase())
+        .transitions(order_machine(), event="event")
+    )
+    pipe.run(progress=False)
+    fs = store.filesystem.child("_pipelines/udf/checkpoints")
+    stored = b"".join(fs.get(name) for name in fs.ls(""))
+    assert b"Anonymous" not in stored and b"pickle" not in stored
+    with pytest.raises(sk.CheckpointError, match="from its code"):
+        sk.Pipeline.open(store, "udf")
+    with pytest.raises(sk.CheckpointError, match="never unpickles"):
+        from streamkit.pipeline._operators import expr_from_json
+
+        expr_from_json(udf.meta.serialize(format="json"))
