@@ -91,6 +91,16 @@ def python_loop(src: sk.Log, dst: sk.Log, machine: sk.Machine, *, rows: bool = F
             frame["event"].to_list(),
             strict=True,
         )
+
+    def fire(k: str, s: list[Any], bound: int) -> None:
+        """Fire the timeouts of key ``k`` due by ``bound``."""
+        while s[0] in timeouts and s[1] + timeouts[s[0]][0] <= bound:
+            after, target = timeouts[s[0]]
+            d = s[1] + after
+            for col, v in zip(out, (k, d, "timeout", s[0], target), strict=True):
+                out[col].append(v)
+            s[0], s[1], s[2] = target, d, max(s[2], d)
+
     n = 0
     for k, t, ev in records:
         n += 1
@@ -98,12 +108,8 @@ def python_loop(src: sk.Log, dst: sk.Log, machine: sk.Machine, *, rows: bool = F
         s = state.get(k)
         if s is None:
             s = state[k] = [machine.initial, t, t]
-        while s[0] in timeouts and s[1] + timeouts[s[0]][0] <= wm:
-            after, target = timeouts[s[0]]
-            d = s[1] + after
-            for col, v in zip(out, (k, d, "timeout", s[0], target), strict=True):
-                out[col].append(v)
-            s[0], s[1], s[2] = target, d, max(s[2], d)
+        if s[0] in timeouts:
+            fire(k, s, wm)
         if t < s[2]:
             continue
         target = table.get((s[0], ev))
@@ -114,12 +120,7 @@ def python_loop(src: sk.Log, dst: sk.Log, machine: sk.Machine, *, rows: bool = F
             out[col].append(v)
         s[0], s[1], s[2] = target, t, t
     for k, s in state.items():  # the batch-end flush: timeouts the log has moved past
-        while s[0] in timeouts and s[1] + timeouts[s[0]][0] <= wm:
-            after, target = timeouts[s[0]]
-            d = s[1] + after
-            for col, v in zip(out, (k, d, "timeout", s[0], target), strict=True):
-                out[col].append(v)
-            s[0], s[1], s[2] = target, d, max(s[2], d)
+        fire(k, s, wm)
     hist = pl.DataFrame(out).with_columns(pl.col("time").cast(pl.Datetime("us")))
     dst.append(hist)
     return n
