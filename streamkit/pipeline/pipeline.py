@@ -748,6 +748,9 @@ class _Progress:
 
 
 def _interactive() -> bool:
-    if "ipykernel" in sys.modules:
+    """A notebook kernel or a terminal: somewhere a progress bar can be seen."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None and type(shell).__name__ == "ZMQInteractiveShell":
         return True
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
