@@ -682,9 +682,17 @@ class Machine:
     def _repr_html_(self) -> str:
         report = self.validate()
         parts = [
-            f"<div><p><b>Machine {html.escape(self.name)}</b> — {len(self.states)} states, "
-            f"{len(self.events)} events, {len(self.transitions)} transitions, "
-            f"{len(self.timeouts)} timeouts</p>"
+            f"<div><p><b>Machine {html.escape(self.name)}</b> — "
+            + ", ".join(
+                _count(n, word)
+                for n, word in (
+                    (len(self.states), "state"),
+                    (len(self.events), "event"),
+                    (len(self.transitions), "transition"),
+                    (len(self.timeouts), "timeout"),
+                )
+            )
+            + "</p>"
         ]
         if len(self.states) <= _HTML_DIAGRAM_MAX_STATES:
             parts.append(self._svg())
@@ -710,6 +718,11 @@ class Machine:
         fig.savefig(buffer, format="svg", bbox_inches="tight")
         svg = buffer.getvalue()
         return svg[svg.find("<svg") :]
+
+
+def _count(n: int, word: str) -> str:
+    """``3 states``, ``1 timeout``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _listify(value: Iterable[object] | None) -> object:
