@@ -68,9 +68,17 @@ class Operator:
     def open(self, entry: dict[str, Any] | None, ckpts: CheckpointStore, schema: pl.Schema) -> None:
         """Restore state from a checkpoint entry (None: start empty)."""
 
-    def snapshot(self, ckpts: CheckpointStore) -> dict[str, Any]:
-        """Persist state; return the checkpoint entry describing it."""
+    def freeze(self) -> Any:
+        """A copy of the state as of now, safe to persist while the next batch runs."""
+        return None
+
+    def persist(self, ckpts: CheckpointStore, frozen: Any) -> dict[str, Any]:
+        """Write a frozen state; return the checkpoint entry describing it."""
         return {"kind": self.kind}
+
+    def snapshot(self, ckpts: CheckpointStore) -> dict[str, Any]:
+        """Persist the current state; return its checkpoint entry."""
+        return self.persist(ckpts, self.freeze())
 
     def fingerprint(self) -> str:
         return self.kind
@@ -340,6 +348,7 @@ class Transitions(Operator):
         self._opened = True
 
     def state_frame(self) -> pl.DataFrame:
+        """The per-key state as the contract's columns (a copy of the arrays)."""
         n = len(self.index)
         if self._time_dtype is None or self._key_dtype is None:
             return pl.DataFrame(
@@ -355,19 +364,18 @@ class Transitions(Operator):
         return pl.DataFrame(
             {
                 "key": self.index.keys,
-                "state": names.gather(self.kstate.state[:n]),
-                "since": pl.Series(self.kstate.since[:n]).cast(self._time_dtype),
-                "last_time": pl.Series(self.kstate.last[:n]).cast(self._time_dtype),
-                "events": pl.Series(self.kstate.events[:n], dtype=pl.Int64),
+                "state": names.gather(np.array(self.kstate.state[:n])),
+                "since": pl.Series(np.array(self.kstate.since[:n])).cast(self._time_dtype),
+                "last_time": pl.Series(np.array(self.kstate.last[:n])).cast(self._time_dtype),
+                "events": pl.Series(np.array(self.kstate.events[:n]), dtype=pl.Int64),
             }
         )
 
-    def snapshot(self, ckpts: CheckpointStore) -> dict[str, Any]:
-        ref = ckpts.write_state(self.state_frame())
+    def freeze(self) -> Any:
         fingerprint = self.machine.fingerprint()
         if fingerprint not in self.machines_used:
             self.machines_used.append(fingerprint)
-        return {
+        entry = {
             "kind": self.kind,
             "machine": fingerprint,
             "machines_used": list(self.machines_used),
@@ -375,8 +383,12 @@ class Transitions(Operator):
             "states": list(self.machine.states),
             "watermark": self.watermark,
             "keys": len(self.index),
-            "state_file": ref.to_dict(),
         }
+        return entry, self.state_frame()
+
+    def persist(self, ckpts: CheckpointStore, frozen: Any) -> dict[str, Any]:
+        entry, table = frozen
+        return dict(entry, state_file=ckpts.write_state(table).to_dict())
 
     # ------------------------------------------------------------- process
     def process(self, frame: pl.LazyFrame, ctx: BatchContext) -> pl.LazyFrame:

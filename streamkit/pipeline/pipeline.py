@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import html
 import logging
@@ -9,7 +10,10 @@ import os
 import re
 import socket
 import sys
+import threading
 import time as _time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -434,42 +438,82 @@ class Pipeline:
         report = RunReport(self.name, checkpoint=latest.id if latest else None)
         report.start_offset = report.end_offset = cp.position
         bar = _Progress(self.name, cp.position, max(end, cp.position), progress)
+        # Batch N+1 is read and computed while batch N's outputs, state and
+        # checkpoint are written by one worker thread: commits stay strictly in
+        # order, and nothing of N+1 is written before N's checkpoint is committed.
+        origin = threading.current_thread().name  # worker named after its run's thread
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{origin}/streamkit")
+        inflight: Future[Checkpoint] | None = None
+        next_pos, planned = cp.position, 0
         try:
-            while max_batches is None or report.batches < max_batches:
+            while True:
+                prepared: _Batch | None = None
+                todo: tuple[int, int] | None = None
                 if pending is not None:
-                    lo, hi = pending
-                    pending = None
-                elif cp.position < end:
-                    lo, hi = cp.position, min(cp.position + rows_per_batch, end)
-                else:
+                    todo, pending = pending, None
+                elif next_pos < end and (max_batches is None or planned < max_batches):
+                    todo = (next_pos, min(next_pos + rows_per_batch, end))
+                elif inflight is None:
                     break
                 t0 = _time.perf_counter()
-                try:
-                    cp = self._run_batch(ckpts, cp, epoch, lo, hi, executor, report)
-                except _BatchConflict as conflict:
-                    # An overtaken run wrote this batch for another source range
-                    # first: recompute exactly that range from the checkpoint.
-                    self._open_operators(cp, ckpts)
-                    pending = conflict.range
-                    continue
-                if report.batches == 1 and cp.retracted:
-                    # An overtaken run may have appended after our reconcile; our
-                    # own append now rejects any lower seq, so one more pass is final.
-                    for lg in (self.sink, self._quarantine_log_if_any()):
-                        if lg is not None:
-                            lg._retract(self.writer_id, list(cp.retracted))
-                report.batch_seconds.append(_time.perf_counter() - t0)
-                report.end_offset = hi
-                bar.update(hi)
-                if report.batches % 10 == 0:
-                    self._prune(ckpts, epoch, cp)
+                if todo is not None:  # else nothing left to prepare: land the last batch
+                    lo, hi = todo
+                    try:
+                        prepared = self._prepare(lo, hi, executor)
+                    except BaseException:
+                        if inflight is not None:  # let the previous batch land first
+                            cp = inflight.result()
+                            inflight = None
+                        raise
+                    planned += 1
+                if inflight is not None:
+                    try:
+                        cp = self._landed(inflight, ckpts, epoch, report, bar)
+                    except _BatchConflict as conflict:
+                        # An overtaken run wrote that batch for another source range:
+                        # drop what was computed after it, redo exactly that range.
+                        self._open_operators(cp, ckpts)
+                        pending, next_pos = conflict.range, conflict.range[1]
+                        planned -= prepared is not None
+                        continue
+                    finally:
+                        inflight = None
+                if prepared is not None:
+                    inflight = pool.submit(self._commit, ckpts, cp, epoch, prepared, report)
+                    next_pos = hi
+                    report.batch_seconds.append(_time.perf_counter() - t0)
         finally:
+            if inflight is not None:
+                with contextlib.suppress(BaseException):
+                    inflight.result()
+            pool.shutdown(wait=True)
             bar.close()
         self._prune(ckpts, epoch, cp)
         report.caught_up = cp.position >= end
         report.seconds = _time.perf_counter() - started
         logger.debug("%s", report)
         return report
+
+    def _landed(
+        self,
+        future: Future[Checkpoint],
+        ckpts: CheckpointStore,
+        epoch: int,
+        report: RunReport,
+        bar: _Progress,
+    ) -> Checkpoint:
+        """Wait for a batch's commit; then progress, retractions and retention."""
+        cp = future.result()
+        if report.batches == 1 and cp.retracted:
+            # An overtaken run may have appended after our reconcile; our own
+            # append now rejects any lower seq, so one more pass is final.
+            for lg in (self.sink, self._quarantine_log_if_any()):
+                if lg is not None:
+                    lg._retract(self.writer_id, list(cp.retracted))
+        bar.update(cp.position)
+        if report.batches % 10 == 0:
+            self._prune(ckpts, epoch, cp)
+        return cp
 
     def _prune(self, ckpts: CheckpointStore, epoch: int, cp: Checkpoint) -> None:
         """Retention, only while this run holds the lease (never under a newer run)."""
@@ -485,16 +529,8 @@ class Pipeline:
                 "truncated. Reprocess with run(from_checkpoint=0) to accept the loss"
             )
 
-    def _run_batch(
-        self,
-        ckpts: CheckpointStore,
-        cp: Checkpoint,
-        epoch: int,
-        lo: int,
-        hi: int,
-        executor: Executor,
-        report: RunReport,
-    ) -> Checkpoint:
+    def _prepare(self, lo: int, hi: int, executor: Executor) -> _Batch:
+        """Read source offsets ``[lo, hi)`` and run the operators (advances their state)."""
         from streamkit.storage import Position
 
         ctx = BatchContext(key=self.source.key, time=self.source.time, executor=executor)
@@ -521,34 +557,52 @@ class Pipeline:
             ) from None
         if OFFSET in out.columns:
             out = out.drop(OFFSET)
+        frozen = {op.op_id: op.freeze() for op in self.operators if op.stateful}
+        quarantine = pl.concat(ctx.quarantine) if ctx.quarantine else None
+        return _Batch(lo, hi, out, quarantine, frozen, ctx.counts)
+
+    def _commit(
+        self,
+        ckpts: CheckpointStore,
+        cp: Checkpoint,
+        epoch: int,
+        batch: _Batch,
+        report: RunReport,
+    ) -> Checkpoint:
+        """Append a prepared batch's outputs exactly once, persist its state and
+        commit its checkpoint (runs beside the preparation of the next batch)."""
+        counts = dict(batch.counts)
         seq = cp.id + 1
-        meta = {"start": lo, "end": hi}
+        meta = {"start": batch.lo, "end": batch.hi}
         ckpts.check_lease(epoch)
         outputs: dict[str, dict[str, Any]] = {}
         if self.sink is not None:
-            self._append_once(self.sink, out, seq, meta)
-            ctx.count("rows_out", out.height)
+            self._append_once(self.sink, batch.out, seq, meta)
+            counts["rows_out"] = batch.out.height
             outputs["sink"] = {"log": self.sink.name, "end": self.sink.end().offset}
-        if ctx.quarantine:
+        if batch.quarantine is not None:
             qlog = self._quarantine_log()
-            q = pl.concat(ctx.quarantine)
-            self._append_once(qlog, q, seq, meta)
-            ctx.count("quarantined", q.height)
+            self._append_once(qlog, batch.quarantine, seq, meta)
+            counts["quarantined"] = batch.quarantine.height
             outputs["quarantine"] = {"end": qlog.end().offset}
-        entries = {op.op_id: op.snapshot(ckpts) for op in self.operators if op.stateful}
-        counts = {k: cp.counts.get(k, 0) + ctx.counts.get(k, 0) for k in _COUNTS}
-        counts["batches"] = cp.counts.get("batches", 0) + 1
+        entries = {
+            op.op_id: op.persist(ckpts, batch.frozen[op.op_id])
+            for op in self.operators
+            if op.stateful
+        }
+        totals = {k: cp.counts.get(k, 0) + counts.get(k, 0) for k in _COUNTS}
+        totals["batches"] = cp.counts.get("batches", 0) + 1
         new = Checkpoint(
             id=seq,
             parent=cp.id,
             epoch=epoch,
             created=datetime.now(UTC).isoformat(),
             source=getattr(self.source, "name", ""),
-            position=hi,
-            batch=(lo, hi),
+            position=batch.hi,
+            batch=(batch.lo, batch.hi),
             operators=entries,
             outputs=outputs,
-            counts=counts,
+            counts=totals,
             retracted=list(cp.retracted),
             plan=self._plan(),
         )
@@ -562,12 +616,10 @@ class Pipeline:
                 )
             new = other  # an older run finished the same deterministic batch first
         report.batches += 1
-        report.rows_in += ctx.counts.get("rows_in", 0)
-        report.rows_out += ctx.counts.get("rows_out", 0)
-        report.quarantined += ctx.counts.get("quarantined", 0)
-        report.ignored += ctx.counts.get("ignored", 0)
-        report.late += ctx.counts.get("late", 0)
+        for name in ("rows_in", "rows_out", "quarantined", "ignored", "late"):
+            setattr(report, name, getattr(report, name) + counts.get(name, 0))
         report.checkpoint = new.id
+        report.end_offset = batch.hi
         return new
 
     def _append_once(self, log: Log, frame: pl.DataFrame, seq: int, meta: dict[str, int]) -> None:
@@ -706,6 +758,18 @@ class Pipeline:
             f"<div><b>Pipeline {html.escape(self.name)}</b><ol>{items}</ol>"
             f"<div>last checkpoint: {last}</div></div>"
         )
+
+
+@dataclass
+class _Batch:
+    """A prepared micro-batch: outputs and frozen state, not yet committed."""
+
+    lo: int
+    hi: int
+    out: pl.DataFrame
+    quarantine: pl.DataFrame | None
+    frozen: dict[str, Any]
+    counts: dict[str, int]
 
 
 class _BatchConflict(Exception):

@@ -62,6 +62,11 @@ def run_in_thread(name: str, fn: Callable[[], Any], results: dict[str, Any]) -> 
     return thread
 
 
+def _run_thread() -> str:
+    """The thread that started the run (a run's commit worker is named after it)."""
+    return threading.current_thread().name.split("/")[0]
+
+
 def pause_first_lease_check_of(
     monkeypatch: pytest.MonkeyPatch,
     thread_name: str,
@@ -74,7 +79,7 @@ def pause_first_lease_check_of(
 
     def check(self: CheckpointStore, epoch: int) -> None:
         original(self, epoch)
-        if threading.current_thread().name == thread_name:
+        if _run_thread() == thread_name:
             calls["n"] += 1
             if calls["n"] == 1:
                 paused.set()
@@ -102,7 +107,7 @@ def test_a_newer_run_redoes_the_batch_an_overtaken_run_wrote_for_another_range(
 
     def reconcile(self: sk.Pipeline, cp: Any) -> Any:
         pending = real_reconcile(self, cp)
-        if threading.current_thread().name == "B":
+        if _run_thread() == "B":
             b_reconciled.set()
             a_appended.wait(10)  # A appends its 3-row batch after B reconciled
         return pending
@@ -134,7 +139,7 @@ def test_an_overtaken_append_after_a_newer_rewind_is_retracted_at_once(
 
     def reconcile(self: sk.Pipeline, cp: Any) -> Any:
         pending = real_reconcile(self, cp)
-        if threading.current_thread().name == "B":
+        if _run_thread() == "B":
             b_reconciled.set()
             threads["A"].join(10)  # A appends (and then fails its lease) meanwhile
         return pending
