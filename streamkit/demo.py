@@ -139,10 +139,7 @@ def _table(df: pl.DataFrame) -> str:
 
 
 def _write_plots(store: Any, pipe: Any, folder: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend, nothing left open
 
     from streamkit import plot
     from streamkit.datasets import order_machine
@@ -159,12 +156,9 @@ def _write_plots(store: Any, pipe: Any, folder: Path) -> list[Path]:
     }
     paths = []
     for name, draw in figures.items():
-        fig, ax = plt.subplots(figsize=(18, 5) if name == "process_map.png" else (10, 6))
-        try:
-            draw(ax)
-            fig.tight_layout()
-            fig.savefig(folder / name, dpi=100)
-        finally:
-            plt.close(fig)
+        fig = Figure(figsize=(18, 5) if name == "process_map.png" else (10, 6))
+        draw(fig.add_subplot())
+        fig.tight_layout()
+        fig.savefig(folder / name, dpi=100)
         paths.append(folder / name)
     return paths
