@@ -3,8 +3,10 @@
 An operator turns the frame of one micro-batch into the next frame. Stateless
 operators (``Filter``, ``WithColumns``) are plain Polars expressions applied
 lazily; a stateful operator (``Transitions``) also restores its state from a
-checkpoint entry and writes a new entry after each batch. The runner knows only
-this small interface, so new operators (windows, dedupe) slot in beside these.
+checkpoint entry (``open``), copies it at the end of each batch (``freeze``, on
+the run's thread) and writes that copy as the next entry (``persist``, on the
+commit thread, while the next batch runs). The runner knows only this small
+interface, so new operators (windows, dedupe) slot in beside these.
 """
 
 from __future__ import annotations
@@ -28,11 +30,8 @@ if TYPE_CHECKING:
 
 #: Internal column carrying each row's source-log offset through the operators.
 OFFSET = "__streamkit_offset"
-#: Columns of the quarantine besides the source log's key and time columns.
-QUARANTINE_COLUMNS = ("event", "reason", "state", "offset", "data")
 
 OnUndefined = Literal["quarantine", "ignore", "error"]
-HISTORY_SCHEMA_COLUMNS = ("key", "time", "event", "from_state", "to_state")
 
 
 @dataclass
@@ -65,7 +64,7 @@ class Operator:
         raise NotImplementedError
 
     # Stateful operators override these three.
-    def open(self, entry: dict[str, Any] | None, ckpts: CheckpointStore, schema: pl.Schema) -> None:
+    def open(self, entry: dict[str, Any] | None, ckpts: CheckpointStore) -> None:
         """Restore state from a checkpoint entry (None: start empty)."""
 
     def freeze(self) -> Any:
@@ -211,13 +210,13 @@ class WithColumns(Operator):
         return {"id": self.op_id, "kind": self.kind, "exprs": exprs, "named": named}
 
 
-def time_tick(dtype: pl.DataType, tick: timedelta | None) -> tuple[timedelta | int, str]:
-    """The duration of one integer unit of a time column, and a label for it."""
+def time_tick(dtype: pl.DataType, tick: timedelta | None) -> timedelta | int:
+    """The duration of one integer unit of a time column (an int counts nanoseconds)."""
     if isinstance(dtype, pl.Datetime):
         unit = dtype.time_unit or "us"
         if unit == "ns":
-            return 1, "ns"  # kernel: an int tick counts nanoseconds
-        return (timedelta(microseconds=1) if unit == "us" else timedelta(milliseconds=1)), unit
+            return 1  # kernel: an int tick counts nanoseconds
+        return timedelta(microseconds=1) if unit == "us" else timedelta(milliseconds=1)
     if dtype.is_integer():
         if tick is None:
             raise ConfigurationError(
@@ -225,7 +224,7 @@ def time_tick(dtype: pl.DataType, tick: timedelta | None) -> tuple[timedelta | i
                 "one unit is with .transitions(..., tick=timedelta(milliseconds=1)) (or "
                 "seconds=1, ...), so that timeouts fire at the right time"
             )
-        return tick, f"tick={tick}"
+        return tick
     raise ConfigurationError(
         f"the time column must be Datetime or an integer type, found {dtype}; "
         "cast it with .with_columns(...) before .transitions()"
@@ -293,7 +292,7 @@ class Transitions(Operator):
         }
 
     # --------------------------------------------------------------- state
-    def open(self, entry: dict[str, Any] | None, ckpts: CheckpointStore, schema: pl.Schema) -> None:
+    def open(self, entry: dict[str, Any] | None, ckpts: CheckpointStore) -> None:
         from streamkit.kernel import KeyIndex, KeyState, compile
 
         self._time_dtype: pl.DataType | None = None
@@ -398,7 +397,7 @@ class Transitions(Operator):
             given = self.tick
             if given is None and not self.machine.timeouts and time_s.dtype.is_integer():
                 given = timedelta(seconds=1)  # no timeouts: the unit does not matter
-            tick, _ = time_tick(time_s.dtype, given)
+            tick = time_tick(time_s.dtype, given)
             self.cm = self._compile(self.machine, tick=tick)
         if self._time_dtype is None:
             self._time_dtype = time_s.dtype

@@ -175,7 +175,7 @@ def _replay(
             return False, f"the log was truncated (starts at offset {start}): cannot replay"
     fresh = [o.fresh(on_undefined="ignore") if o is op else o.fresh() for o in pipe.operators]
     replayer = next(o for o in fresh if isinstance(o, Transitions))
-    replayer.open(None, pipe._ckpts(), pl.Schema())
+    replayer.open(None, pipe._ckpts())
     executor = LocalExecutor()
     pos = start
     step = max(pipe.batch_rows, 1)

@@ -264,7 +264,6 @@ class Pipeline:
             raise ConfigurationError(f"pipeline {self.name!r} has no source: call .read(log)")
 
     def _open_operators(self, cp: Checkpoint, ckpts: CheckpointStore) -> None:
-        schema = self.source.schema or pl.Schema()
         for op in self.operators:
             entry = cp.operators.get(op.op_id)
             if entry is not None and entry.get("kind") != op.kind:
@@ -278,7 +277,7 @@ class Pipeline:
                     f"checkpoint {cp.id} has no state for operator {op.op_id!r}; the "
                     "pipeline's operators changed: start over with run(from_checkpoint=0)"
                 )
-            op.open(entry, ckpts, schema)
+            op.open(entry, ckpts)
 
     def _reconcile(self, cp: Checkpoint) -> tuple[int, int] | None:
         """Re-apply retractions; return the range of a batch whose outputs committed
@@ -445,6 +444,7 @@ class Pipeline:
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{origin}/streamkit")
         inflight: Future[Checkpoint] | None = None
         next_pos, planned = cp.position, 0
+        plan = self._plan()  # stored in every checkpoint; computed once per run
         try:
             while True:
                 prepared: _Batch | None = None
@@ -479,7 +479,7 @@ class Pipeline:
                     finally:
                         inflight = None
                 if prepared is not None:
-                    inflight = pool.submit(self._commit, ckpts, cp, epoch, prepared, report)
+                    inflight = pool.submit(self._commit, ckpts, cp, epoch, prepared, report, plan)
                     next_pos = hi
                     report.batch_seconds.append(_time.perf_counter() - t0)
         finally:
@@ -568,6 +568,7 @@ class Pipeline:
         epoch: int,
         batch: _Batch,
         report: RunReport,
+        plan: dict[str, Any] | None,
     ) -> Checkpoint:
         """Append a prepared batch's outputs exactly once, persist its state and
         commit its checkpoint (runs beside the preparation of the next batch)."""
@@ -604,7 +605,7 @@ class Pipeline:
             outputs=outputs,
             counts=totals,
             retracted=list(cp.retracted),
-            plan=self._plan(),
+            plan=plan,
         )
         ckpts.check_lease(epoch)
         if not ckpts.commit(new):
@@ -690,7 +691,7 @@ class Pipeline:
         cp = ckpts.read(checkpoint) if checkpoint is not None else ckpts.latest()
         entry = cp.operators.get(op.op_id) if cp is not None else None
         probe = op.fresh()
-        probe.open(entry, ckpts, pl.Schema())
+        probe.open(entry, ckpts)
         return probe.state_frame()
 
     def quarantine(self) -> pl.DataFrame:
