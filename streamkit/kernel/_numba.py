@@ -51,6 +51,8 @@ _EMPTY_I64.setflags(write=False)
 
 # Columns of the per-state timeout table handed to the kernel (see _timeout_table).
 _HAS, _AFTER, _LIM, _TO, _SPAN = 0, 1, 2, 3, 4
+_NCOL = 5  # columns of that table
+_RW = 4  # int64 slots of a key's record
 # How the inner loops stop: done, timeout buffers full (grow and resume), bad state code.
 _DONE, _FULL, _BAD = 0, 1, 2
 # Prefetch the record of the key this many events ahead: the key's record is
@@ -61,15 +63,14 @@ _PREFETCH_AHEAD = 32
 
 @intrinsic
 def _prefetch_row(typingctx: Any, records: Any, row: Any) -> Any:  # pragma: no cover - compiled
-    """Hint the CPU to fetch ``records[row, 0]`` (no fault, no effect on results)."""
+    """Hint the CPU to fetch ``records[row]`` of a 1-d array (no fault, no effect on results)."""
     sig = types.void(records, row)
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         rec_type = signature.args[0]
         array = context.make_array(rec_type)(context, builder, args[0])
-        zero = context.get_constant(types.intp, 0)
         ptr = cgutils.get_item_pointer(  # type: ignore[no-untyped-call]
-            context, builder, rec_type, array, [args[1], zero], wraparound=False
+            context, builder, rec_type, array, [args[1]], wraparound=False
         )
         i8p = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
@@ -85,6 +86,12 @@ def _prefetch_row(typingctx: Any, records: Any, row: Any) -> Any:  # pragma: no 
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _at(row: Any, col: int) -> Any:  # pragma: no cover - compiled
+    """Index of ``(row, col)`` in the flat timeout table (unsigned arithmetic)."""
+    return np.uint64(row) * np.uint64(_NCOL) + np.uint64(col)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _maybe_due(tmo: Any, row: Any, since: Any, wm: Any) -> Any:  # pragma: no cover - compiled
     """A cheap superset of :func:`_due`: one unsigned comparison, so one branch.
 
@@ -93,7 +100,7 @@ def _maybe_due(tmo: Any, row: Any, since: Any, wm: Any) -> Any:  # pragma: no co
     without a timeout. Every due key passes; the rare false positives (``since >
     wm``, or a distance of exactly 2**64 - 1) are weeded out by ``_due``.
     """
-    return np.uint64(wm) - np.uint64(since) >= np.uint64(tmo[row, _SPAN])
+    return np.uint64(wm) - np.uint64(since) >= np.uint64(tmo[_at(row, _SPAN)])
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -104,8 +111,8 @@ def _due(tmo: Any, row: Any, since: Any, wm: Any) -> Any:  # pragma: no cover - 
     Exact and overflow-free for all int64 values: with ``lim = int64 min +
     after``, ``wm >= lim`` makes ``wm - after`` representable.
     """
-    lim = tmo[row, _LIM]
-    return (tmo[row, _HAS] != 0) and wm >= lim and since <= wm - tmo[row, _AFTER]
+    lim = tmo[_at(row, _LIM)]
+    return (tmo[_at(row, _HAS)] != 0) and wm >= lim and since <= wm - tmo[_at(row, _AFTER)]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -133,17 +140,17 @@ def _fire_chain(
     """
     full = False
     while True:
-        if m == t_key.shape[0]:
+        if m == np.uint64(t_key.shape[0]):
             full = True
             break
-        deadline = since + tmo[s + 1, _AFTER]
-        nxt = tmo[s + 1, _TO]
+        deadline = since + tmo[_at(s + 1, _AFTER)]
+        nxt = tmo[_at(s + 1, _TO)]
         t_key[m] = k
         t_time[m] = deadline
         t_from[m] = s
         t_to[m] = nxt
         t_before[m] = before
-        m += 1
+        m += np.uint64(1)
         s = nxt
         since = deadline
         last = max(last, deadline)
@@ -184,24 +191,28 @@ def _run_events(
     No allocation happens here, so the loop carries no reference counting.
     """
     n = key_ids.shape[0]
-    n_states = tmo.shape[0] - 1
+    n_states = np.uint64(tmo.shape[0] // _NCOL - 1)
+    width = np.uint64(table1.shape[0]) // n_states  # columns of table1: events + 1
     # Indices are unsigned (all are >= 0, checked by the caller): numba then
     # skips its negative-index wraparound code, a good share of the loop's work.
+    # The arrays are flat (1-d) so that an index is a shift and an add.
     u_last = np.uint64(n - 1)
     ahead = np.uint64(_PREFETCH_AHEAD)
+    rw = np.uint64(_RW)
+    mu = np.uint64(m)
     for u in range(np.uint64(i0), np.uint64(n)):
-        _prefetch_row(rec, np.uint64(key_ids[min(u + ahead, u_last)]))  # type: ignore[call-arg]
-        k = np.uint64(key_ids[u])
+        _prefetch_row(rec, np.uint64(key_ids[min(u + ahead, u_last)]) * rw)  # type: ignore[call-arg]
+        r = np.uint64(key_ids[u]) * rw
         t = times[u]
         wm_before = wm
         wm = wm_given[u] if use_given else max(wm, t)
         # Slot 0 holds the int32 state in its low half (the high half is padding).
-        s0 = np.int64(np.int32(rec[k, 0]))
-        since0 = rec[k, 1]
-        last0 = rec[k, 2]
+        s0 = np.int64(np.int32(rec[r]))
+        since0 = rec[r + np.uint64(1)]
+        last0 = rec[r + np.uint64(2)]
         row0 = np.uint64(s0 + 1)  # tmo row: 0 for "never seen"
-        if row0 > np.uint64(n_states):  # s0 outside [-1, n_states)
-            return np.int64(u), wm_before, m, _BAD
+        if row0 > n_states:  # s0 outside [-1, n_states)
+            return np.int64(u), wm_before, np.int64(mu), _BAD
         # Rule 1, without a branch: a key's first event puts it in the initial state.
         first = s0 < 0
         s = initial if first else s0
@@ -209,15 +220,15 @@ def _run_events(
         last = t if first else last0
         # Rule 2: timeouts due before this event (row 0 of tmo has none).
         if _maybe_due(tmo, row0, since0, wm) and not first and _due(tmo, row0, since, wm):
-            s, since, last, m, full = _fire_chain(
-                np.int64(k), s, since, last, wm, np.int64(u), tmo,
-                t_key, t_time, t_from, t_to, t_before, m,
+            s, since, last, mu, full = _fire_chain(
+                np.int64(key_ids[u]), s, since, last, wm, np.int64(u), tmo,
+                t_key, t_time, t_from, t_to, t_before, mu,
             )  # fmt: skip
-            rec[k, 0] = s
-            rec[k, 1] = since
-            rec[k, 2] = last
+            rec[r] = s
+            rec[r + np.uint64(1)] = since
+            rec[r + np.uint64(2)] = last
             if full:
-                return np.int64(u), wm_before, m, _FULL
+                return np.int64(u), wm_before, np.int64(mu), _FULL
         from_s[u] = s
         if t < last:
             # Rule 3: late; changes nothing.
@@ -225,16 +236,16 @@ def _run_events(
             to_s[u] = s
             continue
         # Rules 4 and 5, without branches: column 0 of table1 is event -1 (undefined).
-        target = table1[np.uint64(s), np.uint64(events[u] + 1)]
+        target = table1[np.uint64(s) * width + np.uint64(events[u] + 1)]
         fired = target >= 0
         new_s = target if fired else s
         status[u] = 0 if fired else 1
         to_s[u] = new_s
-        rec[k, 0] = new_s
-        rec[k, 1] = t if fired else since
-        rec[k, 2] = t
-        rec[k, 3] += 1
-    return n, wm, m, _DONE
+        rec[r] = new_s
+        rec[r + np.uint64(1)] = t if fired else since
+        rec[r + np.uint64(2)] = t
+        rec[r + np.uint64(3)] += 1
+    return n, wm, np.int64(mu), _DONE
 
 
 @numba.njit(cache=True, nogil=True)
@@ -252,24 +263,28 @@ def _run_flush(
     m: int,
 ) -> Any:  # pragma: no cover - compiled
     """Rule 6 for keys ``k0..`` in id order; returns ``(k, m, code)`` like ``_run_events``."""
-    n_keys = rec.shape[0]
-    n_states = tmo.shape[0] - 1
+    n_keys = rec.shape[0] // _RW
+    n_states = np.uint64(tmo.shape[0] // _NCOL - 1)
+    rw = np.uint64(_RW)
+    mu = np.uint64(m)
     for k in range(k0, n_keys):
-        s = np.int64(np.int32(rec[k, 0]))
-        if np.uint64(s + 1) > np.uint64(n_states):  # s outside [-1, n_states)
-            return k, m, _BAD
+        r = np.uint64(k) * rw
+        s = np.int64(np.int32(rec[r]))
+        if np.uint64(s + 1) > n_states:  # s outside [-1, n_states)
+            return k, np.int64(mu), _BAD
         # Row 0 of tmo ("never seen") has no timeout.
-        if _maybe_due(tmo, s + 1, rec[k, 1], wm) and _due(tmo, s + 1, rec[k, 1], wm):
-            s, since, last, m, full = _fire_chain(
-                k, s, rec[k, 1], rec[k, 2], wm, before, tmo,
-                t_key, t_time, t_from, t_to, t_before, m,
+        since = rec[r + np.uint64(1)]
+        if _maybe_due(tmo, s + 1, since, wm) and _due(tmo, s + 1, since, wm):
+            s, since, last, mu, full = _fire_chain(
+                k, s, since, rec[r + np.uint64(2)], wm, before, tmo,
+                t_key, t_time, t_from, t_to, t_before, mu,
             )  # fmt: skip
-            rec[k, 0] = s
-            rec[k, 1] = since
-            rec[k, 2] = last
+            rec[r] = s
+            rec[r + np.uint64(1)] = since
+            rec[r + np.uint64(2)] = last
             if full:
-                return k, m, _FULL
-    return n_keys, m, _DONE
+                return k, np.int64(mu), _FULL
+    return n_keys, np.int64(mu), _DONE
 
 
 @numba.njit(cache=True, nogil=True)
@@ -353,7 +368,8 @@ def _execute(
     """Allocate the outputs, run the two compiled loops (growing the timeout
     buffers whenever they fill up) and wrap the result."""
     table1, tmo = _machine_tables(cm)
-    rec = records(state)
+    table1, tmo = table1.reshape(-1), tmo.reshape(-1)
+    rec = records(state).reshape(-1)  # a view: the kernel writes through
     n = len(k)
     from_s = np.empty(n, dtype=np.int32)
     to_s = np.empty(n, dtype=np.int32)
