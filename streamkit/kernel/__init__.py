@@ -4,7 +4,8 @@
 :class:`CompiledMachine` (dense integer tables); :class:`KeyIndex` maps keys to
 dense ids; :class:`KeyState` holds per-key state arrays; :func:`run_batch` runs a
 batch of events through the numba kernel and returns a :class:`BatchResult`,
-whose rows :func:`history_order` merges into per-key firing order.
+whose rows :func:`history_order` merges into per-key firing order and
+:func:`history_arrays` into the history's (time, firing order) columns.
 :mod:`streamkit.kernel.reference` is the plain-Python twin the tests compare
 against. The kernel knows nothing of storage or pipelines.
 
@@ -32,6 +33,7 @@ Examples
 from __future__ import annotations
 
 from streamkit.kernel._compile import CompiledMachine, compile, tick_nanoseconds
+from streamkit.kernel._history import history_arrays
 from streamkit.kernel._keys import KeyIndex
 from streamkit.kernel._numba import run_batch, warmup
 from streamkit.kernel._result import (
@@ -54,6 +56,7 @@ __all__ = [
     "KeyIndex",
     "KeyState",
     "compile",
+    "history_arrays",
     "history_order",
     "run_batch",
     "tick_nanoseconds",

@@ -1,25 +1,33 @@
-"""Keys of any dtype to dense integer ids, by Polars hash joins."""
+"""Keys of any dtype to dense integer ids.
+
+Strings, binaries, integers and temporal keys go through a compiled exact hash
+map over their bytes (:mod:`streamkit.kernel._hashmap`); other dtypes (booleans,
+floats, categoricals, ...) through Polars hash joins.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
 from streamkit.errors import SchemaError
+from streamkit.kernel._hashmap import ByteKeyMap
 
 __all__ = ["KeyIndex"]
-
-_MAX_CHUNKS = 8
 
 
 class KeyIndex:
     """Map keys (strings, integers, any hashable Polars dtype) to dense int64 ids.
 
     Ids are positions in :attr:`keys`: the first key ever seen gets 0, and new
-    keys get the next ids in order of first appearance. Lookups are Polars hash
-    joins, so string keys are never sorted and hash collisions are resolved by
-    the join. Keys must not be null (the log's key column is non-null).
+    keys get the next ids in order of first appearance. String, binary, integer
+    and temporal keys are looked up in a compiled hash map over their bytes that
+    compares the bytes of every match, so keys are never sorted and two keys with
+    the same hash still get different ids; other dtypes use Polars hash joins.
+    Keys must not be null (the log's key column is non-null).
 
     Examples
     --------
@@ -33,10 +41,11 @@ class KeyIndex:
     (['b', 'a', 'c'], 3)
     """
 
-    __slots__ = ("_table",)
+    __slots__ = ("_map", "_table")
 
     def __init__(self) -> None:
         self._table: pl.DataFrame | None = None
+        self._map: ByteKeyMap | None = None
 
     @classmethod
     def from_series(cls, keys: pl.Series) -> KeyIndex:
@@ -71,6 +80,9 @@ class KeyIndex:
                 "id": pl.int_range(0, len(keys), dtype=pl.Int64, eager=True),
             }
         )
+        if _hashable(keys.dtype):
+            index._map = ByteKeyMap()
+            index._map.lookup(*_key_bytes(keys), insert=True)
         return index
 
     def __len__(self) -> int:
@@ -125,14 +137,28 @@ class KeyIndex:
         if frame.schema["key"] == pl.Null:  # an empty series without a dtype
             return np.empty(0, dtype=np.int64)
         if self._table is None:
+            dtype = frame.schema["key"]
             self._table = pl.DataFrame(
-                {"key": pl.Series("key", [], dtype=frame.schema["key"]), "id": []},
-                schema={"key": frame.schema["key"], "id": pl.Int64},
+                {"key": pl.Series("key", [], dtype=dtype), "id": []},
+                schema={"key": dtype, "id": pl.Int64},
             )
-        if frame.schema["key"] == pl.String:
-            fast = self._lookup_or_insert_strings(frame["key"])
-            if fast is not None:
-                return fast
+            self._map = ByteKeyMap() if _hashable(dtype) else None
+        if self._map is not None:
+            keys = frame["key"]
+            ids, new_rows = self._map.lookup(*_key_bytes(keys), insert=True)
+            if len(new_rows):
+                start = self._table.height
+                self._append(
+                    pl.DataFrame(
+                        {
+                            "key": keys.gather(new_rows),
+                            "id": pl.int_range(
+                                start, start + len(new_rows), dtype=pl.Int64, eager=True
+                            ),
+                        }
+                    )
+                )
+            return ids
         ids = self._join(frame)
         missing = ids < 0
         if missing.any():
@@ -151,39 +177,6 @@ class KeyIndex:
             ids[missing] = sub["id"].to_numpy()
         return ids
 
-    def _lookup_or_insert_strings(self, keys: pl.Series) -> npt.NDArray[np.int64] | None:
-        """String keys: one categorical encoding of (known keys, then batch keys).
-
-        A fresh categorical mapping numbers distinct strings as it meets them, so
-        the known keys (unique, in id order) get codes 0..n-1 — their ids — and
-        the batch's new keys the next codes. That is checked, not assumed: when
-        the known keys did not get exactly their ids, return None and let the
-        hash join answer.
-        """
-        assert self._table is not None
-        known = self._table["key"]
-        n = len(known)
-        dtype = pl.Categorical(pl.Categories.random())
-        codes = pl.concat([known, keys]).cast(dtype).to_physical().to_numpy()
-        if not np.array_equal(codes[:n], np.arange(n, dtype=codes.dtype)):
-            return None
-        ids: npt.NDArray[np.int64] = codes[n:].astype(np.int64)
-        if ids.size and ids.max() >= n:
-            first = pl.Series(ids).arg_unique().to_numpy()  # first row of each key
-            rows = first[ids[first] >= n]
-            new_codes = ids[rows]
-            if not np.array_equal(new_codes, np.arange(n, n + len(rows))):
-                return None  # not numbered in order of first appearance: use the join
-            self._append(
-                pl.DataFrame(
-                    {
-                        "key": keys.gather(rows).rename("key"),
-                        "id": pl.Series("id", new_codes, dtype=pl.Int64),
-                    }
-                )
-            )
-        return ids
-
     def lookup(self, keys: pl.Series) -> npt.NDArray[np.int64]:
         """Return the id of each key, -1 for keys never seen; inserts nothing.
 
@@ -197,7 +190,10 @@ class KeyIndex:
         if self._table is None:
             _check_no_nulls(keys, "KeyIndex.lookup")
             return np.full(len(keys), -1, dtype=np.int64)
-        return self._join(self._frame(keys, "KeyIndex.lookup"))
+        frame = self._frame(keys, "KeyIndex.lookup")
+        if self._map is not None and frame.schema["key"] != pl.Null:
+            return self._map.lookup(*_key_bytes(frame["key"]))[0]
+        return self._join(frame)
 
     def _frame(self, keys: pl.Series, where: str) -> pl.DataFrame:
         if not isinstance(keys, pl.Series):
@@ -230,13 +226,35 @@ class KeyIndex:
 
     def _append(self, new: pl.DataFrame) -> None:
         assert self._table is not None
-        table = pl.concat([self._table, new], how="vertical", rechunk=False)
-        if table.n_chunks() > _MAX_CHUNKS:
-            table = table.rechunk()
-        self._table = table
+        # One chunk: gathers from a chunked Series (every batch's history keys) cost
+        # several times more than the copy of the keys that rechunking takes.
+        self._table = pl.concat([self._table, new], how="vertical", rechunk=True)
 
     def __repr__(self) -> str:
         return f"KeyIndex({len(self)} keys, dtype={self.dtype})"
+
+
+def _hashable(dtype: pl.DataType) -> bool:
+    """Dtypes whose values are their bytes: equal bytes exactly when equal values."""
+    return dtype in (pl.String, pl.Binary) or dtype.is_integer() or dtype.is_temporal()
+
+
+def _key_bytes(keys: pl.Series) -> tuple[npt.NDArray[np.uint8], Any, int]:
+    """``(data, offsets, width)`` for :meth:`ByteKeyMap.lookup`: Arrow's buffers of
+    string and binary keys, the machine bytes of fixed-width ones."""
+    if keys.dtype in (pl.String, pl.Binary):
+        arr = keys.rechunk().to_arrow()  # large_string / large_binary: int64 offsets
+        _, off_buf, data_buf = arr.buffers()
+        assert off_buf is not None
+        offsets = np.frombuffer(off_buf, dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+        data = (
+            np.frombuffer(data_buf, dtype=np.uint8)
+            if data_buf is not None
+            else np.empty(0, dtype=np.uint8)
+        )
+        return data, offsets, 0
+    values = np.ascontiguousarray(keys.to_physical().to_numpy())
+    return values.view(np.uint8).reshape(-1), None, values.dtype.itemsize
 
 
 def _check_no_nulls(keys: pl.Series, where: str) -> None:

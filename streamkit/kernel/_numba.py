@@ -605,7 +605,9 @@ def run_batch(
 
 
 def warmup() -> float:
-    """Compile the kernel (or load it from numba's on-disk cache) on tiny arrays.
+    """Compile every compiled function of the kernel package (or load them from
+    numba's on-disk cache) on tiny inputs: the kernel, the key index's hash map
+    and the history merge.
 
     Returns
     -------
@@ -618,6 +620,11 @@ def warmup() -> float:
     >>> warmup() >= 0.0
     True
     """
+    import polars as pl
+
+    from streamkit.kernel._history import history_arrays
+    from streamkit.kernel._keys import KeyIndex
+
     start = time.perf_counter()
     cm = CompiledMachine(
         ("a", "b"),
@@ -627,12 +634,14 @@ def warmup() -> float:
         np.array([-1, 0]),
         0,
     )
-    run_batch(
-        cm,
-        np.array([0, 0], dtype=np.int64),
-        np.array([0, -1], dtype=np.int32),
-        np.array([0, 5], dtype=np.int64),
-        KeyState.empty(1),
-        watermark=int(_I64_MIN),
-    )
+    KeyIndex().lookup_or_insert(pl.Series(range(2_000)))  # grows the hash table
+    for keys in (pl.Series(["k", "j"]), pl.Series([7, 8])):
+        index = KeyIndex()
+        ids = index.lookup_or_insert(keys)
+        index.lookup(keys)
+        for times in ([0, 5], [5, 0]):  # in time order, and not
+            t = np.array(times, dtype=np.int64)
+            e = np.array([0, 0], dtype=np.int32)
+            result = run_batch(cm, ids, e, t, KeyState.empty(2), watermark=int(_I64_MIN))
+            history_arrays(result, ids, t, e, timeout_code=1)
     return time.perf_counter() - start

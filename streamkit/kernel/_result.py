@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +16,18 @@ __all__ = [
     "BatchResult",
     "history_order",
 ]
+
+
+def readonly(values: npt.ArrayLike, dtype: type[np.generic]) -> npt.NDArray[Any]:
+    """A read-only, C-contiguous view (or copy) of ``values`` as ``dtype``.
+
+    Compiled functions get every input through this, so that numba sees one
+    array type per argument and compiles (and caches) one specialisation.
+    """
+    view = np.ascontiguousarray(values, dtype=dtype).view()
+    view.setflags(write=False)
+    return view
+
 
 #: Status of an event that fired a declared transition (self-loops included).
 FIRED = 0

@@ -416,7 +416,10 @@ class Transitions(Operator):
                 self.kstate,
                 watermark=self.watermark,
             )
-            return self._emit(df.drop("__sk_event"), res, ctx).lazy()
+            empty = np.empty(0, np.int64)
+            return self._emit(
+                df.drop("__sk_event"), res, ctx, empty, empty.astype(np.int32), empty
+            ).lazy()
         key_ids = self.index.lookup_or_insert(key_s)
         self.kstate.grow(len(self.index))
         codes = (
@@ -434,7 +437,7 @@ class Transitions(Operator):
         res = ctx.executor.run_batch(
             self.cm, key_ids, codes, times, self.kstate, watermark=self.watermark
         )
-        return self._emit(df, res, ctx).lazy()
+        return self._emit(df, res, ctx, key_ids, codes, times).lazy()
 
     @staticmethod
     def _quarantine_rows(
@@ -470,7 +473,15 @@ class Transitions(Operator):
             }
         )
 
-    def _emit(self, df: pl.DataFrame, res: Any, ctx: BatchContext) -> pl.DataFrame:
+    def _emit(
+        self,
+        df: pl.DataFrame,
+        res: Any,
+        ctx: BatchContext,
+        key_ids: np.ndarray[Any, Any],
+        codes: np.ndarray[Any, Any],
+        times: np.ndarray[Any, Any],
+    ) -> pl.DataFrame:
         self.watermark = int(res.watermark)
         states = pl.Series("s", list(self.machine.states), dtype=pl.String)
         status = res.status
@@ -492,32 +503,21 @@ class Transitions(Operator):
             ctx.count("ignored", int(undefined.sum()))
         setaside = late | undefined if self.on_undefined == "quarantine" else late
         ctx.quarantine.append(self._quarantine_rows(df, setaside, late, res, states, ctx))
-        # History rows: fired events and timeouts, in firing order. A timeout that
-        # fired before event i sorts before it (2*i < 2*i+1); ties keep firing order.
-        fired = np.flatnonzero(status == 0)
-        key_series, time_series = df[ctx.key], df[ctx.time]
-        n_t = len(res.t_key)
-        ev_rows = (
-            df.select(key=pl.col(ctx.key), time=pl.col(ctx.time), event=pl.col("__sk_event"))
-            .filter(pl.Series(status == 0))
-            .with_columns(
-                from_state=states.gather(res.from_state[fired]),
-                to_state=states.gather(res.to_state[fired]),
-                __ord=fired.astype(np.int64) * 2 + 1,
-            )
-        )
-        to_rows = pl.DataFrame(
+        # History rows: fired events and timeouts, ordered by (time, firing order):
+        # per key that is firing order (a key's times never decrease), and the
+        # output log, which stores each append in time order, finds them sorted.
+        # Built from integer codes; names come from small dictionaries.
+        from streamkit.kernel import history_arrays
+
+        events = self.machine.events
+        k, t, e, f, to = history_arrays(res, key_ids, times, codes, timeout_code=len(events))
+        names = pl.Series("e", [*events, "timeout"], dtype=pl.String)
+        return pl.DataFrame(
             {
-                "key": self.index.keys.gather(res.t_key).cast(key_series.dtype),
-                "time": pl.Series(res.t_time, dtype=pl.Int64).cast(time_series.dtype),
-                "event": pl.Series(["timeout"] * n_t, dtype=pl.String),
-                "from_state": states.gather(res.t_from),
-                "to_state": states.gather(res.t_to),
-                "__ord": np.asarray(res.t_before, dtype=np.int64) * 2,
+                "key": self.index.keys.gather(k).cast(df[ctx.key].dtype),
+                "time": pl.Series(t, dtype=pl.Int64).cast(df[ctx.time].dtype),
+                "event": names.gather(e),
+                "from_state": states.gather(f),
+                "to_state": states.gather(to),
             }
         )
-        # One sort by (time, firing order): per key this is firing order (a key's
-        # times never decrease), and the output log, which stores each append in
-        # time order, then finds the rows sorted already.
-        rows = ev_rows if n_t == 0 else pl.concat([ev_rows, to_rows])
-        return rows.sort("time", "__ord", maintain_order=True).drop("__ord")

@@ -6,7 +6,7 @@ A log lives under ``<store root>/<name>/``::
     _log/000000000000000000NN.json           one file per committed version
     _log/000000000000000000NN.snapshot.json  full state every 32 versions
     _log/_last_snapshot.json                 advisory hint, verified on use
-    data/p=PPP/<ms>-<uuid>.parquet           immutable segments (zstd)
+    data/p=PPP/<ms>-<uuid>.parquet           immutable segments (zstd level 1)
 
 A version becomes visible by creating its file with the create-if-absent
 primitive of :class:`~streamkit.storage._fs.FileSystem`; the writer that loses a
@@ -944,7 +944,10 @@ class _Written:
 
 
 def _write_parquet(frame: pl.DataFrame, target: Any) -> None:
-    frame.write_parquet(target, compression="zstd", statistics=True)
+    # zstd level 1: about a quarter faster to write than the default level 3 for
+    # some 10% more bytes, and as fast to read. Statistics let readers skip row
+    # groups by time.
+    frame.write_parquet(target, compression="zstd", compression_level=1, statistics=True)
 
 
 def _removal_body(op: str, gone: list[str], state: mf.LogState) -> dict[str, Any]:

@@ -115,3 +115,68 @@ def test_null_dtype_empty_series_fixes_nothing() -> None:
     index.lookup_or_insert(pl.Series([3]))
     assert index.lookup_or_insert(pl.Series([])).tolist() == []
     assert index.lookup(pl.Series([])).tolist() == []
+
+
+# ------------------------------------------------------------------ the hash map
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.integers(-(2**63), 2**63 - 1) | st.integers(-50, 50), max_size=400),
+        max_size=8,
+    ),
+    st.sampled_from([pl.Int64, pl.UInt64, pl.Datetime("us")]),
+)
+def test_fixed_width_keys_match_a_dict(batches: list[list[int]], dtype: pl.DataType) -> None:
+    """Integer and temporal keys (their machine bytes) against a plain dict."""
+    if dtype == pl.UInt64:
+        batches = [[v % 2**64 for v in b] for b in batches]
+    index = KeyIndex()
+    reference: dict[int, int] = {}
+    for batch in batches:
+        series = pl.Series(batch, dtype=pl.Int64 if dtype != pl.UInt64 else pl.UInt64)
+        expected = [reference.setdefault(k, len(reference)) for k in batch]
+        assert index.lookup_or_insert(series.cast(dtype)).tolist() == expected
+    assert index.keys.to_physical().to_list() == list(reference)
+
+
+def test_growth_across_many_keys_and_long_keys() -> None:
+    """Tens of thousands of keys (the table, id arrays and arena grow many times,
+    also in the middle of a batch), keys of every length from empty to 100 kB."""
+    rng = np.random.default_rng(3)
+    words = [f"k{i}" for i in range(40_000)] + ["", "x" * 100_000, "é∂" * 500]
+    reference: dict[str, int] = {}
+    index = KeyIndex()
+    for size in (1, 10, 5_000, 70_000, 3):
+        batch = [words[i] for i in rng.integers(0, len(words), size)]
+        expected = [reference.setdefault(k, len(reference)) for k in batch]
+        assert index.lookup_or_insert(pl.Series(batch, dtype=pl.String)).tolist() == expected
+    assert index.keys.to_list() == list(reference)
+    sliced = pl.Series(words[::-1], dtype=pl.String).slice(7, 100)  # an Arrow offset
+    expected = [reference.get(k, -1) for k in words[::-1][7:107]]
+    assert index.lookup(sliced).tolist() == expected
+
+
+def test_same_tag_different_bytes_are_told_apart() -> None:
+    """Force the 32-bit tag of 'a' to equal the tag of 'b' in the slot where 'b'
+    probes first: a lookup of 'b' must compare bytes and not answer 'a's id."""
+    from streamkit.kernel._hashmap import _LOW32, ByteKeyMap, _hash
+
+    def as_bytes(word: str) -> tuple[np.ndarray, np.ndarray, int]:
+        data = np.frombuffer(word.encode(), dtype=np.uint8)
+        return data, np.array([0, len(data)], dtype=np.int64), 0
+
+    m = ByteKeyMap()
+    assert m.lookup(*as_bytes("a"), insert=True)[0].tolist() == [0]
+    h_a = int(_hash(np.frombuffer(b"a", np.uint8), 0, 1))
+    h_b = int(_hash(np.frombuffer(b"b", np.uint8), 0, 1))
+    slots = m._slots
+    mask = len(slots) - 1
+    slots[h_a & mask] = 0
+    slots[h_b & mask] = (h_b & ~int(_LOW32) & (2**64 - 1)) | 1  # 'a' (id 0) under b's tag
+    m._hashes[0] = h_b
+    assert m.lookup(*as_bytes("b"))[0].tolist() == [-1]
+    assert m.lookup(*as_bytes("b"), insert=True)[0].tolist() == [1]
+    assert m.lookup(*as_bytes("a"))[0].tolist() == [-1]  # 'a' now only probes b's slot chain
+    assert m.lookup(*as_bytes("b"))[0].tolist() == [1]

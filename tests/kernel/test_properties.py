@@ -17,6 +17,7 @@ from streamkit.kernel import (
     BatchResult,
     CompiledMachine,
     KeyState,
+    history_arrays,
     history_order,
     run_batch,
 )
@@ -242,6 +243,36 @@ def test_history_order_is_a_permutation(data: dict[str, Any]) -> None:
     kept_events = fired_index[~fired_flags]
     assert kept_events.tolist() == np.flatnonzero(result.status == 0).tolist()
     assert fired_flags.sum() == result.n_timeouts
+
+
+@SETTINGS
+@given(cases(carried=True))
+def test_history_arrays_are_rows_sorted_by_time_then_firing_order(data: dict[str, Any]) -> None:
+    """The compiled merge equals the obvious construction: rows in firing order
+    (history_order), then Python's stable sort by time."""
+    keys = np.asarray(data["keys"], dtype=np.int64)
+    events = np.asarray(data["events"], dtype=np.int32)
+    times = np.asarray(data["times"], dtype=np.int64)
+    result = run_batch(
+        data["cm"], keys, events, times, data["state"].copy(), watermark=data["watermark"]
+    )
+    flags, index = history_order(result, only_fired=True)
+    timeout_code = data["cm"].n_events
+    rows = []
+    for is_t, i in zip(flags.tolist(), index.tolist(), strict=True):
+        if is_t:
+            rows.append(
+                (int(result.t_key[i]), int(result.t_time[i]), timeout_code,
+                 int(result.t_from[i]), int(result.t_to[i]))
+            )  # fmt: skip
+        else:
+            rows.append(
+                (int(keys[i]), int(times[i]), int(events[i]),
+                 int(result.from_state[i]), int(result.to_state[i]))
+            )  # fmt: skip
+    rows.sort(key=lambda r: r[1])  # stable: ties keep firing order
+    got = history_arrays(result, keys, times, events, timeout_code=timeout_code)
+    assert list(zip(*(a.tolist() for a in got), strict=True)) == rows
 
 
 @pytest.mark.parametrize("name", sorted(IMPLS))
