@@ -17,6 +17,7 @@ first appearance however often that happens.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numba
@@ -25,9 +26,14 @@ import numpy.typing as npt
 
 from streamkit.kernel._result import readonly
 
-__all__ = ["ByteKeyMap"]
+__all__ = ["ByteKeyMap", "Rows"]
 
 _DONE, _GROW = 0, 1
+# How rows are laid out (see ByteKeyMap.lookup): Arrow offsets, a fixed width,
+# or Arrow's 16-byte string views (length, then the bytes inline up to 12 of
+# them, else a prefix, a buffer index and an offset into that buffer).
+OFFSETS, FIXED, VIEWS = 0, 1, 2
+_INLINE = 12
 _MIN_SLOTS = 1024
 # 64-bit FNV-1a, then the splitmix64 finaliser so that every bit of the
 # hash depends on every input byte (the table uses the low bits, the tag the high).
@@ -62,9 +68,13 @@ def _same(arena: Any, a: Any, b: Any, data: Any, lo: Any, hi: Any) -> Any:  # pr
 @numba.njit(cache=True, nogil=True)
 def _probe(
     r0: int,
+    kind: int,
     data: Any,
     offs: Any,
     width: int,
+    views: Any,
+    vbytes: Any,
+    bases: Any,
     n_rows: int,
     slots: Any,
     hashes: Any,
@@ -78,8 +88,11 @@ def _probe(
 ) -> Any:  # pragma: no cover - compiled; tested against a dict by the property tests
     """Ids of rows ``r0..n_rows-1`` into ``out``; returns ``(row, n_keys, code)``.
 
-    Row ``r`` is ``data[offs[r]:offs[r + 1]]`` or, when ``width > 0``,
-    ``data[r * width:(r + 1) * width]``. Unknown keys get the next id when
+    Row ``r`` is ``data[offs[r]:offs[r + 1]]`` (``OFFSETS``),
+    ``data[r * width:(r + 1) * width]`` (``FIXED``) or described by the int32
+    quadruple ``views[4 * r:4 * r + 4]`` (``VIEWS``: ``vbytes`` is the same
+    memory as bytes, ``bases[b]`` where data buffer ``b`` starts in ``data``).
+    Unknown keys get the next id when
     ``insert`` (``first_row[id - base] = r``), else -1. Stops with ``_GROW`` before a
     row that might not fit (table at half load, id arrays or arena full).
     """
@@ -87,15 +100,24 @@ def _probe(
     max_keys = min(slots.shape[0] // 2, hashes.shape[0], koffs.shape[0] - 1)
     one = np.uint64(1)
     for r in range(r0, n_rows):
-        if width > 0:
+        src = data
+        if kind == FIXED:
             lo = r * width
             hi = lo + width
-        else:
+        elif kind == OFFSETS:
             lo = offs[r]
             hi = offs[r + 1]
+        else:
+            length = np.int64(views[4 * r])
+            if length <= _INLINE:
+                src = vbytes
+                lo = 16 * r + 4
+            else:
+                lo = bases[views[4 * r + 2]] + np.int64(views[4 * r + 3])
+            hi = lo + length
         if insert and (n_keys >= max_keys or koffs[n_keys] + (hi - lo) > arena.shape[0]):
             return r, n_keys, _GROW
-        h = _hash(data, lo, hi)
+        h = _hash(src, lo, hi)
         tag = h & ~_LOW32
         j = h & mask
         while True:
@@ -107,7 +129,7 @@ def _probe(
                     hashes[kid] = h
                     start = koffs[kid]
                     for i in range(hi - lo):
-                        arena[start + i] = data[lo + i]
+                        arena[start + i] = src[lo + i]
                     koffs[kid + 1] = start + (hi - lo)
                     first_row[kid - base] = r
                     n_keys += 1
@@ -116,7 +138,7 @@ def _probe(
                 break
             if slot & ~_LOW32 == tag:
                 kid = np.int64(slot & _LOW32) - 1
-                if _same(arena, koffs[kid], koffs[kid + 1], data, lo, hi):
+                if _same(arena, koffs[kid], koffs[kid + 1], src, lo, hi):
                     break
             j = (j + one) & mask
         out[r] = kid
@@ -147,21 +169,75 @@ def _grown(array: npt.NDArray[Any], need: int, fill: int | None = None) -> npt.N
     return out
 
 
+_EMPTY_U8 = readonly(np.empty(0), np.uint8)
+_EMPTY_I32 = readonly(np.empty(0), np.int32)
+_EMPTY_I64 = readonly(np.zeros(1), np.int64)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rows:
+    """Byte-string rows in one of three layouts (see :func:`_probe`); build them
+    with :meth:`from_offsets`, :meth:`from_fixed` or :meth:`from_views`."""
+
+    kind: int
+    n: int
+    data: npt.NDArray[np.uint8]
+    offsets: npt.NDArray[np.int64]
+    width: int
+    views: npt.NDArray[np.int32]
+    vbytes: npt.NDArray[np.uint8]
+    bases: npt.NDArray[np.int64]
+
+    @classmethod
+    def from_offsets(cls, data: npt.ArrayLike, offsets: npt.ArrayLike) -> Rows:
+        """Row ``r`` is ``data[offsets[r]:offsets[r + 1]]`` (Arrow strings)."""
+        offs = readonly(offsets, np.int64)
+        raw = readonly(data, np.uint8)
+        return cls(OFFSETS, len(offs) - 1, raw, offs, 0, _EMPTY_I32, _EMPTY_U8, _EMPTY_I64)
+
+    @classmethod
+    def from_fixed(cls, data: npt.ArrayLike, width: int) -> Rows:
+        """Rows of ``width`` bytes each (integers: their machine bytes)."""
+        raw = readonly(data, np.uint8)
+        return cls(
+            FIXED, len(raw) // width, raw, _EMPTY_I64, width, _EMPTY_I32, _EMPTY_U8, _EMPTY_I64
+        )
+
+    @classmethod
+    def from_views(cls, views: npt.ArrayLike, buffers: list[npt.ArrayLike]) -> Rows:
+        """Arrow string views (16 bytes per row) over ``buffers`` (zero-copy from Polars)."""
+        vbytes = readonly(views, np.uint8)
+        sizes = [len(np.asarray(b)) for b in buffers]
+        data = np.concatenate([readonly(b, np.uint8) for b in buffers]) if buffers else _EMPTY_U8
+        bases = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        return cls(
+            VIEWS, len(vbytes) // 16, readonly(data, np.uint8), _EMPTY_I64, 0,
+            vbytes.view(np.int32), vbytes, readonly(bases, np.int64),
+        )  # fmt: skip
+
+    def nbytes(self, lo: int, hi: int) -> int:
+        """Total length of rows ``lo..hi-1``."""
+        if self.kind == FIXED:
+            return (hi - lo) * self.width
+        if self.kind == OFFSETS:
+            return int(self.offsets[hi] - self.offsets[lo])
+        return int(self.views[4 * lo : 4 * hi : 4].sum())
+
+
 class ByteKeyMap:
     """Exact map from byte-string keys to dense ids ``0, 1, 2, ...`` in order of insertion.
 
-    Rows are given as one byte buffer plus either Arrow-style offsets or a fixed
-    width. For :class:`~streamkit.kernel.KeyIndex`; not part of the public API.
+    For :class:`~streamkit.kernel.KeyIndex`; not part of the public API.
 
     Examples
     --------
     >>> import numpy as np
     >>> m = ByteKeyMap()
-    >>> data = np.frombuffer(b"abbab", dtype=np.uint8)
-    >>> ids, new_rows = m.lookup(data, np.array([0, 1, 3, 4, 5]), 0, insert=True)
+    >>> rows = Rows.from_offsets(np.frombuffer(b"abbab", np.uint8), [0, 1, 3, 4, 5])
+    >>> ids, new_rows = m.lookup(rows, insert=True)
     >>> ids.tolist(), new_rows.tolist(), len(m)
     ([0, 1, 0, 2], [0, 1, 3], 3)
-    >>> m.lookup(np.frombuffer(b"bbz", dtype=np.uint8), np.array([0, 2, 3]), 0)[0].tolist()
+    >>> m.lookup(Rows.from_offsets(np.frombuffer(b"bbz", np.uint8), [0, 2, 3]))[0].tolist()
     [1, -1]
     """
 
@@ -178,53 +254,31 @@ class ByteKeyMap:
         return self._n
 
     def lookup(
-        self,
-        data: npt.NDArray[np.uint8],
-        offsets: npt.NDArray[np.int64] | None,
-        width: int,
-        *,
-        insert: bool = False,
+        self, rows: Rows, *, insert: bool = False
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Ids of the rows (-1: unknown, unless ``insert``) and the rows that
-        introduced new keys, in id order.
-
-        Rows are ``data[offsets[r]:offsets[r + 1]]`` (``width == 0``) or
-        ``width`` bytes each.
-        """
-        data = readonly(data, np.uint8)
-        if width > 0:
-            n_rows = len(data) // width
-            offs = readonly(np.zeros(1), np.int64)
-        else:
-            assert offsets is not None
-            n_rows = len(offsets) - 1
-            offs = readonly(offsets, np.int64)
-        out = np.empty(n_rows, dtype=np.int64)
+        introduced new keys, in id order."""
+        out = np.empty(rows.n, dtype=np.int64)
         start_keys = self._n
         first = np.empty(max(len(self._hashes) - start_keys, 1), dtype=np.int64)
         row = 0
         while True:
             row, n, code = _probe(
-                row, data, offs, width, n_rows, self._slots, self._hashes, self._koffs,
-                self._arena, self._n, insert, out, first, start_keys,
+                row, rows.kind, rows.data, rows.offsets, rows.width, rows.views, rows.vbytes,
+                rows.bases, rows.n, self._slots, self._hashes, self._koffs, self._arena,
+                self._n, insert, out, first, start_keys,
             )  # fmt: skip
             self._n = int(n)
-            if code == 0:
+            if code == _DONE:
                 break
-            self._grow(data, offs, width, int(row), n_rows)
+            self._grow(rows, int(row))
             first = _grown(first, len(self._hashes) - start_keys)
         return out, first[: self._n - start_keys].copy()
 
-    def _grow(
-        self, data: npt.NDArray[np.uint8], offs: npt.NDArray[np.int64], width: int, row: int,
-        n_rows: int,
-    ) -> None:  # fmt: skip
+    def _grow(self, rows: Rows, row: int) -> None:
         """Room for at least the rows ``row..`` (their count, their bytes) as new keys."""
-        rest = n_rows - row
-        if width > 0:
-            rest_bytes, row_bytes = rest * width, width
-        else:
-            rest_bytes, row_bytes = int(offs[n_rows] - offs[row]), int(offs[row + 1] - offs[row])
+        rest = rows.n - row
+        rest_bytes, row_bytes = rows.nbytes(row, rows.n), rows.nbytes(row, row + 1)
         # Guess a quarter of the remaining rows are new keys (doubling covers the
         # rest); always room for the row that stopped the loop. The table grows
         # only with the keys actually present, so that it stays as small (and as

@@ -7,14 +7,12 @@ floats, categoricals, ...) through Polars hash joins.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
 from streamkit.errors import SchemaError
-from streamkit.kernel._hashmap import ByteKeyMap
+from streamkit.kernel._hashmap import ByteKeyMap, Rows
 
 __all__ = ["KeyIndex"]
 
@@ -82,7 +80,7 @@ class KeyIndex:
         )
         if _hashable(keys.dtype):
             index._map = ByteKeyMap()
-            index._map.lookup(*_key_bytes(keys), insert=True)
+            index._map.lookup(_key_rows(keys), insert=True)
         return index
 
     def __len__(self) -> int:
@@ -145,7 +143,7 @@ class KeyIndex:
             self._map = ByteKeyMap() if _hashable(dtype) else None
         if self._map is not None:
             keys = frame["key"]
-            ids, new_rows = self._map.lookup(*_key_bytes(keys), insert=True)
+            ids, new_rows = self._map.lookup(_key_rows(keys), insert=True)
             if len(new_rows):
                 start = self._table.height
                 self._append(
@@ -192,7 +190,7 @@ class KeyIndex:
             return np.full(len(keys), -1, dtype=np.int64)
         frame = self._frame(keys, "KeyIndex.lookup")
         if self._map is not None and frame.schema["key"] != pl.Null:
-            return self._map.lookup(*_key_bytes(frame["key"]))[0]
+            return self._map.lookup(_key_rows(frame["key"]))[0]
         return self._join(frame)
 
     def _frame(self, keys: pl.Series, where: str) -> pl.DataFrame:
@@ -239,22 +237,18 @@ def _hashable(dtype: pl.DataType) -> bool:
     return dtype in (pl.String, pl.Binary) or dtype.is_integer() or dtype.is_temporal()
 
 
-def _key_bytes(keys: pl.Series) -> tuple[npt.NDArray[np.uint8], Any, int]:
-    """``(data, offsets, width)`` for :meth:`ByteKeyMap.lookup`: Arrow's buffers of
-    string and binary keys, the machine bytes of fixed-width ones."""
+def _key_rows(keys: pl.Series) -> Rows:
+    """The keys as byte strings for :class:`ByteKeyMap`: Polars' own string views
+    (exported zero-copy), or the machine bytes of fixed-width values."""
     if keys.dtype in (pl.String, pl.Binary):
-        arr = keys.rechunk().to_arrow()  # large_string / large_binary: int64 offsets
-        _, off_buf, data_buf = arr.buffers()
-        assert off_buf is not None
-        offsets = np.frombuffer(off_buf, dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
-        data = (
-            np.frombuffer(data_buf, dtype=np.uint8)
-            if data_buf is not None
-            else np.empty(0, dtype=np.uint8)
-        )
-        return data, offsets, 0
+        arr = keys.rechunk().to_arrow(compat_level=pl.CompatLevel.newest())
+        _, views, *buffers = arr.buffers()  # string_view / binary_view layout
+        assert views is not None
+        start, stop = 16 * arr.offset, 16 * (arr.offset + len(arr))
+        data = [np.frombuffer(b, dtype=np.uint8) for b in buffers if b is not None]
+        return Rows.from_views(np.frombuffer(views, dtype=np.uint8)[start:stop], data)
     values = np.ascontiguousarray(keys.to_physical().to_numpy())
-    return values.view(np.uint8).reshape(-1), None, values.dtype.itemsize
+    return Rows.from_fixed(values.view(np.uint8).reshape(-1), values.dtype.itemsize)
 
 
 def _check_no_nulls(keys: pl.Series, where: str) -> None:

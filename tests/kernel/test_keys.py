@@ -161,11 +161,11 @@ def test_growth_across_many_keys_and_long_keys() -> None:
 def test_same_tag_different_bytes_are_told_apart() -> None:
     """Force the 32-bit tag of 'a' to equal the tag of 'b' in the slot where 'b'
     probes first: a lookup of 'b' must compare bytes and not answer 'a's id."""
-    from streamkit.kernel._hashmap import _LOW32, ByteKeyMap, _hash
+    from streamkit.kernel._hashmap import _LOW32, ByteKeyMap, Rows, _hash
 
-    def as_bytes(word: str) -> tuple[np.ndarray, np.ndarray, int]:
+    def as_bytes(word: str) -> tuple[Rows]:
         data = np.frombuffer(word.encode(), dtype=np.uint8)
-        return data, np.array([0, len(data)], dtype=np.int64), 0
+        return (Rows.from_offsets(data, [0, len(data)]),)
 
     m = ByteKeyMap()
     assert m.lookup(*as_bytes("a"), insert=True)[0].tolist() == [0]
@@ -180,3 +180,19 @@ def test_same_tag_different_bytes_are_told_apart() -> None:
     assert m.lookup(*as_bytes("b"), insert=True)[0].tolist() == [1]
     assert m.lookup(*as_bytes("a"))[0].tolist() == [-1]  # 'a' now only probes b's slot chain
     assert m.lookup(*as_bytes("b"))[0].tolist() == [1]
+
+
+def test_string_views_over_several_buffers_and_slices() -> None:
+    """Polars' string views point into several data buffers once chunks are
+    concatenated; slices keep an Arrow offset. Both are read zero-copy."""
+    a = pl.Series([f"long string number {i} here" for i in range(1_000)])
+    b = pl.Series([f"another long string {i} there" for i in range(1_000)] + ["short"])
+    both = pl.concat([a, b], rechunk=False)
+    arr = both.rechunk().to_arrow(compat_level=pl.CompatLevel.newest())
+    assert len(arr.buffers()) > 3  # validity, views and more than one data buffer
+    index = KeyIndex()
+    words = both.to_list()
+    assert index.lookup_or_insert(both).tolist() == list(range(len(words)))
+    part = both.slice(1_500, 200)
+    assert index.lookup(part).tolist() == list(range(1_500, 1_700))
+    assert index.lookup(pl.Series(["long string number 7 here", "nope"])).tolist() == [7, -1]
