@@ -4,12 +4,14 @@ Keys are byte strings: the UTF-8 bytes of string keys, or the fixed-width
 machine bytes of integer keys. Every key the map has seen lives in an arena
 (``arena[koffs[i]:koffs[i + 1]]`` is the key with id ``i``), and an
 open-addressing table (linear probing, power-of-two size, load at most 1/2)
-holds one ``uint64`` per slot: the high 32 bits of the key's hash above the
-key's ``id + 1`` (0 marks an empty slot). A lookup compares those 32 bits first
-and then the key's bytes, so two keys with the same hash are told apart
-exactly: hashing only picks where to look.
+holds two ``uint64`` words per slot: the key's length, 24 bits of its hash and
+its ``id + 1`` (0 marks an empty slot), then its first 8 bytes. Keys of up to
+8 bytes (most ids, every integer) are thus compared exactly without leaving
+the table; longer keys are compared byte by byte in the arena after their
+words match. Two keys with the same hash are told apart exactly: hashing only
+picks where to look.
 
-The compiled loop never allocates. When the table, the id arrays or the arena
+The compiled loop allocates nothing per row. When the table, the id arrays or the arena
 run out of room it returns the row it stopped at; :class:`ByteKeyMap` grows
 them and calls again from there, so a batch's new keys get ids in order of
 first appearance however often that happens.
@@ -23,6 +25,9 @@ from typing import Any
 import numba
 import numpy as np
 import numpy.typing as npt
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from streamkit.kernel._result import readonly
 
@@ -35,24 +40,69 @@ _DONE, _GROW = 0, 1
 OFFSETS, FIXED, VIEWS = 0, 1, 2
 _INLINE = 12
 _MIN_SLOTS = 1024
-# 64-bit FNV-1a, then the splitmix64 finaliser so that every bit of the
-# hash depends on every input byte (the table uses the low bits, the tag the high).
-_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
-_FNV_PRIME = np.uint64(0x100000001B3)
+# The hash: the key's 8-byte words, each folded in with a multiply, then the
+# splitmix64 finaliser, so every bit of the hash depends on every input byte
+# (the table uses the low bits, the tag the high ones).
+_SEED = np.uint64(0xCBF29CE484222325)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S32 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(32)
+_S24, _S40 = np.uint64(24), np.uint64(40)
 _LOW32 = np.uint64(0xFFFFFFFF)
+
+
+@intrinsic
+def _load64(typingctx: Any, data: Any, i: Any) -> Any:  # pragma: no cover - compiled
+    """The 8 bytes ``data[i:i + 8]`` of a uint8 array as a little-endian uint64
+    (one unaligned load; the caller guarantees ``i + 8 <= len(data)``)."""
+    sig = types.uint64(data, i)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        arr = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(  # type: ignore[no-untyped-call]
+            context, builder, signature.args[0], arr, [args[1]], wraparound=False
+        )
+        word = builder.load(builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=1)
+        return word
+
+    return sig, codegen
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _word(data: Any, i: Any, lo: Any, hi: Any) -> Any:  # pragma: no cover - compiled
+    """Bytes ``data[i:min(hi, i + 8)]`` of the key ``data[lo:hi]`` as a
+    little-endian uint64, zero-padded; reads only inside the key."""
+    n = hi - i
+    if n >= 8:
+        return _load64(data, i)
+    if hi - lo >= 8:  # the key's last 8 bytes, shifted down
+        return _load64(data, hi - 8) >> np.uint64(8 * (8 - n))
+    w = np.uint64(0)
+    for k in range(n):
+        w |= np.uint64(data[i + k]) << np.uint64(8 * k)
+    return w
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _mix(length: Any, first: Any) -> Any:  # pragma: no cover - compiled
+    return ((_SEED ^ np.uint64(length)) * _MIX2 ^ first) * _MIX1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _finish(h: Any) -> Any:  # pragma: no cover - compiled
+    h = (h ^ (h >> _S30)) * _MIX1
+    h = (h ^ (h >> _S27)) * _MIX2
+    return h ^ (h >> _S31)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _hash(data: Any, lo: Any, hi: Any) -> Any:  # pragma: no cover - compiled
-    h = _FNV_OFFSET
-    for i in range(lo, hi):
-        h = (h ^ np.uint64(data[i])) * _FNV_PRIME
-    h = (h ^ (h >> _S30)) * _MIX1
-    h = (h ^ (h >> _S27)) * _MIX2
-    return h ^ (h >> _S31)
+    """``(hash, first word)`` of the bytes ``data[lo:hi]``."""
+    first = _word(data, lo, lo, hi)
+    h = _mix(hi - lo, first)
+    for i in range(lo + 8, hi, 8):
+        h = (h ^ (h >> _S31) ^ _word(data, i, lo, hi)) * _MIX1
+    return _finish(h), first
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -63,6 +113,26 @@ def _same(arena: Any, a: Any, b: Any, data: Any, lo: Any, hi: Any) -> Any:  # pr
         if arena[a + i] != data[lo + i]:
             return False
     return True
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _row(
+    kind: Any, r: Any, data: Any, offs: Any, width: Any, views: Any, vbytes: Any, bases: Any
+) -> Any:  # pragma: no cover - compiled
+    """``(inline, lo, hi)``: row ``r`` is ``vbytes[lo:hi]`` if ``inline``, else
+    ``data[lo:hi]`` (see :func:`_probe`). No array is returned: numba would
+    reference-count it on every row."""
+    if kind == FIXED:
+        lo = r * width
+        return False, lo, lo + width
+    if kind == OFFSETS:
+        return False, offs[r], offs[r + 1]
+    length = np.int64(views[4 * r])
+    if length <= _INLINE:
+        lo = 16 * r + 4
+        return True, lo, lo + length
+    lo = bases[views[4 * r + 2]] + np.int64(views[4 * r + 3])
+    return False, lo, lo + length
 
 
 @numba.njit(cache=True, nogil=True)
@@ -92,53 +162,75 @@ def _probe(
     ``data[r * width:(r + 1) * width]`` (``FIXED``) or described by the int32
     quadruple ``views[4 * r:4 * r + 4]`` (``VIEWS``: ``vbytes`` is the same
     memory as bytes, ``bases[b]`` where data buffer ``b`` starts in ``data``).
-    Unknown keys get the next id when
-    ``insert`` (``first_row[id - base] = r``), else -1. Stops with ``_GROW`` before a
-    row that might not fit (table at half load, id arrays or arena full).
+    Unknown keys get the next id when ``insert`` (``first_row[id - base] = r``),
+    else -1. Stops with ``_GROW`` before a row that might not fit (table at
+    half load, id arrays or arena full).
+
+    Slot ``j`` is the pair ``slots[2j], slots[2j + 1]``: ``(len << 56 | tag << 32
+    | id + 1, first 8 bytes)`` with ``len`` capped at 255 and ``tag`` the top 24
+    bits of the hash. Keys of up to 8 bytes are compared by those two words
+    alone; longer ones also byte by byte in the arena.
     """
-    mask = np.uint64(slots.shape[0] - 1)
-    max_keys = min(slots.shape[0] // 2, hashes.shape[0], koffs.shape[0] - 1)
-    one = np.uint64(1)
+    mask = np.uint64(slots.shape[0] // 2 - 1)
+    max_keys = min(slots.shape[0] // 4, hashes.shape[0], koffs.shape[0] - 1)
+    one, two = np.uint64(1), np.uint64(2)
     for r in range(r0, n_rows):
-        src = data
-        if kind == FIXED:
-            lo = r * width
-            hi = lo + width
-        elif kind == OFFSETS:
-            lo = offs[r]
-            hi = offs[r + 1]
-        else:
+        # Written out here, not called: numba compiles this loop several times
+        # slower when the view hash is a function of its own.
+        inl = False
+        if kind == VIEWS and views[4 * r] <= _INLINE:
+            # An inline view: the hash of its (at most 12) bytes, as _hash
+            # computes it, from three int32 words of the view.
+            inl = True
             length = np.int64(views[4 * r])
-            if length <= _INLINE:
-                src = vbytes
-                lo = 16 * r + 4
-            else:
-                lo = bases[views[4 * r + 2]] + np.int64(views[4 * r + 3])
+            lo = 16 * r + 4
             hi = lo + length
-        if insert and (n_keys >= max_keys or koffs[n_keys] + (hi - lo) > arena.shape[0]):
+            packed = np.uint64(np.uint32(views[4 * r + 1])) | (
+                np.uint64(np.uint32(views[4 * r + 2])) << _S32
+            )
+            if length < 8:
+                packed &= (np.uint64(1) << np.uint64(8 * length)) - np.uint64(1)
+            h = _mix(length, packed)
+            if length > 8:
+                rest = np.uint64(np.uint32(views[4 * r + 3]))
+                rest &= (np.uint64(1) << np.uint64(8 * (length - 8))) - np.uint64(1)
+                h = (h ^ (h >> _S31) ^ rest) * _MIX1
+            h = _finish(h)
+        else:
+            _, lo, hi = _row(kind, r, data, offs, width, views, vbytes, bases)
+            length = hi - lo
+            h, packed = _hash(data, lo, hi)
+        if insert and (n_keys >= max_keys or koffs[n_keys] + length > arena.shape[0]):
             return r, n_keys, _GROW
-        h = _hash(src, lo, hi)
-        tag = h & ~_LOW32
+        top = (np.uint64(min(length, 255)) << _S24) | (h >> _S40)
         j = h & mask
         while True:
-            slot = slots[j]
-            if slot == 0:
+            w0 = slots[two * j]
+            if w0 == 0:
                 if insert:
                     kid = n_keys
-                    slots[j] = tag | np.uint64(kid + 1)
+                    slots[two * j] = (top << _S32) | np.uint64(kid + 1)
+                    slots[two * j + one] = packed
                     hashes[kid] = h
                     start = koffs[kid]
-                    for i in range(hi - lo):
-                        arena[start + i] = src[lo + i]
-                    koffs[kid + 1] = start + (hi - lo)
+                    if inl:
+                        arena[start : start + length] = vbytes[lo:hi]
+                    else:
+                        arena[start : start + length] = data[lo:hi]
+                    koffs[kid + 1] = start + length
                     first_row[kid - base] = r
                     n_keys += 1
                 else:
                     kid = -1
                 break
-            if slot & ~_LOW32 == tag:
-                kid = np.int64(slot & _LOW32) - 1
-                if _same(arena, koffs[kid], koffs[kid + 1], src, lo, hi):
+            if (w0 >> _S32) == top and slots[two * j + one] == packed:
+                kid = np.int64(w0 & _LOW32) - 1
+                # Views inline at most 12 bytes, so past 8 they may still be inline.
+                if length <= 8 or (
+                    _same(arena, koffs[kid], koffs[kid + 1], vbytes, lo, hi)
+                    if inl
+                    else _same(arena, koffs[kid], koffs[kid + 1], data, lo, hi)
+                ):
                     break
             j = (j + one) & mask
         out[r] = kid
@@ -146,16 +238,19 @@ def _probe(
 
 
 @numba.njit(cache=True, nogil=True)
-def _rehash(hashes: Any, n_keys: int, slots: Any) -> None:  # pragma: no cover - compiled
-    """Place keys ``0..n_keys-1`` into the empty table ``slots`` by their hashes."""
-    mask = np.uint64(slots.shape[0] - 1)
-    one = np.uint64(1)
-    for kid in range(n_keys):
-        h = hashes[kid]
-        j = h & mask
-        while slots[j] != 0:
+def _rehash(hashes: Any, old: Any, slots: Any) -> None:  # pragma: no cover - compiled
+    """Move every entry of the table ``old`` into the empty, larger ``slots``."""
+    mask = np.uint64(slots.shape[0] // 2 - 1)
+    one, two = np.uint64(1), np.uint64(2)
+    for i in range(old.shape[0] // 2):
+        w0 = old[2 * i]
+        if w0 == 0:
+            continue
+        j = hashes[np.int64(w0 & _LOW32) - 1] & mask
+        while slots[two * j] != 0:
             j = (j + one) & mask
-        slots[j] = (h & ~_LOW32) | np.uint64(kid + 1)
+        slots[two * j] = w0
+        slots[two * j + one] = old[2 * i + 1]
 
 
 def _grown(array: npt.NDArray[Any], need: int, fill: int | None = None) -> npt.NDArray[Any]:
@@ -244,7 +339,7 @@ class ByteKeyMap:
     __slots__ = ("_arena", "_hashes", "_koffs", "_n", "_slots")
 
     def __init__(self) -> None:
-        self._slots = np.zeros(_MIN_SLOTS, dtype=np.uint64)
+        self._slots = np.zeros(2 * _MIN_SLOTS, dtype=np.uint64)  # pairs of words
         self._hashes = np.empty(_MIN_SLOTS // 2, dtype=np.uint64)
         self._koffs = np.zeros(_MIN_SLOTS // 2 + 1, dtype=np.int64)
         self._arena = np.empty(_MIN_SLOTS * 8, dtype=np.uint8)
@@ -292,7 +387,7 @@ class ByteKeyMap:
         if used + row_bytes > len(self._arena):
             room = max(min(rest_bytes, max(rest_bytes // 4, 65536)), row_bytes)
             self._arena = _grown(self._arena, used + room)
-        if self._n >= len(self._slots) // 2:
+        if self._n >= len(self._slots) // 4:  # half of the slot pairs
             slots = np.zeros(2 * len(self._slots), dtype=np.uint64)
-            _rehash(self._hashes, self._n, slots)
+            _rehash(self._hashes, self._slots, slots)
             self._slots = slots

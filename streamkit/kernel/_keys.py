@@ -234,6 +234,8 @@ class KeyIndex:
 
 def _hashable(dtype: pl.DataType) -> bool:
     """Dtypes whose values are their bytes: equal bytes exactly when equal values."""
+    if dtype in (pl.Int128, pl.UInt128):
+        return False
     return dtype in (pl.String, pl.Binary) or dtype.is_integer() or dtype.is_temporal()
 
 
@@ -247,8 +249,10 @@ def _key_rows(keys: pl.Series) -> Rows:
         start, stop = 16 * arr.offset, 16 * (arr.offset + len(arr))
         data = [np.frombuffer(b, dtype=np.uint8) for b in buffers if b is not None]
         return Rows.from_views(np.frombuffer(views, dtype=np.uint8)[start:stop], data)
-    values = np.ascontiguousarray(keys.to_physical().to_numpy())
-    return Rows.from_fixed(values.view(np.uint8).reshape(-1), values.dtype.itemsize)
+    # Widened to 8 bytes (distinct values stay distinct): one word per key.
+    values = keys.to_physical().to_numpy()
+    wide = values.astype(np.uint64 if values.dtype == np.uint64 else np.int64, copy=False)
+    return Rows.from_fixed(np.ascontiguousarray(wide).view(np.uint8).reshape(-1), 8)
 
 
 def _check_no_nulls(keys: pl.Series, where: str) -> None:

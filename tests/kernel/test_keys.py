@@ -158,28 +158,34 @@ def test_growth_across_many_keys_and_long_keys() -> None:
     assert index.lookup(sliced).tolist() == expected
 
 
-def test_same_tag_different_bytes_are_told_apart() -> None:
-    """Force the 32-bit tag of 'a' to equal the tag of 'b' in the slot where 'b'
-    probes first: a lookup of 'b' must compare bytes and not answer 'a's id."""
+def test_equal_words_different_bytes_are_told_apart() -> None:
+    """Two long keys of equal length and equal first 8 bytes: put the first key's
+    entry, under the second key's hash tag, where the second key probes first.
+    A lookup of the second key must compare all bytes and not answer the first
+    key's id."""
     from streamkit.kernel._hashmap import _LOW32, ByteKeyMap, Rows, _hash
 
-    def as_bytes(word: str) -> tuple[Rows]:
-        data = np.frombuffer(word.encode(), dtype=np.uint8)
-        return (Rows.from_offsets(data, [0, len(data)]),)
+    first, second = b"abcdefgh-1", b"abcdefgh-2"
+
+    def rows(word: bytes) -> Rows:
+        return Rows.from_offsets(np.frombuffer(word, dtype=np.uint8), [0, len(word)])
+
+    def hash_of(word: bytes) -> int:
+        return int(_hash(np.frombuffer(word, np.uint8), 0, len(word))[0])
 
     m = ByteKeyMap()
-    assert m.lookup(*as_bytes("a"), insert=True)[0].tolist() == [0]
-    h_a = int(_hash(np.frombuffer(b"a", np.uint8), 0, 1))
-    h_b = int(_hash(np.frombuffer(b"b", np.uint8), 0, 1))
+    assert m.lookup(rows(first), insert=True)[0].tolist() == [0]
     slots = m._slots
-    mask = len(slots) - 1
-    slots[h_a & mask] = 0
-    slots[h_b & mask] = (h_b & ~int(_LOW32) & (2**64 - 1)) | 1  # 'a' (id 0) under b's tag
-    m._hashes[0] = h_b
-    assert m.lookup(*as_bytes("b"))[0].tolist() == [-1]
-    assert m.lookup(*as_bytes("b"), insert=True)[0].tolist() == [1]
-    assert m.lookup(*as_bytes("a"))[0].tolist() == [-1]  # 'a' now only probes b's slot chain
-    assert m.lookup(*as_bytes("b"))[0].tolist() == [1]
+    mask = len(slots) // 2 - 1
+    h1, h2 = hash_of(first), hash_of(second)
+    w0, w1 = int(slots[2 * (h1 & mask)]), int(slots[2 * (h1 & mask) + 1])
+    slots[2 * (h1 & mask)] = slots[2 * (h1 & mask) + 1] = 0
+    forged = (len(second) << 56) | ((h2 >> 40) << 32) | (w0 & int(_LOW32))
+    slots[2 * (h2 & mask)], slots[2 * (h2 & mask) + 1] = forged, w1
+    m._hashes[0] = h2
+    assert m.lookup(rows(second))[0].tolist() == [-1]
+    assert m.lookup(rows(second), insert=True)[0].tolist() == [1]
+    assert m.lookup(rows(second))[0].tolist() == [1]
 
 
 def test_string_views_over_several_buffers_and_slices() -> None:
