@@ -80,7 +80,7 @@ class KeyIndex:
         )
         if _hashable(keys.dtype):
             index._map = ByteKeyMap()
-            index._map.lookup(_key_rows(keys), insert=True)
+            _map_lookup(index._map, keys, insert=True)
         return index
 
     def __len__(self) -> int:
@@ -143,7 +143,7 @@ class KeyIndex:
             self._map = ByteKeyMap() if _hashable(dtype) else None
         if self._map is not None:
             keys = frame["key"]
-            ids, new_rows = self._map.lookup(_key_rows(keys), insert=True)
+            ids, new_rows = _map_lookup(self._map, keys, insert=True)
             if len(new_rows):
                 start = self._table.height
                 self._append(
@@ -190,7 +190,7 @@ class KeyIndex:
             return np.full(len(keys), -1, dtype=np.int64)
         frame = self._frame(keys, "KeyIndex.lookup")
         if self._map is not None and frame.schema["key"] != pl.Null:
-            return self._map.lookup(_key_rows(frame["key"]))[0]
+            return _map_lookup(self._map, frame["key"], insert=False)[0]
         return self._join(frame)
 
     def _frame(self, keys: pl.Series, where: str) -> pl.DataFrame:
@@ -239,11 +239,26 @@ def _hashable(dtype: pl.DataType) -> bool:
     return dtype in (pl.String, pl.Binary) or dtype.is_integer() or dtype.is_temporal()
 
 
+def _map_lookup(
+    table: ByteKeyMap, keys: pl.Series, *, insert: bool
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """:meth:`ByteKeyMap.lookup` over every chunk of ``keys`` (no rechunking copy)."""
+    if keys.n_chunks() == 1:
+        return table.lookup(_key_rows(keys), insert=insert)
+    ids, new_rows, start = [], [], 0
+    for chunk in keys.get_chunks():
+        chunk_ids, chunk_new = table.lookup(_key_rows(chunk), insert=insert)
+        ids.append(chunk_ids)
+        new_rows.append(chunk_new + start)
+        start += len(chunk)
+    return np.concatenate(ids), np.concatenate(new_rows)
+
+
 def _key_rows(keys: pl.Series) -> Rows:
-    """The keys as byte strings for :class:`ByteKeyMap`: Polars' own string views
-    (exported zero-copy), or the machine bytes of fixed-width values."""
+    """The keys (one chunk) as byte strings for :class:`ByteKeyMap`: Polars' own
+    string views (exported zero-copy), or the machine bytes of fixed-width values."""
     if keys.dtype in (pl.String, pl.Binary):
-        arr = keys.rechunk().to_arrow(compat_level=pl.CompatLevel.newest())
+        arr = keys.to_arrow(compat_level=pl.CompatLevel.newest())
         _, views, *buffers = arr.buffers()  # string_view / binary_view layout
         assert views is not None
         start, stop = 16 * arr.offset, 16 * (arr.offset + len(arr))

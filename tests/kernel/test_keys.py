@@ -202,3 +202,20 @@ def test_string_views_over_several_buffers_and_slices() -> None:
     part = both.slice(1_500, 200)
     assert index.lookup(part).tolist() == list(range(1_500, 1_700))
     assert index.lookup(pl.Series(["long string number 7 here", "nope"])).tolist() == [7, -1]
+
+
+@pytest.mark.parametrize("dtype", [pl.String, pl.Int64])
+def test_chunked_series_are_read_chunk_by_chunk(dtype: pl.DataType) -> None:
+    """A Series of several chunks (as a scan over several segments gives) maps each
+    chunk in turn; new keys keep their order of first appearance across chunks."""
+    parts = [pl.Series([3, 1, 3]), pl.Series([2, 1]), pl.Series([], dtype=pl.Int64), pl.Series([4])]
+    keys = pl.concat([p.cast(dtype) for p in parts], rechunk=False)
+    assert keys.n_chunks() > 1
+    index = KeyIndex()
+    assert index.lookup_or_insert(keys).tolist() == [0, 1, 0, 2, 1, 3]
+    assert index.keys.cast(pl.Int64).to_list() == [3, 1, 2, 4]
+    assert index.lookup(keys.slice(3, 3)).tolist() == [2, 1, 3]
+    rebuilt = KeyIndex.from_series(
+        pl.concat([index.keys.slice(0, 2), index.keys.slice(2)], rechunk=False)
+    )
+    assert rebuilt.lookup(keys).tolist() == [0, 1, 0, 2, 1, 3]
