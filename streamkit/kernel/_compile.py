@@ -229,14 +229,16 @@ class CompiledMachine:
         >>> cm.encode_events(pl.Series(["y", "zz", None, "x"])).tolist()
         [1, -1, -1, 0]
         """
+        from streamkit.kernel._keys import KeyIndex
+
         names = events.cast(pl.String)
-        codes = names.replace_strict(
-            list(self.events),
-            list(range(self.n_events)),
-            default=-1,
-            return_dtype=pl.Int32,
-        ).fill_null(-1)
-        return np.ascontiguousarray(codes.to_numpy(), dtype=np.int32)
+        # The compiled hash map of the key index, over the few event names: a
+        # few times faster than Series.replace_strict on millions of rows.
+        index = KeyIndex.from_series(pl.Series(self.events, dtype=pl.String))
+        codes = index.lookup(names.fill_null("")) if self.n_events else np.full(len(names), -1)
+        if names.null_count():
+            codes[names.is_null().to_numpy()] = -1
+        return np.ascontiguousarray(codes, dtype=np.int32)
 
     def state_names(self, codes: npt.ArrayLike) -> pl.Series:
         """Map state codes to a String series; -1 (never seen) becomes null.

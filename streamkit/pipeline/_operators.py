@@ -422,17 +422,7 @@ class Transitions(Operator):
             ).lazy()
         key_ids = self.index.lookup_or_insert(key_s)
         self.kstate.grow(len(self.index))
-        codes = (
-            df["__sk_event"]
-            .replace_strict(
-                list(self.machine.events),
-                list(range(len(self.machine.events))),
-                default=-1,
-                return_dtype=pl.Int32,
-            )
-            .fill_null(-1)
-            .to_numpy()
-        )
+        codes = self.cm.encode_events(df["__sk_event"])
         times = time_s.cast(pl.Int64).to_numpy()
         res = ctx.executor.run_batch(
             self.cm, key_ids, codes, times, self.kstate, watermark=self.watermark
