@@ -437,11 +437,14 @@ class Pipeline:
         report = RunReport(self.name, checkpoint=latest.id if latest else None)
         report.start_offset = report.end_offset = cp.position
         bar = _Progress(self.name, cp.position, max(end, cp.position), progress)
-        # Batch N+1 is read and computed while batch N's outputs, state and
-        # checkpoint are written by one worker thread: commits stay strictly in
-        # order, and nothing of N+1 is written before N's checkpoint is committed.
-        origin = threading.current_thread().name  # worker named after its run's thread
+        # Batch N+1 is computed while batch N's outputs, state and checkpoint are
+        # written by one worker thread, and batch N+2 is read by another: commits
+        # stay strictly in order, and nothing of N+1 is written before N's
+        # checkpoint is committed (reading ahead writes nothing).
+        origin = threading.current_thread().name  # workers named after their run's thread
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{origin}/streamkit")
+        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{origin}/streamkit-read")
+        ahead: tuple[tuple[int, int], Future[pl.DataFrame]] | None = None
         inflight: Future[Checkpoint] | None = None
         next_pos, planned = cp.position, 0
         plan = self._plan()  # stored in every checkpoint; computed once per run
@@ -458,8 +461,14 @@ class Pipeline:
                 t0 = _time.perf_counter()
                 if todo is not None:  # else nothing left to prepare: land the last batch
                     lo, hi = todo
+                    read = ahead[1] if ahead is not None and ahead[0] == todo else None
+                    ahead = None
+                    if hi < end and (max_batches is None or planned + 1 < max_batches):
+                        nxt = (hi, min(hi + rows_per_batch, end))
+                        ahead = (nxt, reader.submit(self._read, *nxt))
                     try:
-                        prepared = self._prepare(lo, hi, executor)
+                        batch = read.result() if read is not None else None
+                        prepared = self._prepare(lo, hi, executor, batch)
                     except BaseException:
                         if inflight is not None:  # let the previous batch land first
                             cp = inflight.result()
@@ -487,6 +496,7 @@ class Pipeline:
                 with contextlib.suppress(BaseException):
                     inflight.result()
             pool.shutdown(wait=True)
+            reader.shutdown(wait=True, cancel_futures=True)
             bar.close()
         self._prune(ckpts, epoch, cp)
         report.caught_up = cp.position >= end
@@ -529,13 +539,21 @@ class Pipeline:
                 "truncated. Reprocess with run(from_checkpoint=0) to accept the loss"
             )
 
-    def _prepare(self, lo: int, hi: int, executor: Executor) -> _Batch:
-        """Read source offsets ``[lo, hi)`` and run the operators (advances their state)."""
+    def _read(self, lo: int, hi: int) -> pl.DataFrame:
+        """Source offsets ``[lo, hi)`` with their offsets (read ahead on a thread)."""
         from streamkit.storage import Position
 
-        ctx = BatchContext(key=self.source.key, time=self.source.time, executor=executor)
         frame = self.source.scan(start=Position(lo), end=Position(hi), with_offset=OFFSET)
-        batch = frame.collect()
+        return frame.collect()
+
+    def _prepare(
+        self, lo: int, hi: int, executor: Executor, batch: pl.DataFrame | None = None
+    ) -> _Batch:
+        """Run the operators on source offsets ``[lo, hi)`` (read now unless ``batch``
+        holds them already); advances the operators' state."""
+        ctx = BatchContext(key=self.source.key, time=self.source.time, executor=executor)
+        if batch is None:
+            batch = self._read(lo, hi)
         ctx.count("rows_in", batch.height)
         try:
             lf = batch.lazy()

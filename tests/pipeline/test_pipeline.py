@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 import polars as pl
@@ -227,7 +228,11 @@ def test_lease_error_when_a_newer_run_starts(orders: pl.DataFrame) -> None:
 
         def run_batch(self, *a, **kw):  # type: ignore[no-untyped-def]
             Intruder.calls += 1
-            if Intruder.calls == 2:  # another run of the pipeline starts meanwhile
+            if Intruder.calls == 2:  # another run of the pipeline starts meanwhile,
+                # once batch 1 (committing on the worker thread) has landed
+                deadline = time.monotonic() + 30
+                while pipe._ckpts().latest() is None and time.monotonic() < deadline:
+                    time.sleep(0.01)
                 pipe._ckpts().claim_epoch({"who": "newer"})
             return super().run_batch(*a, **kw)
 
