@@ -29,6 +29,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from streamkit.kernel._numba import _prefetch_row
 from streamkit.kernel._result import readonly
 
 __all__ = ["ByteKeyMap", "Rows"]
@@ -49,6 +50,8 @@ _MIX2 = np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S32 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(32)
 _S24, _S40 = np.uint64(24), np.uint64(40)
 _LOW32 = np.uint64(0xFFFFFFFF)
+# Prefetch the table slot of the row this many rows ahead.
+_AHEAD = 16
 
 
 @intrinsic
@@ -136,6 +139,45 @@ def _row(
 
 
 @numba.njit(cache=True, nogil=True)
+def _hash_rows(
+    kind: int,
+    data: Any,
+    offs: Any,
+    width: int,
+    views: Any,
+    vbytes: Any,
+    bases: Any,
+    n_rows: int,
+    hs: Any,
+    ws: Any,
+) -> None:  # pragma: no cover - compiled; tested against a dict by the property tests
+    """``hs[r], ws[r] = _hash(row r)`` for every row (a first, sequential pass,
+    so that the probe pass can prefetch the table slot of a row ahead)."""
+    for r in range(n_rows):
+        # Written out here, not called: numba compiles this loop several times
+        # slower when the view hash is a function of its own.
+        if kind == VIEWS and views[4 * r] <= _INLINE:
+            # An inline view: the hash of its (at most 12) bytes, as _hash
+            # computes it, from three int32 words of the view.
+            length = np.int64(views[4 * r])
+            packed = np.uint64(np.uint32(views[4 * r + 1])) | (
+                np.uint64(np.uint32(views[4 * r + 2])) << _S32
+            )
+            if length < 8:
+                packed &= (np.uint64(1) << np.uint64(8 * length)) - np.uint64(1)
+            h = _mix(length, packed)
+            if length > 8:
+                rest = np.uint64(np.uint32(views[4 * r + 3]))
+                rest &= (np.uint64(1) << np.uint64(8 * (length - 8))) - np.uint64(1)
+                h = (h ^ (h >> _S31) ^ rest) * _MIX1
+            hs[r] = _finish(h)
+            ws[r] = packed
+        else:
+            _, lo, hi = _row(kind, r, data, offs, width, views, vbytes, bases)
+            hs[r], ws[r] = _hash(data, lo, hi)
+
+
+@numba.njit(cache=True, nogil=True)
 def _probe(
     r0: int,
     kind: int,
@@ -146,6 +188,8 @@ def _probe(
     vbytes: Any,
     bases: Any,
     n_rows: int,
+    hs: Any,
+    ws: Any,
     slots: Any,
     hashes: Any,
     koffs: Any,
@@ -161,45 +205,28 @@ def _probe(
     Row ``r`` is ``data[offs[r]:offs[r + 1]]`` (``OFFSETS``),
     ``data[r * width:(r + 1) * width]`` (``FIXED``) or described by the int32
     quadruple ``views[4 * r:4 * r + 4]`` (``VIEWS``: ``vbytes`` is the same
-    memory as bytes, ``bases[b]`` where data buffer ``b`` starts in ``data``).
-    Unknown keys get the next id when ``insert`` (``first_row[id - base] = r``),
+    memory as bytes, ``bases[b]`` where data buffer ``b`` starts in ``data``);
+    ``hs[r], ws[r]`` are its hash and first word (:func:`_hash_rows`). Unknown
+    keys get the next id when ``insert`` (``first_row[id - base] = r``),
     else -1. Stops with ``_GROW`` before a row that might not fit (table at
     half load, id arrays or arena full).
 
     Slot ``j`` is the pair ``slots[2j], slots[2j + 1]``: ``(len << 56 | tag << 32
     | id + 1, first 8 bytes)`` with ``len`` capped at 255 and ``tag`` the top 24
     bits of the hash. Keys of up to 8 bytes are compared by those two words
-    alone; longer ones also byte by byte in the arena.
+    alone; longer ones also byte by byte in the arena. The slot of the row
+    ``_AHEAD`` rows on is prefetched.
     """
     mask = np.uint64(slots.shape[0] // 2 - 1)
     max_keys = min(slots.shape[0] // 4, hashes.shape[0], koffs.shape[0] - 1)
     one, two = np.uint64(1), np.uint64(2)
+    last = n_rows - 1
     for r in range(r0, n_rows):
-        # Written out here, not called: numba compiles this loop several times
-        # slower when the view hash is a function of its own.
-        inl = False
-        if kind == VIEWS and views[4 * r] <= _INLINE:
-            # An inline view: the hash of its (at most 12) bytes, as _hash
-            # computes it, from three int32 words of the view.
-            inl = True
-            length = np.int64(views[4 * r])
-            lo = 16 * r + 4
-            hi = lo + length
-            packed = np.uint64(np.uint32(views[4 * r + 1])) | (
-                np.uint64(np.uint32(views[4 * r + 2])) << _S32
-            )
-            if length < 8:
-                packed &= (np.uint64(1) << np.uint64(8 * length)) - np.uint64(1)
-            h = _mix(length, packed)
-            if length > 8:
-                rest = np.uint64(np.uint32(views[4 * r + 3]))
-                rest &= (np.uint64(1) << np.uint64(8 * (length - 8))) - np.uint64(1)
-                h = (h ^ (h >> _S31) ^ rest) * _MIX1
-            h = _finish(h)
-        else:
-            _, lo, hi = _row(kind, r, data, offs, width, views, vbytes, bases)
-            length = hi - lo
-            h, packed = _hash(data, lo, hi)
+        _prefetch_row(slots, two * (hs[min(r + _AHEAD, last)] & mask))
+        h = hs[r]
+        packed = ws[r]
+        inl, lo, hi = _row(kind, r, data, offs, width, views, vbytes, bases)
+        length = hi - lo
         if insert and (n_keys >= max_keys or koffs[n_keys] + length > arena.shape[0]):
             return r, n_keys, _GROW
         top = (np.uint64(min(length, 255)) << _S24) | (h >> _S40)
@@ -354,13 +381,19 @@ class ByteKeyMap:
         """Ids of the rows (-1: unknown, unless ``insert``) and the rows that
         introduced new keys, in id order."""
         out = np.empty(rows.n, dtype=np.int64)
+        hs = np.empty(rows.n, dtype=np.uint64)
+        ws = np.empty(rows.n, dtype=np.uint64)
+        _hash_rows(
+            rows.kind, rows.data, rows.offsets, rows.width, rows.views, rows.vbytes,
+            rows.bases, rows.n, hs, ws,
+        )  # fmt: skip
         start_keys = self._n
         first = np.empty(max(len(self._hashes) - start_keys, 1), dtype=np.int64)
         row = 0
         while True:
             row, n, code = _probe(
                 row, rows.kind, rows.data, rows.offsets, rows.width, rows.views, rows.vbytes,
-                rows.bases, rows.n, self._slots, self._hashes, self._koffs, self._arena,
+                rows.bases, rows.n, hs, ws, self._slots, self._hashes, self._koffs, self._arena,
                 self._n, insert, out, first, start_keys,
             )  # fmt: skip
             self._n = int(n)
