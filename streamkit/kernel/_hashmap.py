@@ -349,7 +349,8 @@ class Rows:
 class ByteKeyMap:
     """Exact map from byte-string keys to dense ids ``0, 1, 2, ...`` in order of insertion.
 
-    For :class:`~streamkit.kernel.KeyIndex`; not part of the public API.
+    For :class:`~streamkit.kernel.KeyIndex`; not part of the public API. Not
+    thread-safe: one thread at a time (it keeps scratch buffers between calls).
 
     Examples
     --------
@@ -363,7 +364,7 @@ class ByteKeyMap:
     [1, -1]
     """
 
-    __slots__ = ("_arena", "_hashes", "_koffs", "_n", "_slots")
+    __slots__ = ("_arena", "_hashes", "_koffs", "_n", "_scratch", "_slots")
 
     def __init__(self) -> None:
         self._slots = np.zeros(2 * _MIN_SLOTS, dtype=np.uint64)  # pairs of words
@@ -371,6 +372,7 @@ class ByteKeyMap:
         self._koffs = np.zeros(_MIN_SLOTS // 2 + 1, dtype=np.int64)
         self._arena = np.empty(_MIN_SLOTS * 8, dtype=np.uint8)
         self._n = 0
+        self._scratch = np.empty(0, dtype=np.uint64)  # row hashes and first words
 
     def __len__(self) -> int:
         return self._n
@@ -381,8 +383,9 @@ class ByteKeyMap:
         """Ids of the rows (-1: unknown, unless ``insert``) and the rows that
         introduced new keys, in id order."""
         out = np.empty(rows.n, dtype=np.int64)
-        hs = np.empty(rows.n, dtype=np.uint64)
-        ws = np.empty(rows.n, dtype=np.uint64)
+        if len(self._scratch) < 2 * rows.n:  # kept: fresh pages cost a fault each
+            self._scratch = np.empty(2 * rows.n, dtype=np.uint64)
+        hs, ws = self._scratch[: rows.n], self._scratch[rows.n : 2 * rows.n]
         _hash_rows(
             rows.kind, rows.data, rows.offsets, rows.width, rows.views, rows.vbytes,
             rows.bases, rows.n, hs, ws,

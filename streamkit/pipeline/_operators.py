@@ -443,7 +443,7 @@ class Transitions(Operator):
         Key, time and event stay typed columns; the whole event row is kept as
         JSON in ``data``, so the quarantine survives changes to the operators.
         """
-        q = df.filter(pl.Series(setaside))
+        q = df.filter(pl.Series(setaside)) if setaside.any() else df.clear()
         reason = np.where(late[setaside], "late", "undefined")
         payload = q.drop(OFFSET, "__sk_event")
         data = (
