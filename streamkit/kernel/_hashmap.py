@@ -20,6 +20,7 @@ first appearance however often that happens.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import numba
@@ -77,9 +78,9 @@ def _word(data: Any, i: Any, lo: Any, hi: Any) -> Any:  # pragma: no cover - com
     little-endian uint64, zero-padded; reads only inside the key."""
     n = hi - i
     if n >= 8:
-        return _load64(data, i)
+        return _load64(data, i)  # type: ignore[call-arg]
     if hi - lo >= 8:  # the key's last 8 bytes, shifted down
-        return _load64(data, hi - 8) >> np.uint64(8 * (8 - n))
+        return _load64(data, hi - 8) >> np.uint64(8 * (8 - n))  # type: ignore[call-arg]
     w = np.uint64(0)
     for k in range(n):
         w |= np.uint64(data[i + k]) << np.uint64(8 * k)
@@ -222,7 +223,7 @@ def _probe(
     one, two = np.uint64(1), np.uint64(2)
     last = n_rows - 1
     for r in range(r0, n_rows):
-        _prefetch_row(slots, two * (hs[min(r + _AHEAD, last)] & mask))
+        _prefetch_row(slots, two * (hs[min(r + _AHEAD, last)] & mask))  # type: ignore[call-arg]
         h = hs[r]
         packed = ws[r]
         inl, lo, hi = _row(kind, r, data, offs, width, views, vbytes, bases)
@@ -326,7 +327,7 @@ class Rows:
         )
 
     @classmethod
-    def from_views(cls, views: npt.ArrayLike, buffers: list[npt.ArrayLike]) -> Rows:
+    def from_views(cls, views: npt.ArrayLike, buffers: Sequence[npt.ArrayLike]) -> Rows:
         """Arrow string views (16 bytes per row) over ``buffers`` (zero-copy from Polars)."""
         vbytes = readonly(views, np.uint8)
         sizes = [len(np.asarray(b)) for b in buffers]

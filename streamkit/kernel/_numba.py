@@ -129,7 +129,7 @@ def _fire_chain(
     t_from: Any,
     t_to: Any,
     t_before: Any,
-    m: int,
+    m: Any,
 ) -> Any:  # pragma: no cover - compiled
     """Rules 2 and 6: fire key k's due timeouts, chained, while ``_due``.
 

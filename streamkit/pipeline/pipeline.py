@@ -544,7 +544,8 @@ class Pipeline:
         from streamkit.storage import Position
 
         frame = self.source.scan(start=Position(lo), end=Position(hi), with_offset=OFFSET)
-        return frame.collect()
+        batch: pl.DataFrame = frame.collect()
+        return batch
 
     def _prepare(
         self, lo: int, hi: int, executor: Executor, batch: pl.DataFrame | None = None
