@@ -161,5 +161,8 @@ def test_sigkill_leaves_only_whole_appends_s3(make_store: Any) -> None:
         _crash_trial(store, options, rng, rows=50)
     log = store.log("events")
     log.vacuum(retain=dt.timedelta(0))
-    assert set(store.filesystem.child("events").find("data")) == set(log.segments()["path"])
+    # Segment files only: when no trial committed, SeaweedFS may still list the
+    # emptied "data" folder itself as an object.
+    files = {p for p in store.filesystem.child("events").find("data") if p.endswith(".parquet")}
+    assert files == set(log.segments()["path"])
     _check_consistent(log.scan(with_offset="o").collect(), 50)
