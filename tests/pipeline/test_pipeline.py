@@ -284,6 +284,32 @@ def test_run_refuses_state_it_cannot_verify(orders: pl.DataFrame, tmp_path) -> N
         pipe.run(progress=False)
 
 
+def test_a_corrupt_source_segment_read_ahead_stops_the_run_after_the_batches_before(
+    orders: pl.DataFrame,
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    """Batch 2 is read on the reader thread while batch 1 computes: its corrupt
+    segment must surface as CorruptFileError after batch 1 has committed, and a
+    run once the segment is repaired must give exactly the uninterrupted result."""
+    store = sk.Store(str(tmp_path / "lake"))
+    source = store.log("orders", key="order_id", time="ts")
+    for part in orders.head(600).iter_slices(200):
+        source.append(part)
+    second = source.segments().sort("offset")["path"][1]  # rows 200..399: batch 2
+    segment = tmp_path / "lake/orders" / second
+    original = segment.read_bytes()
+    damaged = bytearray(original)
+    damaged[len(damaged) // 2] ^= 0x10
+    segment.write_bytes(bytes(damaged))
+    pipe = build(store, batch_rows=200)
+    with pytest.raises(sk.CorruptFileError, match=segment.name):
+        pipe.run(progress=False)
+    assert pipe.checkpoints()["id"].to_list() == [1]
+    segment.write_bytes(original)
+    pipe.run(progress=False)
+    check_against_oracle(store, pipe)
+
+
 def test_changed_machine_with_missing_states_is_a_clear_error(orders: pl.DataFrame) -> None:
     store = sk.Store("memory://pipe-machine-change")
     store.log("orders", key="order_id", time="ts").append(orders)
