@@ -4,12 +4,12 @@ Keys are byte strings: the UTF-8 bytes of string keys, or the fixed-width
 machine bytes of integer keys. Every key the map has seen lives in an arena
 (``arena[koffs[i]:koffs[i + 1]]`` is the key with id ``i``), and an
 open-addressing table (linear probing, power-of-two size, load at most 1/2)
-holds two ``uint64`` words per slot: the key's length, 24 bits of its hash and
-its ``id + 1`` (0 marks an empty slot), then its first 8 bytes. Keys of up to
-8 bytes (most ids, every integer) are thus compared exactly without leaving
-the table; longer keys are compared byte by byte in the arena after their
-words match. Two keys with the same hash are told apart exactly: hashing only
-picks where to look.
+holds four ``uint64`` words per slot: the key's length, 24 bits of its hash
+and its ``id + 1`` (0 marks an empty slot), its bytes 0-7 and 8-15, and where it
+starts in the arena. Keys of up to 16 bytes (most ids, every integer) are thus
+compared exactly without leaving the table; longer keys are compared byte by
+byte in the arena after their words match. Two keys with the same hash are
+told apart exactly: hashing only picks where to look.
 
 The compiled loop allocates nothing per row. When the table, the id arrays or the arena
 run out of room it returns the row it stopped at; :class:`ByteKeyMap` grows
@@ -111,10 +111,12 @@ def _hash(data: Any, lo: Any, hi: Any) -> Any:  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _same(arena: Any, a: Any, b: Any, data: Any, lo: Any, hi: Any) -> Any:  # pragma: no cover
-    if b - a != hi - lo:
+    """Whether ``arena[a:b]`` and ``data[lo:hi]`` hold the same bytes (8 at a time)."""
+    n = hi - lo
+    if b - a != n:
         return False
-    for i in range(hi - lo):  # noqa: SIM110 - a generator would not compile to a loop
-        if arena[a + i] != data[lo + i]:
+    for i in range(0, n, 8):  # noqa: SIM110 - a generator would not compile to a loop
+        if _word(arena, a + i, a, b) != _word(data, lo + i, lo, hi):
             return False
     return True
 
@@ -151,9 +153,11 @@ def _hash_rows(
     n_rows: int,
     hs: Any,
     ws: Any,
+    ws2: Any,
 ) -> None:  # pragma: no cover - compiled; tested against a dict by the property tests
-    """``hs[r], ws[r] = _hash(row r)`` for every row (a first, sequential pass,
-    so that the probe pass can prefetch the table slot of a row ahead)."""
+    """``hs[r], ws[r] = _hash(row r)`` and ``ws2[r]`` the row's bytes 8 to 15 (as
+    a zero-padded word) for every row: a first, sequential pass, so that the probe
+    pass can prefetch the table slot of a row ahead."""
     for r in range(n_rows):
         # Written out here, not called: numba compiles this loop several times
         # slower when the view hash is a function of its own.
@@ -167,15 +171,18 @@ def _hash_rows(
             if length < 8:
                 packed &= (np.uint64(1) << np.uint64(8 * length)) - np.uint64(1)
             h = _mix(length, packed)
+            rest = np.uint64(0)
             if length > 8:
                 rest = np.uint64(np.uint32(views[4 * r + 3]))
                 rest &= (np.uint64(1) << np.uint64(8 * (length - 8))) - np.uint64(1)
                 h = (h ^ (h >> _S31) ^ rest) * _MIX1
             hs[r] = _finish(h)
             ws[r] = packed
+            ws2[r] = rest
         else:
             _, lo, hi = _row(kind, r, data, offs, width, views, vbytes, bases)
             hs[r], ws[r] = _hash(data, lo, hi)
+            ws2[r] = _word(data, lo + 8, lo, hi) if hi - lo > 8 else np.uint64(0)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -191,6 +198,7 @@ def _probe(
     n_rows: int,
     hs: Any,
     ws: Any,
+    ws2: Any,
     slots: Any,
     hashes: Any,
     koffs: Any,
@@ -207,25 +215,27 @@ def _probe(
     ``data[r * width:(r + 1) * width]`` (``FIXED``) or described by the int32
     quadruple ``views[4 * r:4 * r + 4]`` (``VIEWS``: ``vbytes`` is the same
     memory as bytes, ``bases[b]`` where data buffer ``b`` starts in ``data``);
-    ``hs[r], ws[r]`` are its hash and first word (:func:`_hash_rows`). Unknown
+    ``hs[r], ws[r], ws2[r]`` are its hash and first two words (:func:`_hash_rows`). Unknown
     keys get the next id when ``insert`` (``first_row[id - base] = r``),
     else -1. Stops with ``_GROW`` before a row that might not fit (table at
     half load, id arrays or arena full).
 
-    Slot ``j`` is the pair ``slots[2j], slots[2j + 1]``: ``(len << 56 | tag << 32
-    | id + 1, first 8 bytes)`` with ``len`` capped at 255 and ``tag`` the top 24
-    bits of the hash. Keys of up to 8 bytes are compared by those two words
-    alone; longer ones also byte by byte in the arena. The slot of the row
-    ``_AHEAD`` rows on is prefetched.
+    Slot ``j`` is the 32 bytes ``slots[4j:4j + 4]``: ``len << 56 | tag << 32 |
+    id + 1`` (``len`` capped at 255, ``tag`` the top 24 bits of the hash), the
+    key's bytes 0-7 and 8-15 (zero-padded words), and where the key starts in
+    the arena. Keys of up to 16 bytes are compared by those words alone; longer
+    ones also byte by byte in the arena. The slot of the row ``_AHEAD`` rows on
+    is prefetched.
     """
-    mask = np.uint64(slots.shape[0] // 2 - 1)
-    max_keys = min(slots.shape[0] // 4, hashes.shape[0], koffs.shape[0] - 1)
-    one, two = np.uint64(1), np.uint64(2)
+    mask = np.uint64(slots.shape[0] // 4 - 1)
+    max_keys = min(slots.shape[0] // 8, hashes.shape[0], koffs.shape[0] - 1)
+    one, two, three, four = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
     last = n_rows - 1
     for r in range(r0, n_rows):
-        _prefetch_row(slots, two * (hs[min(r + _AHEAD, last)] & mask))  # type: ignore[call-arg]
+        _prefetch_row(slots, four * (hs[min(r + _AHEAD, last)] & mask))  # type: ignore[call-arg]
         h = hs[r]
         packed = ws[r]
+        packed2 = ws2[r]
         inl, lo, hi = _row(kind, r, data, offs, width, views, vbytes, bases)
         length = hi - lo
         if insert and (n_keys >= max_keys or koffs[n_keys] + length > arena.shape[0]):
@@ -233,14 +243,17 @@ def _probe(
         top = (np.uint64(min(length, 255)) << _S24) | (h >> _S40)
         j = h & mask
         while True:
-            w0 = slots[two * j]
+            at = four * j
+            w0 = slots[at]
             if w0 == 0:
                 if insert:
                     kid = n_keys
-                    slots[two * j] = (top << _S32) | np.uint64(kid + 1)
-                    slots[two * j + one] = packed
-                    hashes[kid] = h
                     start = koffs[kid]
+                    slots[at] = (top << _S32) | np.uint64(kid + 1)
+                    slots[at + one] = packed
+                    slots[at + two] = packed2
+                    slots[at + three] = np.uint64(start)
+                    hashes[kid] = h
                     if inl:
                         arena[start : start + length] = vbytes[lo:hi]
                     else:
@@ -251,14 +264,15 @@ def _probe(
                 else:
                     kid = -1
                 break
-            if (w0 >> _S32) == top and slots[two * j + one] == packed:
+            if (w0 >> _S32) == top and slots[at + one] == packed and slots[at + two] == packed2:
                 kid = np.int64(w0 & _LOW32) - 1
-                # Views inline at most 12 bytes, so past 8 they may still be inline.
-                if length <= 8 or (
-                    _same(arena, koffs[kid], koffs[kid + 1], vbytes, lo, hi)
-                    if inl
-                    else _same(arena, koffs[kid], koffs[kid + 1], data, lo, hi)
-                ):
+                if length <= 16:
+                    break
+                # Longer keys: their bytes. Equal lengths below 255 are known
+                # from the tag word already; only longer ones need koffs.
+                a = np.int64(slots[at + three])
+                b = a + length if length < 255 else koffs[kid + 1]
+                if _same(arena, a, b, vbytes, lo, hi) if inl else _same(arena, a, b, data, lo, hi):
                     break
             j = (j + one) & mask
         out[r] = kid
@@ -268,17 +282,25 @@ def _probe(
 @numba.njit(cache=True, nogil=True)
 def _rehash(hashes: Any, old: Any, slots: Any) -> None:  # pragma: no cover - compiled
     """Move every entry of the table ``old`` into the empty, larger ``slots``."""
-    mask = np.uint64(slots.shape[0] // 2 - 1)
-    one, two = np.uint64(1), np.uint64(2)
-    for i in range(old.shape[0] // 2):
-        w0 = old[2 * i]
+    mask = np.uint64(slots.shape[0] // 4 - 1)
+    one = np.uint64(1)
+    for i in range(old.shape[0] // 4):
+        w0 = old[4 * i]
         if w0 == 0:
             continue
         j = hashes[np.int64(w0 & _LOW32) - 1] & mask
-        while slots[two * j] != 0:
+        while slots[np.uint64(4) * j] != 0:
             j = (j + one) & mask
-        slots[two * j] = w0
-        slots[two * j + one] = old[2 * i + 1]
+        for w in range(4):
+            slots[np.uint64(4) * j + np.uint64(w)] = old[4 * i + w]
+
+
+def _zeros_aligned(n: int) -> npt.NDArray[np.uint64]:
+    """``n`` zeroed uint64 starting on a 64-byte boundary (a slot never spans two
+    cache lines)."""
+    buf = np.zeros(n + 8, dtype=np.uint64)
+    skip = (-buf.ctypes.data % 64) // 8
+    return buf[skip : skip + n]
 
 
 def _grown(array: npt.NDArray[Any], need: int, fill: int | None = None) -> npt.NDArray[Any]:
@@ -330,9 +352,10 @@ class Rows:
     def from_views(cls, views: npt.ArrayLike, buffers: Sequence[npt.ArrayLike]) -> Rows:
         """Arrow string views (16 bytes per row) over ``buffers`` (zero-copy from Polars)."""
         vbytes = readonly(views, np.uint8)
-        sizes = [len(np.asarray(b)) for b in buffers]
-        data = np.concatenate([readonly(b, np.uint8) for b in buffers]) if buffers else _EMPTY_U8
-        bases = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        parts = [readonly(b, np.uint8) for b in buffers]
+        # One data buffer (the usual case) is used as is; several are joined.
+        data = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else _EMPTY_U8
+        bases = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
         return cls(
             VIEWS, len(vbytes) // 16, readonly(data, np.uint8), _EMPTY_I64, 0,
             vbytes.view(np.int32), vbytes, readonly(bases, np.int64),
@@ -368,7 +391,7 @@ class ByteKeyMap:
     __slots__ = ("_arena", "_hashes", "_koffs", "_n", "_scratch", "_slots")
 
     def __init__(self) -> None:
-        self._slots = np.zeros(2 * _MIN_SLOTS, dtype=np.uint64)  # pairs of words
+        self._slots = _zeros_aligned(4 * _MIN_SLOTS)  # 4 words a slot
         self._hashes = np.empty(_MIN_SLOTS // 2, dtype=np.uint64)
         self._koffs = np.zeros(_MIN_SLOTS // 2 + 1, dtype=np.int64)
         self._arena = np.empty(_MIN_SLOTS * 8, dtype=np.uint8)
@@ -384,12 +407,12 @@ class ByteKeyMap:
         """Ids of the rows (-1: unknown, unless ``insert``) and the rows that
         introduced new keys, in id order."""
         out = np.empty(rows.n, dtype=np.int64)
-        if len(self._scratch) < 2 * rows.n:  # kept: fresh pages cost a fault each
-            self._scratch = np.empty(2 * rows.n, dtype=np.uint64)
-        hs, ws = self._scratch[: rows.n], self._scratch[rows.n : 2 * rows.n]
+        if len(self._scratch) < 3 * rows.n:  # kept: fresh pages cost a fault each
+            self._scratch = np.empty(3 * rows.n, dtype=np.uint64)
+        hs, ws, ws2 = (self._scratch[i * rows.n : (i + 1) * rows.n] for i in range(3))
         _hash_rows(
             rows.kind, rows.data, rows.offsets, rows.width, rows.views, rows.vbytes,
-            rows.bases, rows.n, hs, ws,
+            rows.bases, rows.n, hs, ws, ws2,
         )  # fmt: skip
         start_keys = self._n
         first = np.empty(max(len(self._hashes) - start_keys, 1), dtype=np.int64)
@@ -397,7 +420,8 @@ class ByteKeyMap:
         while True:
             row, n, code = _probe(
                 row, rows.kind, rows.data, rows.offsets, rows.width, rows.views, rows.vbytes,
-                rows.bases, rows.n, hs, ws, self._slots, self._hashes, self._koffs, self._arena,
+                rows.bases, rows.n, hs, ws, ws2, self._slots, self._hashes, self._koffs,
+                self._arena,
                 self._n, insert, out, first, start_keys,
             )  # fmt: skip
             self._n = int(n)
@@ -424,7 +448,7 @@ class ByteKeyMap:
         if used + row_bytes > len(self._arena):
             room = max(min(rest_bytes, max(rest_bytes // 4, 65536)), row_bytes)
             self._arena = _grown(self._arena, used + room)
-        if self._n >= len(self._slots) // 4:  # half of the slot pairs
-            slots = np.zeros(2 * len(self._slots), dtype=np.uint64)
+        if self._n >= len(self._slots) // 8:  # half of the slots
+            slots = _zeros_aligned(2 * len(self._slots))
             _rehash(self._hashes, self._slots, slots)
             self._slots = slots

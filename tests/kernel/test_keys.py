@@ -159,13 +159,13 @@ def test_growth_across_many_keys_and_long_keys() -> None:
 
 
 def test_equal_words_different_bytes_are_told_apart() -> None:
-    """Two long keys of equal length and equal first 8 bytes: put the first key's
+    """Two long keys of equal length and equal first 16 bytes: put the first key's
     entry, under the second key's hash tag, where the second key probes first.
     A lookup of the second key must compare all bytes and not answer the first
     key's id."""
     from streamkit.kernel._hashmap import _LOW32, ByteKeyMap, Rows, _hash
 
-    first, second = b"abcdefgh-1", b"abcdefgh-2"
+    first, second = b"abcdefghijklmnop-1", b"abcdefghijklmnop-2"
 
     def rows(word: bytes) -> Rows:
         return Rows.from_offsets(np.frombuffer(word, dtype=np.uint8), [0, len(word)])
@@ -176,12 +176,12 @@ def test_equal_words_different_bytes_are_told_apart() -> None:
     m = ByteKeyMap()
     assert m.lookup(rows(first), insert=True)[0].tolist() == [0]
     slots = m._slots
-    mask = len(slots) // 2 - 1
+    mask = len(slots) // 4 - 1
     h1, h2 = hash_of(first), hash_of(second)
-    w0, w1 = int(slots[2 * (h1 & mask)]), int(slots[2 * (h1 & mask) + 1])
-    slots[2 * (h1 & mask)] = slots[2 * (h1 & mask) + 1] = 0
-    forged = (len(second) << 56) | ((h2 >> 40) << 32) | (w0 & int(_LOW32))
-    slots[2 * (h2 & mask)], slots[2 * (h2 & mask) + 1] = forged, w1
+    entry = [int(w) for w in slots[4 * (h1 & mask) : 4 * (h1 & mask) + 4]]
+    slots[4 * (h1 & mask) : 4 * (h1 & mask) + 4] = 0
+    entry[0] = (len(second) << 56) | ((h2 >> 40) << 32) | (entry[0] & int(_LOW32))
+    slots[4 * (h2 & mask) : 4 * (h2 & mask) + 4] = entry
     m._hashes[0] = h2
     assert m.lookup(rows(second))[0].tolist() == [-1]
     assert m.lookup(rows(second), insert=True)[0].tolist() == [1]
