@@ -262,7 +262,11 @@ def _key_rows(keys: pl.Series) -> Rows:
         _, views, *buffers = arr.buffers()  # string_view / binary_view layout
         assert views is not None
         start, stop = 16 * arr.offset, 16 * (arr.offset + len(arr))
-        data = [np.frombuffer(b, dtype=np.uint8) for b in buffers if b is not None]
+        # Views name their data buffer by position: keep every position.
+        data = [
+            np.frombuffer(b, dtype=np.uint8) if b is not None else np.empty(0, np.uint8)
+            for b in buffers
+        ]
         return Rows.from_views(np.frombuffer(views, dtype=np.uint8)[start:stop], data)
     # Widened to 8 bytes (distinct values stay distinct): one word per key.
     values = keys.to_physical().to_numpy()
