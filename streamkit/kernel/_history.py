@@ -15,7 +15,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from streamkit.kernel._result import FIRED, BatchResult, readonly
+from streamkit.kernel._result import FIRED, BatchResult, history_order, readonly
 
 __all__ = ["HistoryArrays", "history_arrays"]
 
@@ -26,57 +26,6 @@ HistoryArrays = tuple[
     npt.NDArray[np.int32],
     npt.NDArray[np.int32],
 ]
-
-
-@numba.njit(cache=True, nogil=True)
-def _merge(
-    status: Any,
-    key_ids: Any,
-    times: Any,
-    codes: Any,
-    from_s: Any,
-    to_s: Any,
-    t_key: Any,
-    t_time: Any,
-    t_from: Any,
-    t_to: Any,
-    t_before: Any,
-    timeout_code: int,
-    o_key: Any,
-    o_time: Any,
-    o_event: Any,
-    o_from: Any,
-    o_to: Any,
-) -> Any:  # pragma: no cover - compiled; tested against history_order
-    """Fired events and timeouts merged in firing order; returns (rows, sorted by time)."""
-    n = status.shape[0]
-    m = t_key.shape[0]
-    j = 0
-    w = 0
-    ordered = True
-    prev = np.iinfo(np.int64).min
-    for i in range(n + 1):
-        # Timeouts that fired before event i (t_before == n: the batch-end flush).
-        while j < m and t_before[j] <= i:
-            o_key[w] = t_key[j]
-            o_time[w] = t_time[j]
-            o_event[w] = timeout_code
-            o_from[w] = t_from[j]
-            o_to[w] = t_to[j]
-            ordered &= t_time[j] >= prev
-            prev = t_time[j]
-            w += 1
-            j += 1
-        if i < n and status[i] == FIRED:
-            o_key[w] = key_ids[i]
-            o_time[w] = times[i]
-            o_event[w] = codes[i]
-            o_from[w] = from_s[i]
-            o_to[w] = to_s[i]
-            ordered &= times[i] >= prev
-            prev = times[i]
-            w += 1
-    return w, ordered
 
 
 @numba.njit(cache=True, nogil=True)
@@ -110,19 +59,20 @@ def _merge_by_time(
     m = t_order.shape[0]
     j = 0
     w = 0
-    prev = np.iinfo(np.int64).min
-    for i in range(n):
-        if status[i] != FIRED:
-            continue
-        t = times[i]
-        if t < prev:
-            return -1
-        prev = t
+    t = prev = np.iinfo(np.int64).min
+    for i in range(n + 1):  # i == n: the timeouts left after the last event
+        if i < n:
+            if status[i] != FIRED:
+                continue
+            t = times[i]
+            if t < prev:
+                return -1
+            prev = t
         # Timeouts before event i: earlier, or as early and fired before it.
         while j < m:
             q = t_order[j]
             tq = t_time[q]
-            if tq > t or (tq == t and t_before[q] > i):
+            if i < n and (tq > t or (tq == t and t_before[q] > i)):
                 break
             o_key[w] = t_key[q]
             o_time[w] = tq
@@ -131,21 +81,13 @@ def _merge_by_time(
             o_to[w] = t_to[q]
             w += 1
             j += 1
-        o_key[w] = key_ids[i]
-        o_time[w] = t
-        o_event[w] = codes[i]
-        o_from[w] = from_s[i]
-        o_to[w] = to_s[i]
-        w += 1
-    while j < m:
-        q = t_order[j]
-        o_key[w] = t_key[q]
-        o_time[w] = t_time[q]
-        o_event[w] = timeout_code
-        o_from[w] = t_from[q]
-        o_to[w] = t_to[q]
-        w += 1
-        j += 1
+        if i < n:
+            o_key[w] = key_ids[i]
+            o_time[w] = t
+            o_event[w] = codes[i]
+            o_from[w] = from_s[i]
+            o_to[w] = to_s[i]
+            w += 1
     return w
 
 
@@ -163,8 +105,8 @@ def history_arrays(
     rows carry their event code, timeout rows ``timeout_code``. Within equal
     times rows keep firing order (:func:`history_order`), so every key's rows
     stay in its firing order (a key's times never decrease). When the fired
-    events are in time order, the usual case, one pass merges them with the
-    timeouts sorted by time; otherwise the rows are merged in firing order and
+    events are in time order, the usual case, one compiled pass merges them with
+    the timeouts sorted by time; otherwise the rows of :func:`history_order` are
     stably sorted by time.
 
     Returns
@@ -201,18 +143,18 @@ def history_arrays(
     )  # fmt: skip
     if rows >= 0:
         return (o_key[:rows], o_time[:rows], o_event[:rows], o_from[:rows], o_to[:rows])
-    rows, ordered = _merge(
-        r.status, k, t, e, r.from_state, r.to_state, r.t_key, r.t_time, r.t_from, r.t_to,
-        r.t_before, timeout_code, o_key, o_time, o_event, o_from, o_to,
-    )  # fmt: skip
-    out: HistoryArrays = (o_key[:rows], o_time[:rows], o_event[:rows], o_from[:rows], o_to[:rows])
-    if ordered:
-        return out
-    order = np.argsort(out[1], kind="stable")  # timsort: linear on long sorted runs
-    return (
-        out[0][order],
-        out[1][order],
-        out[2][order],
-        out[3][order],
-        out[4][order],
-    )
+    # Fired events out of time order (several partitions, late data): the rows
+    # in firing order, then one stable sort by time.
+    is_timeout, index = history_order(r, only_fired=True)
+    ev, to = index[~is_timeout], index[is_timeout]
+    columns: list[npt.NDArray[Any]] = []
+    for at_event, at_timeout in (
+        (k, r.t_key), (t, r.t_time), (e, None), (r.from_state, r.t_from), (r.to_state, r.t_to),
+    ):  # fmt: skip
+        col = np.empty(len(index), dtype=np.int64 if at_event.dtype == np.int64 else np.int32)
+        col[~is_timeout] = at_event[ev]
+        col[is_timeout] = timeout_code if at_timeout is None else at_timeout[to]
+        columns.append(col)
+    order = np.argsort(columns[1], kind="stable")  # timsort: linear on long sorted runs
+    key, time, event, from_state, to_state = (c[order] for c in columns)
+    return key, time, event, from_state, to_state

@@ -39,7 +39,7 @@ from numba.extending import intrinsic
 
 from streamkit.errors import ConfigurationError
 from streamkit.kernel._compile import CompiledMachine
-from streamkit.kernel._result import BatchResult
+from streamkit.kernel._result import BatchResult, readonly
 from streamkit.kernel._state import KeyState, records
 
 __all__ = ["check_batch", "run_batch", "warmup"]
@@ -432,9 +432,7 @@ def _readonly_view(values: npt.ArrayLike, dtype: type[np.generic], name: str) ->
         np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.bool_)
     ):
         raise ConfigurationError(f"run_batch: expected integer {name}, found dtype {array.dtype}")
-    view = np.ascontiguousarray(array, dtype=dtype).view()
-    view.setflags(write=False)
-    return view
+    return readonly(array, dtype)
 
 
 def check_batch(
