@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import threading
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
 from streamkit.errors import MachineError
+
+if TYPE_CHECKING:
+    from streamkit.kernel._keys import KeyIndex
 
 __all__ = ["CompiledMachine", "compile", "tick_nanoseconds"]
 
@@ -120,6 +124,12 @@ class CompiledMachine:
     timeout_after: npt.NDArray[np.int64]
     timeout_to: npt.NDArray[np.int32]
     initial: int
+    _event_index: KeyIndex | None = dataclasses.field(
+        init=False, repr=False, compare=False, default=None
+    )
+    _event_lock: threading.Lock = dataclasses.field(
+        init=False, repr=False, compare=False, default_factory=threading.Lock
+    )
 
     def __post_init__(self) -> None:
         states = tuple(str(s) for s in self.states)
@@ -183,6 +193,17 @@ class CompiledMachine:
         object.__setattr__(self, "timeout_to", to)
         object.__setattr__(self, "initial", int(initial))
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Sent to cluster workers: the tables only (a lock does not pickle, and
+        # the event index is rebuilt on first use).
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "_event_index", None)
+        object.__setattr__(self, "_event_lock", threading.Lock())
+
     @property
     def n_states(self) -> int:
         """Number of states."""
@@ -229,14 +250,24 @@ class CompiledMachine:
         >>> cm.encode_events(pl.Series(["y", "zz", None, "x"])).tolist()
         [1, -1, -1, 0]
         """
-        from streamkit.kernel._keys import KeyIndex
-
         names = events.cast(pl.String)
-        # The compiled hash map of the key index, over the few event names: a
-        # few times faster than Series.replace_strict on millions of rows.
-        index = KeyIndex.from_series(pl.Series(self.events, dtype=pl.String))
-        codes = index.lookup(names.fill_null("")) if self.n_events else np.full(len(names), -1)
-        if names.null_count():
+        nulls = names.null_count()
+        if not self.n_events:
+            codes = np.full(len(names), -1, dtype=np.int64)
+        else:
+            # The compiled hash map of the key index over the event names, built
+            # once per machine: a few times faster than Series.replace_strict on
+            # millions of rows. The map's lookup reuses scratch buffers, hence
+            # the lock (machines may be shared between threads).
+            with self._event_lock:
+                if self._event_index is None:
+                    from streamkit.kernel._keys import KeyIndex
+
+                    index = KeyIndex.from_series(pl.Series(self.events, dtype=pl.String))
+                    object.__setattr__(self, "_event_index", index)
+                assert self._event_index is not None
+                codes = self._event_index.lookup(names.fill_null("") if nulls else names)
+        if nulls:
             codes[names.is_null().to_numpy()] = -1
         return np.ascontiguousarray(codes, dtype=np.int32)
 

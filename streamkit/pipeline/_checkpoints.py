@@ -13,11 +13,9 @@ body, so a flipped bit is detected even when the JSON still parses.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import time
 import uuid
-import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -27,12 +25,14 @@ import pyarrow as pa
 import pyarrow.ipc as pa_ipc
 
 from streamkit.errors import CheckpointError, CorruptFileError, LeaseError, StorageError
+from streamkit.storage._fs import crc32
 
 if TYPE_CHECKING:
     from streamkit.storage._fs import FileSystem
 
 FORMAT_VERSION = 1
 _ID_WIDTH = 12
+_IPC_OPTIONS = pa_ipc.IpcWriteOptions(compression=pa.Codec("zstd", compression_level=1))
 
 
 def _name(n: int) -> str:
@@ -207,7 +207,7 @@ class CheckpointStore:
             raise CorruptFileError(
                 f"checkpoint file {self._where(path)} is not a valid checkpoint: {exc}"
             ) from exc
-        if zlib.crc32(_canonical(doc)) != crc:
+        if crc32(_canonical(doc)) != crc:
             raise CorruptFileError(
                 f"checkpoint file {self._where(path)} fails its checksum: the file "
                 "was altered after it was committed"
@@ -226,7 +226,7 @@ class CheckpointStore:
     def commit(self, cp: Checkpoint) -> bool:
         """Create checkpoint ``cp.id``; False when that id exists already."""
         body = cp.to_dict()
-        body["crc32"] = zlib.crc32(_canonical(body))
+        body["crc32"] = crc32(_canonical(body))
         return self.fs.put_new(f"checkpoints/{_name(cp.id)}", _canonical(body))
 
     def prune(self, keep: int, protect: set[int], *, orphan_age: float = 3600.0) -> int:
@@ -271,13 +271,18 @@ class CheckpointStore:
 
     # ------------------------------------------------------------ state files
     def write_state(self, table: pl.DataFrame) -> FileRef:
-        buf = io.BytesIO()
-        table.write_ipc(buf, compression="zstd")
-        data = buf.getvalue()
+        # pyarrow's writer with zstd level 1: about 3x faster than Polars'
+        # write_ipc(compression="zstd") on a state frame, for a file a few
+        # percent larger; any Arrow IPC reader opens it.
+        arrow = table.to_arrow()
+        sink = pa.BufferOutputStream()
+        with pa_ipc.new_file(sink, arrow.schema, options=_IPC_OPTIONS) as writer:
+            writer.write_table(arrow)
+        data = sink.getvalue().to_pybytes()
         path = f"state/{int(time.time() * 1000):013d}-{uuid.uuid4().hex}.arrow"
         if not self.fs.put_new(path, data):  # pragma: no cover - uuid collision
             raise CheckpointError(f"state file {path} exists already")
-        return FileRef(path, len(data), zlib.crc32(data))
+        return FileRef(path, len(data), crc32(data))
 
     def read_state(self, ref: FileRef) -> pl.DataFrame:
         try:
@@ -286,11 +291,11 @@ class CheckpointStore:
             raise CheckpointError(
                 f"state file {self._where(ref.path)} referenced by a checkpoint is missing"
             ) from exc
-        if len(data) != ref.bytes or zlib.crc32(data) != ref.crc32:
+        if len(data) != ref.bytes or crc32(data) != ref.crc32:
             raise CorruptFileError(
                 f"state file {self._where(ref.path)} is corrupt: expected "
                 f"{ref.bytes} bytes with crc32 {ref.crc32:#010x}, found {len(data)} bytes "
-                f"with crc32 {zlib.crc32(data):#010x}"
+                f"with crc32 {crc32(data):#010x}"
             )
         try:
             table = pa_ipc.open_file(pa.BufferReader(data)).read_all()
