@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,7 +20,7 @@ import polars as pl
 from streamkit.errors import MachineError
 
 if TYPE_CHECKING:
-    from streamkit.kernel._keys import KeyIndex
+    from streamkit.kernel._names import NameCodes
 
 __all__ = ["CompiledMachine", "compile", "tick_nanoseconds"]
 
@@ -124,11 +123,8 @@ class CompiledMachine:
     timeout_after: npt.NDArray[np.int64]
     timeout_to: npt.NDArray[np.int32]
     initial: int
-    _event_index: KeyIndex | None = dataclasses.field(
+    _event_codes: NameCodes | None = dataclasses.field(
         init=False, repr=False, compare=False, default=None
-    )
-    _event_lock: threading.Lock = dataclasses.field(
-        init=False, repr=False, compare=False, default_factory=threading.Lock
     )
 
     def __post_init__(self) -> None:
@@ -194,15 +190,14 @@ class CompiledMachine:
         object.__setattr__(self, "initial", int(initial))
 
     def __getstate__(self) -> dict[str, Any]:
-        # Sent to cluster workers: the tables only (a lock does not pickle, and
-        # the event index is rebuilt on first use).
+        # Sent to cluster workers: the tables only (the event-name lookup is
+        # rebuilt on first use).
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for name, value in state.items():
             object.__setattr__(self, name, value)
-        object.__setattr__(self, "_event_index", None)
-        object.__setattr__(self, "_event_lock", threading.Lock())
+        object.__setattr__(self, "_event_codes", None)
 
     @property
     def n_states(self) -> int:
@@ -252,21 +247,14 @@ class CompiledMachine:
         """
         names = events.cast(pl.String)
         nulls = names.null_count()
-        if not self.n_events:
-            codes = np.full(len(names), -1, dtype=np.int64)
-        else:
-            # The compiled hash map of the key index over the event names, built
-            # once per machine: a few times faster than Series.replace_strict on
-            # millions of rows. The map's lookup reuses scratch buffers, hence
-            # the lock (machines may be shared between threads).
-            with self._event_lock:
-                if self._event_index is None:
-                    from streamkit.kernel._keys import KeyIndex
+        if self._event_codes is None:  # built on first use (a race builds it twice: harmless)
+            from streamkit.kernel._names import NameCodes
 
-                    index = KeyIndex.from_series(pl.Series(self.events, dtype=pl.String))
-                    object.__setattr__(self, "_event_index", index)
-                assert self._event_index is not None
-                codes = self._event_index.lookup(names.fill_null("") if nulls else names)
+            object.__setattr__(self, "_event_codes", NameCodes(self.events))
+        assert self._event_codes is not None
+        # Compiled comparisons of Arrow string views with the few event names: a
+        # few times faster than Series.replace_strict on millions of rows.
+        codes = self._event_codes.lookup(names.fill_null("") if nulls else names)
         if nulls:
             codes[names.is_null().to_numpy()] = -1
         return np.ascontiguousarray(codes, dtype=np.int32)

@@ -604,8 +604,8 @@ def run_batch(
 
 def warmup() -> float:
     """Compile every compiled function of the kernel package (or load them from
-    numba's on-disk cache) on tiny inputs: the kernel, the key index's hash map
-    and the history merge.
+    numba's on-disk cache) on tiny inputs: the kernel, the key index's hash map,
+    the event-name lookup and the history merge.
 
     Returns
     -------
@@ -622,6 +622,7 @@ def warmup() -> float:
 
     from streamkit.kernel._history import history_arrays
     from streamkit.kernel._keys import KeyIndex
+    from streamkit.kernel._names import NameCodes
 
     start = time.perf_counter()
     cm = CompiledMachine(
@@ -633,6 +634,7 @@ def warmup() -> float:
         0,
     )
     KeyIndex().lookup_or_insert(pl.Series(range(2_000)))  # grows the hash table
+    NameCodes(("x",)).lookup(pl.Series(["x", "y"]))
     for keys in (pl.Series(["k", "j"]), pl.Series([7, 8])):
         index = KeyIndex()
         ids = index.lookup_or_insert(keys)
