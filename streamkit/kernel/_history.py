@@ -55,12 +55,14 @@ def _merge_by_time(
     Returns the number of rows, or -1 as soon as a fired event is older than the
     one before it (the caller then sorts).
     """
-    n = status.shape[0]
-    m = t_order.shape[0]
-    j = 0
-    w = 0
+    # Unsigned indices: numba then drops its negative-index handling.
+    n = np.uint64(status.shape[0])
+    m = np.uint64(t_order.shape[0])
+    one = np.uint64(1)
+    j = np.uint64(0)
+    w = np.uint64(0)
     t = prev = np.iinfo(np.int64).min
-    for i in range(n + 1):  # i == n: the timeouts left after the last event
+    for i in range(n + one):  # i == n: the timeouts left after the last event
         if i < n:
             if status[i] != FIRED:
                 continue
@@ -70,7 +72,7 @@ def _merge_by_time(
             prev = t
         # Timeouts before event i: earlier, or as early and fired before it.
         while j < m:
-            q = t_order[j]
+            q = np.uint64(t_order[j])
             tq = t_time[q]
             if i < n and (tq > t or (tq == t and t_before[q] > i)):
                 break
@@ -79,16 +81,16 @@ def _merge_by_time(
             o_event[w] = timeout_code
             o_from[w] = t_from[q]
             o_to[w] = t_to[q]
-            w += 1
-            j += 1
+            w += one
+            j += one
         if i < n:
             o_key[w] = key_ids[i]
             o_time[w] = t
             o_event[w] = codes[i]
             o_from[w] = from_s[i]
             o_to[w] = to_s[i]
-            w += 1
-    return w
+            w += one
+    return np.int64(w)
 
 
 def history_arrays(
