@@ -94,8 +94,8 @@ class NameCodes:
     Examples
     --------
     >>> import polars as pl
-    >>> NameCodes(["pay", "ship"]).lookup(pl.Series(["ship", "x", "pay"])).tolist()
-    [1, -1, 0]
+    >>> NameCodes(["pay", "ship"]).lookup(pl.Series(["ship", "x", None, "pay"])).tolist()
+    [1, -1, -1, 0]
     >>> NameCodes(["a-very-long-event-name"]).lookup(pl.Series(["a-very-long-event-name"])).tolist()
     [0]
     """
@@ -124,7 +124,14 @@ class NameCodes:
             a.setflags(write=False)
 
     def lookup(self, values: pl.Series) -> npt.NDArray[np.int32]:
-        """Codes of ``values`` (a String series without nulls; a null's code is undefined)."""
+        """Codes of ``values`` (a String series); nulls and unknown names get -1."""
+        nulls = values.null_count()
+        out = self._codes(values.fill_null("") if nulls and not self._inline else values)
+        if nulls:
+            out[values.is_null().to_numpy()] = -1
+        return out
+
+    def _codes(self, values: pl.Series) -> npt.NDArray[np.int32]:
         if not self._inline:
             return self._map_lookup(values)
         out = np.empty(len(values), dtype=np.int32)
