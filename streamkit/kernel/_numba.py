@@ -39,6 +39,12 @@ from numba.extending import intrinsic
 
 from streamkit.errors import ConfigurationError
 from streamkit.kernel._compile import CompiledMachine
+from streamkit.kernel._parallel import (
+    GROUP_SHIFT,
+    Timeouts,
+    in_parallel,
+    parts_for,
+)
 from streamkit.kernel._result import BatchResult, readonly
 from streamkit.kernel._state import KeyState, records
 
@@ -59,6 +65,10 @@ _DONE, _FULL, _BAD = 0, 1, 2
 # random access into a table of millions of keys, so without it nearly every
 # event waits for a cache miss.
 _PREFETCH_AHEAD = 32
+# Ring of listed events in _run_part: a power of two above _PREFETCH_AHEAD; the
+# listing pass works in blocks of _RING - _PREFETCH_AHEAD events (two int64
+# rings: 32 KB, within L1).
+_RING = 2048
 
 
 @intrinsic
@@ -130,17 +140,19 @@ def _fire_chain(
     t_to: Any,
     t_before: Any,
     m: Any,
+    m_end: Any,
 ) -> Any:  # pragma: no cover - compiled
     """Rules 2 and 6: fire key k's due timeouts, chained, while ``_due``.
 
-    Precondition: ``_due(tmo, s + 1, since, wm)``. Rows go to the ``t_*`` buffers
-    from ``m`` on. Returns ``(s, since, last, m, full)``; ``full`` means the
-    buffers ran out with timeouts still due (the state so far is consistent, so
-    the caller can grow the buffers and call again).
+    Precondition: ``_due(tmo, s + 1, since, wm)``. Rows go to the ``t_*``
+    buffers from ``m`` on, up to ``m_end`` (the end of the caller's region).
+    Returns ``(s, since, last, m, full)``; ``full`` means the buffers ran out
+    with timeouts still due (the state so far is consistent, so the caller can
+    grow the buffers and call again).
     """
     full = False
     while True:
-        if m == np.uint64(t_key.shape[0]):
+        if m == m_end:
             full = True
             break
         deadline = since + tmo[_at(s + 1, _AFTER)]
@@ -157,6 +169,14 @@ def _fire_chain(
         if not _due(tmo, s + 1, since, wm):
             break
     return s, since, last, m, full
+
+
+@numba.njit(cache=True, nogil=True)
+def _wm_before(i0: Any, i: Any, wm: Any, times: Any) -> Any:  # pragma: no cover - compiled
+    """The watermark before event ``i``, from the one before event ``i0``."""
+    for v in range(i0, i):
+        wm = max(wm, times[v])
+    return wm
 
 
 @numba.njit(cache=True, nogil=True)
@@ -181,14 +201,21 @@ def _run_events(
     t_to: Any,
     t_before: Any,
     m: int,
+    m_end: int,
 ) -> Any:  # pragma: no cover - compiled; covered against the reference by the tests
-    """Rules 1-5 for events ``i0..n-1``; returns ``(i, wm, m, code)``.
+    """Rules 1-5 for events ``i0..n-1`` of every key; returns ``(i, wm, m, code)``.
 
     ``code`` is ``_DONE`` (``i == n``), ``_FULL`` (the timeout buffers are full
     before event ``i``; ``wm`` is the watermark before it, so calling again
     from ``i`` resumes exactly) or ``_BAD`` (key ``key_ids[i]`` holds a state
     code outside ``[-1, n_states)``; nothing of event ``i`` was applied).
     No allocation happens here, so the loop carries no reference counting.
+    Timeout rows go to the ``t_*`` buffers from row ``m`` up to ``m_end``.
+
+    :func:`_run_part` applies the same rules to one key part; the two bodies
+    are kept in step (numba cannot share them: an inlined function taking
+    arrays costs reference counting on every event), and the property tests
+    pit both against the reference.
     """
     n = key_ids.shape[0]
     n_states = np.uint64(tmo.shape[0] // _NCOL - 1)
@@ -200,6 +227,7 @@ def _run_events(
     ahead = np.uint64(_PREFETCH_AHEAD)
     rw = np.uint64(_RW)
     mu = np.uint64(m)
+    mu_end = np.uint64(m_end)
     for u in range(np.uint64(i0), np.uint64(n)):
         _prefetch_row(rec, np.uint64(key_ids[min(u + ahead, u_last)]) * rw)  # type: ignore[call-arg]
         r = np.uint64(key_ids[u]) * rw
@@ -222,7 +250,7 @@ def _run_events(
         if _maybe_due(tmo, row0, since0, wm) and not first and _due(tmo, row0, since, wm):
             s, since, last, mu, full = _fire_chain(
                 np.int64(key_ids[u]), s, since, last, wm, np.int64(u), tmo,
-                t_key, t_time, t_from, t_to, t_before, mu,
+                t_key, t_time, t_from, t_to, t_before, mu, mu_end,
             )  # fmt: skip
             rec[r] = s
             rec[r + np.uint64(1)] = since
@@ -249,8 +277,134 @@ def _run_events(
 
 
 @numba.njit(cache=True, nogil=True)
+def _run_part(
+    i0: int,
+    wm: int,
+    part: int,
+    mask: int,
+    table1: Any,
+    tmo: Any,
+    initial: int,
+    key_ids: Any,
+    events: Any,
+    times: Any,
+    rec: Any,
+    wm_given: Any,
+    use_given: bool,
+    from_s: Any,
+    to_s: Any,
+    status: Any,
+    t_key: Any,
+    t_time: Any,
+    t_from: Any,
+    t_to: Any,
+    t_before: Any,
+    m: int,
+    m_end: int,
+    own: Any,
+    own_wm: Any,
+) -> Any:  # pragma: no cover - compiled; covered against the reference by the tests
+    """Rules 1-5 for the events ``i0..n-1`` of the keys of part ``part``: those
+    with ``(key >> GROUP_SHIFT) & mask == part``; returns ``(i, wm, m, code)``
+    as :func:`_run_events` does.
+
+    Skipping the other parts' events with a branch would mispredict on half of
+    them, so events are listed first: a branch-free pass appends each block's
+    events of this part, with their watermarks, to the rings ``own`` and
+    ``own_wm`` (``len(own)``, a power of two, minus ``_PREFETCH_AHEAD`` events
+    per block), and the main loop walks the rings. The last ``_PREFETCH_AHEAD``
+    listed events wait for the next block, so the prefetch always has an event
+    that far ahead.
+    """
+    n = np.uint64(key_ids.shape[0])
+    n_states = np.uint64(tmo.shape[0] // _NCOL - 1)
+    width = np.uint64(table1.shape[0]) // n_states  # columns of table1: events + 1
+    # Indices are unsigned (all are >= 0, checked by the caller): numba then
+    # skips its negative-index wraparound code, a good share of the loop's work.
+    # The arrays are flat (1-d) so that an index is a shift and an add.
+    ahead = np.uint64(_PREFETCH_AHEAD)
+    rw = np.uint64(_RW)
+    mu = np.uint64(m)
+    mu_end = np.uint64(m_end)
+    upart = np.uint64(part)
+    umask = np.uint64(mask)
+    ring = np.uint64(own.shape[0])  # a power of two, above `ahead`
+    rmask = ring - np.uint64(1)
+    block = ring - ahead  # at most `ahead` listed events wait for the next block
+    wm0 = wm
+    lo = np.uint64(i0)  # next event to list
+    head = np.uint64(0)  # next listed event to run (ring position, never wraps)
+    tail = np.uint64(0)  # end of the listed events
+    while True:
+        if lo < n:
+            # List the next block's events of this part, without branches.
+            hi = min(lo + block, n)
+            for v in range(lo, hi):
+                wm = wm_given[v] if use_given else max(wm, times[v])
+                own[tail & rmask] = v
+                own_wm[tail & rmask] = wm
+                tail += np.uint64(((np.uint64(key_ids[v]) >> GROUP_SHIFT) & umask) == upart)
+            lo = hi
+        # Run the listed events, keeping the last `ahead` of them back until the
+        # next block is listed, so that the prefetch always looks `ahead` events on.
+        stop = tail if lo == n else max(head, tail - min(tail, ahead))
+        last_j = tail - np.uint64(1)
+        for j in range(head, stop):
+            u = np.uint64(own[j & rmask])
+            _prefetch_row(rec, np.uint64(key_ids[own[min(j + ahead, last_j) & rmask]]) * rw)  # type: ignore[call-arg]
+            r = np.uint64(key_ids[u]) * rw
+            t = times[u]
+            wm_u = own_wm[j & rmask]
+            # Slot 0 holds the int32 state in its low half (the high half is padding).
+            s0 = np.int64(np.int32(rec[r]))
+            since0 = rec[r + np.uint64(1)]
+            last0 = rec[r + np.uint64(2)]
+            row0 = np.uint64(s0 + 1)  # tmo row: 0 for "never seen"
+            if row0 > n_states:  # s0 outside [-1, n_states)
+                return np.int64(u), _wm_before(np.uint64(i0), u, wm0, times), np.int64(mu), _BAD
+            # Rule 1, without a branch: a key's first event puts it in the initial state.
+            first = s0 < 0
+            s = initial if first else s0
+            since = t if first else since0
+            last = t if first else last0
+            # Rule 2: timeouts due before this event (row 0 of tmo has none).
+            if _maybe_due(tmo, row0, since0, wm_u) and not first and _due(tmo, row0, since, wm_u):
+                s, since, last, mu, full = _fire_chain(
+                    np.int64(key_ids[u]), s, since, last, wm_u, np.int64(u), tmo,
+                    t_key, t_time, t_from, t_to, t_before, mu, mu_end,
+                )  # fmt: skip
+                rec[r] = s
+                rec[r + np.uint64(1)] = since
+                rec[r + np.uint64(2)] = last
+                if full:
+                    wm_u = _wm_before(np.uint64(i0), u, wm0, times)
+                    return np.int64(u), wm_u, np.int64(mu), _FULL
+            from_s[u] = s
+            if t < last:
+                # Rule 3: late; changes nothing.
+                status[u] = 2
+                to_s[u] = s
+                continue
+            # Rules 4 and 5, without branches: column 0 of table1 is event -1 (undefined).
+            target = table1[np.uint64(s) * width + np.uint64(events[u] + 1)]
+            fired = target >= 0
+            new_s = target if fired else s
+            status[u] = 0 if fired else 1
+            to_s[u] = new_s
+            rec[r] = new_s
+            rec[r + np.uint64(1)] = t if fired else since
+            rec[r + np.uint64(2)] = t
+            rec[r + np.uint64(3)] += 1
+        head = stop
+        if lo == n:
+            break
+    return np.int64(n), wm, np.int64(mu), _DONE
+
+
+@numba.njit(cache=True, nogil=True)
 def _run_flush(
     k0: int,
+    step: int,
     wm: int,
     before: int,
     tmo: Any,
@@ -261,13 +415,21 @@ def _run_flush(
     t_to: Any,
     t_before: Any,
     m: int,
+    m_end: int,
 ) -> Any:  # pragma: no cover - compiled
-    """Rule 6 for keys ``k0..`` in id order; returns ``(k, m, code)`` like ``_run_events``."""
+    """Rule 6, in id order, for the keys of the groups ``k0 // G, k0 // G + step,
+    ...`` from key ``k0`` on (``G = 2**GROUP_SHIFT`` keys per group); returns
+    ``(k, m, code)`` like ``_run_events`` (``k``: the key to resume from)."""
     n_keys = rec.shape[0] // _RW
     n_states = np.uint64(tmo.shape[0] // _NCOL - 1)
     rw = np.uint64(_RW)
     mu = np.uint64(m)
-    for k in range(k0, n_keys):
+    mu_end = np.uint64(m_end)
+    # Groups of 2**GROUP_SHIFT consecutive keys, every step-th group.
+    group = 1 << GROUP_SHIFT
+    skip = (step - 1) * group
+    k = k0
+    while k < n_keys:
         r = np.uint64(k) * rw
         s = np.int64(np.int32(rec[r]))
         if np.uint64(s + 1) > n_states:  # s outside [-1, n_states)
@@ -277,13 +439,14 @@ def _run_flush(
         if _maybe_due(tmo, s + 1, since, wm) and _due(tmo, s + 1, since, wm):
             s, since, last, mu, full = _fire_chain(
                 k, s, since, rec[r + np.uint64(2)], wm, before, tmo,
-                t_key, t_time, t_from, t_to, t_before, mu,
+                t_key, t_time, t_from, t_to, t_before, mu, mu_end,
             )  # fmt: skip
             rec[r] = s
             rec[r + np.uint64(1)] = since
             rec[r + np.uint64(2)] = last
             if full:
                 return k, np.int64(mu), _FULL
+        k += 1 if (k + 1) % group else 1 + skip
     return n_keys, np.int64(mu), _DONE
 
 
@@ -300,6 +463,21 @@ def _bounds(key_ids: Any, events: Any) -> Any:  # pragma: no cover - compiled
         e_lo = min(e_lo, e)
         e_hi = max(e_hi, e)
     return k_lo, k_hi, e_lo, e_hi
+
+
+def _batch_bounds(k: npt.NDArray[np.int64], e: npt.NDArray[np.int32]) -> tuple[int, int, int, int]:
+    """:func:`_bounds` of non-empty arrays, in slices on the available cores when large."""
+    parts = parts_for(None, len(k))
+    cuts = [len(k) * p // parts for p in range(parts + 1)]
+    found = in_parallel(
+        lambda p: _bounds(k[cuts[p] : cuts[p + 1]], e[cuts[p] : cuts[p + 1]]), range(parts)
+    )
+    return (
+        int(min(b[0] for b in found)),
+        int(max(b[1] for b in found)),
+        int(min(b[2] for b in found)),
+        int(max(b[3] for b in found)),
+    )
 
 
 def _machine_tables(
@@ -327,35 +505,6 @@ def _machine_tables(
     return table1, tmo
 
 
-_Buffers = tuple[
-    npt.NDArray[np.int64],
-    npt.NDArray[np.int64],
-    npt.NDArray[np.int32],
-    npt.NDArray[np.int32],
-    npt.NDArray[np.int64],
-]
-
-
-def _timeout_buffers(cap: int, old: _Buffers | None = None, m: int = 0) -> _Buffers:
-    """Fresh ``t_key, t_time, t_from, t_to, t_before`` buffers of ``cap`` rows (the
-    first ``m`` copied from ``old``). Allocated by numpy, which asks the OS for
-    huge pages, so the kernel's first touch of each page is cheap; pages never
-    touched cost no memory."""
-    bufs: _Buffers = (
-        np.empty(cap, dtype=np.int64),
-        np.empty(cap, dtype=np.int64),
-        np.empty(cap, dtype=np.int32),
-        np.empty(cap, dtype=np.int32),
-        np.empty(cap, dtype=np.int64),
-    )
-    if old is not None:
-        fresh: tuple[npt.NDArray[Any], ...] = bufs
-        prior: tuple[npt.NDArray[Any], ...] = old
-        for new, prev in zip(fresh, prior, strict=True):
-            new[:m] = prev[:m]
-    return bufs
-
-
 def _execute(
     cm: CompiledMachine,
     k: npt.NDArray[np.int64],
@@ -364,9 +513,16 @@ def _execute(
     state: KeyState,
     carried: int,
     given: npt.NDArray[np.int64] | None,
+    parts: int,
 ) -> BatchResult:
-    """Allocate the outputs, run the two compiled loops (growing the timeout
-    buffers whenever they fill up) and wrap the result."""
+    """Allocate the outputs, run the two compiled loops in ``parts`` key parts
+    (growing the timeout buffers whenever one fills up) and wrap the result.
+
+    Part ``p`` owns the keys with ``key_id % parts == p``; keys are independent
+    given the watermark, and every part computes the whole batch's watermark,
+    so the parts run in parallel (the loops release the GIL) and write
+    disjoint events, keys and timeout regions.
+    """
     table1, tmo = _machine_tables(cm)
     table1, tmo = table1.reshape(-1), tmo.reshape(-1)
     rec = records(state).reshape(-1)  # a view: the kernel writes through
@@ -375,41 +531,66 @@ def _execute(
     to_s = np.empty(n, dtype=np.int32)
     status = np.empty(n, dtype=np.int8)
     # Timeouts: a guess that covers most workloads; doubling when it does not.
-    bufs = _timeout_buffers(64 + n // 8)
+    tmos = Timeouts(parts, 64 + n // 8 // parts)
     use_given = given is not None
     wm_given = _EMPTY_I64 if given is None else given
-    i, wm, m = 0, carried, 0
-    while True:
-        i, wm, m, code = _run_events(
-            i, wm, table1, tmo, cm.initial, k, e, t, rec, wm_given, use_given,
-            from_s, to_s, status, *bufs, m,
+    mask = parts - 1
+    ring = _RING if parts > 1 else 1
+    scratch = [(np.empty(ring, np.int64), np.empty(ring, np.int64)) for _ in range(parts)]
+    # Per part: (next event, watermark before it, code); rounds until no part is FULL.
+    at = {p: (0, carried, _FULL) for p in range(parts)}
+
+    def events_part(p: int) -> tuple[int, int, int, int]:
+        i, wm, _ = at[p]
+        if parts == 1:
+            return _run_events(  # type: ignore[no-any-return]
+                i, wm, table1, tmo, cm.initial, k, e, t, rec, wm_given, use_given,
+                from_s, to_s, status, *tmos.bufs, tmos.m[p], tmos.end(p),
+            )  # fmt: skip
+        return _run_part(  # type: ignore[no-any-return]
+            i, wm, p, mask, table1, tmo, cm.initial, k, e, t, rec, wm_given, use_given,
+            from_s, to_s, status, *tmos.bufs, tmos.m[p], tmos.end(p), *scratch[p],
         )  # fmt: skip
-        if code != _FULL:
-            break
-        bufs = _timeout_buffers(2 * len(bufs[0]), bufs, m)
-    if code == _BAD:
-        _bad_state(cm, state, int(k[i]))
-    # Rule 6: the batch-end flush, key by key in id order.
+
+    while todo := [p for p, (_, _, code) in at.items() if code == _FULL]:
+        for p, (i, wm, m, code) in zip(todo, in_parallel(events_part, todo), strict=True):
+            at[p] = (i, wm, code)
+            tmos.m[p] = m
+        if any(at[p][2] == _FULL for p in todo):
+            tmos.grow()
+    bad = [at[p][0] for p in at if at[p][2] == _BAD]
+    if bad:
+        _bad_state(cm, state, int(k[min(bad)]))
+    wm = at[0][1]
+    # Rule 6: the batch-end flush, key by key in id order (within each part).
     if use_given and n:
         wm = max(carried, int(wm_given[n - 1]))
-    key = 0
-    while True:
-        key, m, code = _run_flush(key, wm, n, tmo, rec, *bufs, m)
-        if code != _FULL:
-            break
-        bufs = _timeout_buffers(2 * len(bufs[0]), bufs, m)
-    if code == _BAD:
-        _bad_state(cm, state, key)
-    # Views of the first m rows: the untouched rest of a buffer costs no memory.
+    keys = {p: (p << GROUP_SHIFT, _FULL) for p in range(parts)}
+
+    def flush_part(p: int) -> tuple[int, int, int]:
+        return _run_flush(  # type: ignore[no-any-return]
+            keys[p][0], parts, wm, n, tmo, rec, *tmos.bufs, tmos.m[p], tmos.end(p)
+        )
+
+    while todo := [p for p, (_, code) in keys.items() if code == _FULL]:
+        for p, (key, m, code) in zip(todo, in_parallel(flush_part, todo), strict=True):
+            keys[p] = (key, code)
+            tmos.m[p] = m
+        if any(keys[p][1] == _FULL for p in todo):
+            tmos.grow()
+    bad = [keys[p][0] for p in keys if keys[p][1] == _BAD]
+    if bad:
+        _bad_state(cm, state, min(bad))
+    t_key, t_time, t_from, t_to, t_before = tmos.rows()
     return BatchResult(
         from_state=from_s,
         to_state=to_s,
         status=status,
-        t_key=bufs[0][:m],
-        t_time=bufs[1][:m],
-        t_from=bufs[2][:m],
-        t_to=bufs[3][:m],
-        t_before=bufs[4][:m],
+        t_key=t_key,
+        t_time=t_time,
+        t_from=t_from,
+        t_to=t_to,
+        t_before=t_before,
         watermark=int(wm),
     )
 
@@ -473,7 +654,7 @@ def check_batch(
             f"{len(k)}, {len(e)} and {len(t)}"
         )
     if len(k):
-        lo, hi, elo, ehi = (int(v) for v in _bounds(k, e))
+        lo, hi, elo, ehi = _batch_bounds(k, e)
         if lo < 0 or hi >= len(state):
             bad = lo if lo < 0 else hi
             raise ConfigurationError(
@@ -528,6 +709,7 @@ def run_batch(
     *,
     watermark: int,
     wm: npt.ArrayLike | None = None,
+    threads: int | None = None,
 ) -> BatchResult:
     """Run one batch of events through the per-key machine (numba kernel).
 
@@ -569,6 +751,10 @@ def run_batch(
         ``max(watermark, wm[-1])``. Must be non-decreasing and ``>= times``.
         Pass the whole batch's final watermark as ``watermark`` then, so that a
         part without events still flushes its idle keys.
+    threads : int, optional
+        Threads to run the batch in, split by key id (rounded down to a power of
+        two, at most 8). Default: one for batches under 65,536 events, else the
+        cores this process may use. Results do not depend on it.
 
     Returns
     -------
@@ -599,7 +785,7 @@ def run_batch(
     k, e, t = check_batch(cm, key_ids, events, times, state)
     carried = _check_watermark(watermark)
     given = _check_given_wm(wm, t)
-    return _execute(cm, k, e, t, state, carried, given)
+    return _execute(cm, k, e, t, state, carried, given, parts_for(threads, len(k)))
 
 
 def warmup() -> float:

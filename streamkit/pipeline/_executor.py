@@ -63,7 +63,8 @@ def _run_part(
     from streamkit.kernel import KeyState, run_batch
 
     state = KeyState.from_arrays(*arrays)
-    res = run_batch(cm, key_ids, events, times, state, watermark=flush, wm=wm)
+    # One thread: the cluster already runs a partition per worker thread.
+    res = run_batch(cm, key_ids, events, times, state, watermark=flush, wm=wm, threads=1)
     return res, (state.state, state.since, state.last, state.events)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -413,10 +415,19 @@ def test_extreme_distances_between_since_and_the_watermark(impl: RunBatch) -> No
     assert (state.state[0], state.since[0], state.last[0]) == (1, hi, hi)
 
 
+@pytest.mark.parametrize("threads", [1, 4])
 @pytest.mark.parametrize("touched", [True, False])
-def test_kernel_rejects_state_codes_of_another_machine(touched: bool) -> None:
+def test_kernel_rejects_state_codes_of_another_machine(touched: bool, threads: int) -> None:
     state = KeyState.empty(2)
     state.state[1] = 7  # LINE has 3 states
     rows = [(1, 0, 5)] if touched else [(0, 0, 5)]
     with pytest.raises(ConfigurationError, match="key id 1 holds state code 7"):
-        run(run_batch, LINE, rows, state)
+        run(functools.partial(run_batch, threads=threads), LINE, rows, state)
+
+
+def test_the_first_bad_event_is_reported_whichever_part_meets_it() -> None:
+    # Keys 1 and 2 land in different parts; key 2's event comes first.
+    state = KeyState.empty(4)
+    state.state[1] = state.state[2] = 9
+    with pytest.raises(ConfigurationError, match="key id 2 holds state code 9"):
+        run(functools.partial(run_batch, threads=2), LINE, [(0, 0, 1), (2, 0, 2), (1, 0, 3)], state)

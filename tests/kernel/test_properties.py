@@ -3,9 +3,11 @@ depends on how the events are cut into batches."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import defaultdict
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -17,18 +19,25 @@ from streamkit.kernel import (
     BatchResult,
     CompiledMachine,
     KeyState,
+    _numba,
     history_arrays,
     history_order,
     run_batch,
 )
 from streamkit.kernel.reference import run_batch_reference
 
+from .conftest import SMALL_RING, RunBatch
+
 SETTINGS = settings(
     max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-IMPLS = {"kernel": run_batch, "reference": run_batch_reference}
+IMPLS: dict[str, RunBatch] = {
+    "kernel": run_batch,
+    "kernel-2-threads": functools.partial(run_batch, threads=2),
+    "reference": run_batch_reference,
+}
 
 
 @st.composite
@@ -159,12 +168,14 @@ def _run_split(impl: Any, data: dict[str, Any], cuts: list[int]) -> tuple[Any, K
 
 
 @SETTINGS
-@given(cases(carried=True))
-def test_kernel_equals_reference(data: dict[str, Any]) -> None:
+@given(cases(carried=True), st.sampled_from([1, 2, 3, 4, 8]))
+def test_kernel_equals_reference(data: dict[str, Any], threads: int) -> None:
+    """In one thread or split in key parts (a small ring: many listing blocks)."""
     cm = data["cm"]
     st_fast, st_slow = data["state"].copy(), data["state"].copy()
     args = (cm, data["keys"], data["events"], data["times"])
-    fast = run_batch(*args, st_fast, watermark=data["watermark"])
+    with mock.patch.object(_numba, "_RING", SMALL_RING):
+        fast = run_batch(*args, st_fast, watermark=data["watermark"], threads=threads)
     slow = run_batch_reference(*args, st_slow, watermark=data["watermark"])
     _assert_results_equal(fast, slow)
     _assert_states_equal(st_fast, st_slow)
