@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -141,3 +143,32 @@ def test_an_empty_batch_with_threads_flushes_every_part() -> None:
     assert result.t_key.tolist() == [0, 1, 2, 3]  # key order across the four parts
     assert result.t_before.tolist() == [0, 0, 0, 0]
     assert state.state.tolist() == [2, 2, 2, 2, 1]
+
+
+_UNCOMPILED_AFTER_WARMUP = """
+import importlib, pkgutil
+from numba.core.registry import CPUDispatcher
+import streamkit.kernel as package
+package.warmup()
+for info in pkgutil.iter_modules(package.__path__):
+    module = importlib.import_module(f"streamkit.kernel.{info.name}")
+    for name, value in vars(module).items():
+        if isinstance(value, CPUDispatcher) and value.__module__ == module.__name__:
+            if value.targetoptions.get("inline") != "always" and not value.signatures:
+                print(f"{info.name}.{name}")
+"""
+
+
+def test_warmup_compiles_every_compiled_function_of_the_kernel() -> None:
+    """A notebook pays compile (or cache load) time in warmup(), never in a
+    first large batch: in a fresh process, every numba dispatcher of the
+    package has a compiled signature after warmup() (inline-only helpers are
+    compiled into their callers)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _UNCOMPILED_AFTER_WARMUP],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    assert proc.stdout.split() == []
