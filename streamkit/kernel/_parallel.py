@@ -60,10 +60,13 @@ Buffers = tuple[
 
 def timeout_buffers(parts: int, cap: int) -> Buffers:
     """Fresh ``t_key, t_time, t_from, t_to, t_before`` buffers: ``parts`` regions of
-    ``cap`` rows, region ``p`` for the timeouts of part ``p``. Allocated by
-    numpy, which asks the OS for huge pages, so the kernel's first touch of
-    each page is cheap; pages never touched cost no memory."""
-    rows = parts * cap
+    ``cap`` rows, region ``p`` for the timeout rows of part ``p``, and one spare
+    row that the merge may read (never use) past a full last region.
+
+    Allocated by numpy, which asks the OS for huge pages, so the kernel's first
+    touch of each page is cheap; pages never touched cost no memory.
+    """
+    rows = parts * cap + 1
     return (
         np.empty(rows, dtype=np.int64),
         np.empty(rows, dtype=np.int64),
@@ -189,7 +192,11 @@ def _merge_two(
 ) -> None:  # pragma: no cover - compiled
     """Merge timeout rows ``a0:a1`` and ``b0:b1`` (each in firing order, without
     a common key) into the ``o_*`` arrays from row ``o0``, by ``(t_before,
-    t_key)``. The choice of the next row is a select, not a branch."""
+    t_key)``. The choice of the next row is a select, not a branch.
+
+    An empty run's row ``a0`` (or ``b0``) is read but never used: past a full
+    last region, that is the buffers' spare row.
+    """
     top = np.int64(_I64_MAX)
     i = np.uint64(a0)
     j = np.uint64(b0)
@@ -244,7 +251,7 @@ def merge_runs(bufs: Buffers, runs: list[tuple[int, int]], parts: int) -> Buffer
     """
     total = sum(hi - lo for lo, hi in runs)
     while len(runs) > 1:
-        out = timeout_buffers(1, max(total, 1))  # a row to read even when empty
+        out = timeout_buffers(1, total)
         merged = []
         at = 0
         for x in range(0, len(runs), 2):

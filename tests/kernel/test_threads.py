@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamkit.errors import ConfigurationError
 from streamkit.kernel import (
@@ -172,3 +174,40 @@ def test_warmup_compiles_every_compiled_function_of_the_kernel() -> None:
         timeout=600,
     )
     assert proc.stdout.split() == []
+
+
+@st.composite
+def _part_runs(draw: st.DrawFn) -> tuple[_parallel.Buffers, list[tuple[int, int]], int]:
+    """Timeout buffers of 1-8 parts, each region holding a run in firing order
+    (ties of (before, key) are chains of one key), some regions empty or full."""
+    parts = draw(st.sampled_from([1, 2, 4, 8]))
+    cap = draw(st.integers(1, 12))
+    bufs = _parallel.timeout_buffers(parts, cap)
+    runs = []
+    for p in range(parts):
+        rows = draw(st.one_of(st.just(cap), st.integers(0, cap)))
+        before = sorted(draw(st.lists(st.integers(0, 6), min_size=rows, max_size=rows)))
+        keys = draw(st.lists(st.integers(0, 3), min_size=rows, max_size=rows))
+        pairs = sorted(zip(before, (k * parts + p for k in keys), strict=True))
+        lo = p * cap
+        for i, (b, k) in enumerate(pairs):
+            bufs[0][lo + i], bufs[4][lo + i] = k, b
+            bufs[1][lo + i] = draw(st.integers(-(2**63), 2**63 - 1))
+            bufs[2][lo + i], bufs[3][lo + i] = draw(st.integers(0, 9)), lo + i
+        runs.append((lo, lo + rows))
+    return bufs, runs, draw(st.integers(1, 4))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_part_runs())
+def test_merging_the_parts_timeouts_gives_firing_order(
+    case: tuple[_parallel.Buffers, list[tuple[int, int]], int],
+) -> None:
+    """merge_runs equals a stable sort by (before, key) of all rows: rows move
+    whole, a key's chain keeps its order, full and empty regions included."""
+    bufs, runs, slices = case
+    rows = np.concatenate([np.arange(lo, hi) for lo, hi in runs])
+    order = rows[np.lexsort((bufs[0][rows], bufs[4][rows]))]  # stable
+    merged = _parallel.merge_runs(bufs, runs, slices)
+    for got, column in zip(merged, bufs, strict=True):
+        np.testing.assert_array_equal(got, column[order])
