@@ -756,8 +756,9 @@ def run_batch(
         part without events still flushes its idle keys.
     threads : int, optional
         Threads to run the batch in, split by key id (rounded down to a power of
-        two, at most 8). Default: one for batches under 65,536 events, else the
-        cores this process may use. Results do not depend on it.
+        two, at most 8). Default: one for batches under 65,536 events, else
+        ``$STREAMKIT_KERNEL_THREADS`` if set, else the cores this process may
+        use. Results do not depend on it.
 
     Returns
     -------

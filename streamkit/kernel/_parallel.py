@@ -31,7 +31,9 @@ __all__ = [
     "PARALLEL_MIN_EVENTS",
     "Buffers",
     "Timeouts",
+    "THREADS_ENV",
     "available_cores",
+    "default_threads",
     "in_parallel",
     "merge_runs",
     "parts_for",
@@ -112,10 +114,34 @@ def available_cores() -> int:
     return os.cpu_count() or 1  # pragma: no cover - not Linux
 
 
+#: Environment variable that caps the kernel's threads when ``threads`` is not
+#: given (e.g. when several pipelines share a machine).
+THREADS_ENV = "STREAMKIT_KERNEL_THREADS"
+
+
+def default_threads() -> int:
+    """The threads a large batch runs in by default: ``$STREAMKIT_KERNEL_THREADS``
+    if set, else the cores this process may use."""
+    text = os.environ.get(THREADS_ENV, "").strip()
+    if not text:
+        return available_cores()
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigurationError(
+            f"{THREADS_ENV}={text!r}: expected a positive number of threads (1 for none)"
+        )
+    return value
+
+
 def parts_for(threads: int | None, n: int) -> int:
-    """How many key parts (threads) a batch of ``n`` events runs in: a power of two."""
+    """How many key parts (threads) a batch of ``n`` events runs in: ``threads``
+    (or :func:`default_threads` for batches of ``PARALLEL_MIN_EVENTS`` or more,
+    else one) rounded down to a power of two, at most ``MAX_THREADS``."""
     if threads is None:
-        threads = available_cores() if n >= PARALLEL_MIN_EVENTS else 1
+        threads = default_threads() if n >= PARALLEL_MIN_EVENTS else 1
     if isinstance(threads, bool) or not isinstance(threads, int | np.integer) or threads < 1:
         raise ConfigurationError(
             f"run_batch: expected threads to be a positive integer or None, found {threads!r}"

@@ -113,7 +113,8 @@ def test_thread_counts_round_down_to_a_power_of_two(threads: int, parts: int) ->
     assert _parallel.parts_for(threads, 10) == parts
 
 
-def test_small_batches_run_in_one_thread_by_default() -> None:
+def test_small_batches_run_in_one_thread_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(_parallel.THREADS_ENV, raising=False)
     assert _parallel.parts_for(None, _parallel.PARALLEL_MIN_EVENTS - 1) == 1
     assert _parallel.parts_for(None, _parallel.PARALLEL_MIN_EVENTS) == min(
         8, 1 << (_parallel.available_cores().bit_length() - 1)
@@ -211,3 +212,22 @@ def test_merging_the_parts_timeouts_gives_firing_order(
     merged = _parallel.merge_runs(bufs, runs, slices)
     for got, column in zip(merged, bufs, strict=True):
         np.testing.assert_array_equal(got, column[order])
+
+
+def test_the_environment_caps_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    big = _parallel.PARALLEL_MIN_EVENTS
+    monkeypatch.setenv(_parallel.THREADS_ENV, "1")
+    assert _parallel.parts_for(None, big) == 1
+    assert _parallel.parts_for(4, big) == 4  # an explicit count wins
+    monkeypatch.setenv(_parallel.THREADS_ENV, " 6 ")
+    assert _parallel.parts_for(None, big) == 4
+    assert _parallel.parts_for(None, big - 1) == 1
+    monkeypatch.setenv(_parallel.THREADS_ENV, "")
+    assert _parallel.parts_for(None, big) == _parallel.parts_for(_parallel.available_cores(), big)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_a_bad_environment_value_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(_parallel.THREADS_ENV, value)
+    with pytest.raises(ConfigurationError, match="STREAMKIT_KERNEL_THREADS"):
+        _parallel.parts_for(None, _parallel.PARALLEL_MIN_EVENTS)
