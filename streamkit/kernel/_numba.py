@@ -354,7 +354,8 @@ def _run_part(
         last_j = tail - np.uint64(1)
         for j in range(head, stop):
             u = np.uint64(own[j & rmask])
-            _prefetch_row(rec, np.uint64(key_ids[own[min(j + ahead, last_j) & rmask]]) * rw)  # type: ignore[call-arg]
+            ahead_u = np.uint64(own[min(j + ahead, last_j) & rmask])
+            _prefetch_row(rec, np.uint64(key_ids[ahead_u]) * rw)  # type: ignore[call-arg]
             r = np.uint64(key_ids[u]) * rw
             t = times[u]
             wm_u = own_wm[j & rmask]
