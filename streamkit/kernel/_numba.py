@@ -522,10 +522,10 @@ def _execute(
     """Allocate the outputs, run the two compiled loops in ``parts`` key parts
     (growing the timeout buffers whenever one fills up) and wrap the result.
 
-    Part ``p`` owns the keys with ``key_id % parts == p``; keys are independent
-    given the watermark, and every part computes the whole batch's watermark,
-    so the parts run in parallel (the loops release the GIL) and write
-    disjoint events, keys and timeout regions.
+    Part ``p`` owns the keys with ``(key_id >> GROUP_SHIFT) % parts == p`` (see
+    :mod:`._parallel`); one part runs the plain loop over all events. A round
+    runs every unfinished part at once; a part whose timeout buffer region
+    filled up resumes in the next round, after the regions have grown.
     """
     table1, tmo = _machine_tables(cm)
     table1, tmo = table1.reshape(-1), tmo.reshape(-1)
