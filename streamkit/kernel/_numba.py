@@ -68,10 +68,9 @@ _DONE, _FULL, _BAD = 0, 1, 2
 # random access into a table of millions of keys, so without it nearly every
 # event waits for a cache miss.
 _PREFETCH_AHEAD = 32
-# Ring of listed events in _run_part: a power of two above _PREFETCH_AHEAD; the
-# listing pass works in blocks of _RING - _PREFETCH_AHEAD events (two int64
-# rings: 32 KB, within L1).
-_RING = 2048
+# Room for listed events in _run_part: the listing pass works in blocks of
+# _LISTED - _PREFETCH_AHEAD events (two int64 lists: 32 KB, within L1).
+_LISTED = 2048
 
 
 @intrinsic
@@ -312,12 +311,12 @@ def _run_part(
     as :func:`_run_events` does.
 
     Skipping the other parts' events with a branch would mispredict on half of
-    them, so events are listed first: a branch-free pass appends each block's
-    events of this part, with their watermarks, to the rings ``own`` and
-    ``own_wm`` (``len(own)``, a power of two, minus ``_PREFETCH_AHEAD`` events
-    per block), and the main loop walks the rings. The last ``_PREFETCH_AHEAD``
-    listed events wait for the next block, so the prefetch always has an event
-    that far ahead.
+    them, so events are listed first: a branch-free pass appends a block's
+    events of this part, with their watermarks, to the lists ``own`` and
+    ``own_wm`` (``len(own) - _PREFETCH_AHEAD`` events per block), and the main
+    loop walks the lists. The last ``_PREFETCH_AHEAD`` listed events wait for
+    the next block (they move to the front), so the prefetch always has an
+    event that far ahead.
     """
     n = np.uint64(key_ids.shape[0])
     n_states = np.uint64(tmo.shape[0] // _NCOL - 1)
@@ -331,34 +330,31 @@ def _run_part(
     mu_end = np.uint64(m_end)
     upart = np.uint64(part)
     umask = np.uint64(mask)
-    ring = np.uint64(own.shape[0])  # a power of two, above `ahead`
-    rmask = ring - np.uint64(1)
-    block = ring - ahead  # at most `ahead` listed events wait for the next block
+    block = np.uint64(own.shape[0]) - ahead  # room for `ahead` held-back events
     wm0 = wm
     lo = np.uint64(i0)  # next event to list
-    head = np.uint64(0)  # next listed event to run (ring position, never wraps)
-    tail = np.uint64(0)  # end of the listed events
+    tail = np.uint64(0)  # end of the listed events; those held back come first
     while True:
         if lo < n:
             # List the next block's events of this part, without branches.
             hi = min(lo + block, n)
             for v in range(lo, hi):
                 wm = wm_given[v] if use_given else max(wm, times[v])
-                own[tail & rmask] = v
-                own_wm[tail & rmask] = wm
+                own[tail] = v
+                own_wm[tail] = wm
                 tail += np.uint64(((np.uint64(key_ids[v]) >> GROUP_SHIFT) & umask) == upart)
             lo = hi
-        # Run the listed events, keeping the last `ahead` of them back until the
+        # Run the listed events, holding the last `ahead` of them back until the
         # next block is listed, so that the prefetch always looks `ahead` events on.
-        stop = tail if lo == n else max(head, tail - min(tail, ahead))
-        last_j = tail - np.uint64(1)
-        for j in range(head, stop):
-            u = np.uint64(own[j & rmask])
-            ahead_u = np.uint64(own[min(j + ahead, last_j) & rmask])
+        stop = tail if lo == n else tail - min(tail, ahead)
+        last_j = max(tail, np.uint64(1)) - np.uint64(1)
+        for j in range(stop):
+            u = np.uint64(own[j])
+            ahead_u = np.uint64(own[min(j + ahead, last_j)])
             _prefetch_row(rec, np.uint64(key_ids[ahead_u]) * rw)  # type: ignore[call-arg]
             r = np.uint64(key_ids[u]) * rw
             t = times[u]
-            wm_u = own_wm[j & rmask]
+            wm_u = own_wm[j]
             # Slot 0 holds the int32 state in its low half (the high half is padding).
             s0 = np.int64(np.int32(rec[r]))
             since0 = rec[r + np.uint64(1)]
@@ -399,9 +395,13 @@ def _run_part(
             rec[r + np.uint64(1)] = t if fired else since
             rec[r + np.uint64(2)] = t
             rec[r + np.uint64(3)] += 1
-        head = stop
         if lo == n:
             break
+        # The held-back events move to the front.
+        for x in range(stop, tail):
+            own[x - stop] = own[x]
+            own_wm[x - stop] = own_wm[x]
+        tail -= stop
     return np.int64(n), wm, np.int64(mu), _DONE
 
 
@@ -539,8 +539,8 @@ def _execute(
     use_given = given is not None
     wm_given = _EMPTY_I64 if given is None else given
     mask = parts - 1
-    ring = _RING if parts > 1 else 1
-    scratch = [(np.empty(ring, np.int64), np.empty(ring, np.int64)) for _ in range(parts)]
+    listed = _LISTED if parts > 1 else 1
+    scratch = [(np.empty(listed, np.int64), np.empty(listed, np.int64)) for _ in range(parts)]
     # Per part: (next event, watermark before it, code); rounds until no part is FULL.
     at = {p: (0, carried, _FULL) for p in range(parts)}
 

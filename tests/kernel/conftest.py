@@ -19,8 +19,8 @@ def _warm_kernel() -> None:
     warmup()
 
 
-#: A ring of 64 listed events (blocks of 32): small cases cross many blocks.
-SMALL_RING = 64
+#: Room for 64 listed events (blocks of 32): small cases cross many blocks.
+SMALL_LISTED = 64
 
 
 @pytest.fixture(params=["kernel", "kernel-4-threads", "reference"])
@@ -28,6 +28,6 @@ def impl(request: Any, monkeypatch: pytest.MonkeyPatch) -> RunBatch:
     """Both implementations of the rules, the kernel in one thread and split in
     four key parts, so every hand-written case checks all three."""
     if request.param == "kernel-4-threads":
-        monkeypatch.setattr(_numba, "_RING", SMALL_RING)
+        monkeypatch.setattr(_numba, "_LISTED", SMALL_LISTED)
         return functools.partial(run_batch, threads=4)
     return run_batch if request.param == "kernel" else run_batch_reference

@@ -26,7 +26,7 @@ from streamkit.kernel import (
 )
 from streamkit.kernel.reference import run_batch_reference
 
-from .conftest import SMALL_RING, RunBatch
+from .conftest import SMALL_LISTED, RunBatch
 
 SETTINGS = settings(
     max_examples=200,
@@ -170,11 +170,11 @@ def _run_split(impl: Any, data: dict[str, Any], cuts: list[int]) -> tuple[Any, K
 @SETTINGS
 @given(cases(carried=True), st.sampled_from([1, 2, 3, 4, 8]))
 def test_kernel_equals_reference(data: dict[str, Any], threads: int) -> None:
-    """In one thread or split in key parts (a small ring: many listing blocks)."""
+    """In one thread or split in key parts (little room for listed events: many listing blocks)."""
     cm = data["cm"]
     st_fast, st_slow = data["state"].copy(), data["state"].copy()
     args = (cm, data["keys"], data["events"], data["times"])
-    with mock.patch.object(_numba, "_RING", SMALL_RING):
+    with mock.patch.object(_numba, "_LISTED", SMALL_LISTED):
         fast = run_batch(*args, st_fast, watermark=data["watermark"], threads=threads)
     slow = run_batch_reference(*args, st_slow, watermark=data["watermark"])
     _assert_results_equal(fast, slow)
