@@ -31,7 +31,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from streamkit.kernel._numba import _prefetch_row
-from streamkit.kernel._result import readonly
+from streamkit.kernel._result import readonly, zeros_aligned
 
 __all__ = ["ByteKeyMap", "Rows"]
 
@@ -295,14 +295,6 @@ def _rehash(hashes: Any, old: Any, slots: Any) -> None:  # pragma: no cover - co
             slots[np.uint64(4) * j + np.uint64(w)] = old[4 * i + w]
 
 
-def _zeros_aligned(n: int) -> npt.NDArray[np.uint64]:
-    """``n`` zeroed uint64 starting on a 64-byte boundary (a slot never spans two
-    cache lines)."""
-    buf = np.zeros(n + 8, dtype=np.uint64)
-    skip = (-buf.ctypes.data % 64) // 8
-    return buf[skip : skip + n]
-
-
 def _grown(array: npt.NDArray[Any], need: int, fill: int | None = None) -> npt.NDArray[Any]:
     """``array`` if it holds ``need`` items, else a copy at least twice as large."""
     if len(array) >= need:
@@ -391,7 +383,7 @@ class ByteKeyMap:
     __slots__ = ("_arena", "_hashes", "_koffs", "_n", "_scratch", "_slots")
 
     def __init__(self) -> None:
-        self._slots = _zeros_aligned(4 * _MIN_SLOTS)  # 4 words a slot
+        self._slots = zeros_aligned(4 * _MIN_SLOTS, np.uint64)  # 4 words a slot
         self._hashes = np.empty(_MIN_SLOTS // 2, dtype=np.uint64)
         self._koffs = np.zeros(_MIN_SLOTS // 2 + 1, dtype=np.int64)
         self._arena = np.empty(_MIN_SLOTS * 8, dtype=np.uint8)
@@ -449,6 +441,6 @@ class ByteKeyMap:
             room = max(min(rest_bytes, max(rest_bytes // 4, 65536)), row_bytes)
             self._arena = _grown(self._arena, used + room)
         if self._n >= len(self._slots) // 8:  # half of the slots
-            slots = _zeros_aligned(2 * len(self._slots))
+            slots = zeros_aligned(2 * len(self._slots), np.uint64)
             _rehash(self._hashes, self._slots, slots)
             self._slots = slots

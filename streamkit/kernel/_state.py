@@ -16,6 +16,7 @@ import numpy.typing as npt
 import polars as pl
 
 from streamkit.errors import CheckpointError
+from streamkit.kernel._result import zeros_aligned
 
 __all__ = ["KeyState"]
 
@@ -244,8 +245,9 @@ class KeyState:
 
 
 def _new_records(cap: int) -> npt.NDArray[np.int64]:
-    """A ``(cap, 4)`` int64 record buffer of keys never seen (state -1, zeros)."""
-    buf = np.zeros((cap, 4), dtype=np.int64)
+    """A ``(cap, 4)`` int64 record buffer of keys never seen (state -1, zeros),
+    starting on a cache-line boundary, so that no record spans two lines."""
+    buf = zeros_aligned(cap * 4, np.int64).reshape(cap, 4)
     buf.view(np.int32)[:, _STATE_HALF] = -1  # the other half of slot 0 is padding (0)
     return buf
 

@@ -118,3 +118,17 @@ def test_negative_state_written_through_the_view_reads_back() -> None:
     assert st.state.tolist() == [-1, 2] and records(st)[0, 0] == 2**32 - 1
     st.grow(40)
     assert st.state[:3].tolist() == [-1, 2, -1] and len(records(st)) == 40
+
+
+def test_records_start_on_a_cache_line() -> None:
+    """A 32-byte record never spans two cache lines (two misses for the kernel)."""
+    from streamkit.kernel._state import records
+
+    for n in (0, 1, 17, 5_000, 300_000):
+        st = KeyState.empty(n)
+        assert records(st).ctypes.data % 64 == 0
+        st.grow(3 * n + 40)
+        assert records(st).ctypes.data % 64 == 0
+        assert records(st.copy()).ctypes.data % 64 == 0
+    st = KeyState.from_arrays([0, -1, 2], [1, 0, 3], [1, 0, 4], [1, 0, 1])
+    assert records(st).ctypes.data % 64 == 0
