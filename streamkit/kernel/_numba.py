@@ -143,13 +143,16 @@ def _fire_chain(
     t_before: Any,
     m: Any,
     m_end: Any,
+    rec: Any,
+    r: Any,
 ) -> Any:  # pragma: no cover - compiled
     """Rules 2 and 6: fire key k's due timeouts, chained, while ``_due``.
 
     Precondition: ``_due(tmo, s + 1, since, wm)``. Rows go to the ``t_*``
-    buffers from ``m`` on, up to ``m_end`` (the end of the caller's region).
-    Returns ``(s, since, last, m, full)``; ``full`` means the buffers ran out
-    with timeouts still due (the state so far is consistent, so the caller can
+    buffers from ``m`` on, up to ``m_end`` (the end of the caller's region);
+    the key's state, since and last go to its record at ``rec[r:]``. Returns
+    ``(s, since, last, m, full)``; ``full`` means the buffers ran out with
+    timeouts still due (the record so far is consistent, so the caller can
     grow the buffers and call again).
     """
     full = False
@@ -170,6 +173,9 @@ def _fire_chain(
         last = max(last, deadline)
         if not _due(tmo, s + 1, since, wm):
             break
+    rec[r] = s
+    rec[r + np.uint64(1)] = since
+    rec[r + np.uint64(2)] = last
     return s, since, last, m, full
 
 
@@ -252,11 +258,8 @@ def _run_events(
         if _maybe_due(tmo, row0, since0, wm) and not first and _due(tmo, row0, since, wm):
             s, since, last, mu, full = _fire_chain(
                 np.int64(key_ids[u]), s, since, last, wm, np.int64(u), tmo,
-                t_key, t_time, t_from, t_to, t_before, mu, mu_end,
+                t_key, t_time, t_from, t_to, t_before, mu, mu_end, rec, r,
             )  # fmt: skip
-            rec[r] = s
-            rec[r + np.uint64(1)] = since
-            rec[r + np.uint64(2)] = last
             if full:
                 return np.int64(u), wm_before, np.int64(mu), _FULL
         from_s[u] = s
@@ -371,11 +374,8 @@ def _run_part(
             if _maybe_due(tmo, row0, since0, wm_u) and not first and _due(tmo, row0, since, wm_u):
                 s, since, last, mu, full = _fire_chain(
                     np.int64(key_ids[u]), s, since, last, wm_u, np.int64(u), tmo,
-                    t_key, t_time, t_from, t_to, t_before, mu, mu_end,
+                    t_key, t_time, t_from, t_to, t_before, mu, mu_end, rec, r,
                 )  # fmt: skip
-                rec[r] = s
-                rec[r + np.uint64(1)] = since
-                rec[r + np.uint64(2)] = last
                 if full:
                     wm_u = _wm_before(np.uint64(i0), u, wm0, times)
                     return np.int64(u), wm_u, np.int64(mu), _FULL
@@ -441,13 +441,10 @@ def _run_flush(
         # Row 0 of tmo ("never seen") has no timeout.
         since = rec[r + np.uint64(1)]
         if _maybe_due(tmo, s + 1, since, wm) and _due(tmo, s + 1, since, wm):
-            s, since, last, mu, full = _fire_chain(
+            _, _, _, mu, full = _fire_chain(
                 k, s, since, rec[r + np.uint64(2)], wm, before, tmo,
-                t_key, t_time, t_from, t_to, t_before, mu, mu_end,
+                t_key, t_time, t_from, t_to, t_before, mu, mu_end, rec, r,
             )  # fmt: skip
-            rec[r] = s
-            rec[r + np.uint64(1)] = since
-            rec[r + np.uint64(2)] = last
             if full:
                 return k, np.int64(mu), _FULL
         k += 1 if (k + 1) % group else 1 + skip
@@ -469,9 +466,10 @@ def _bounds(key_ids: Any, events: Any) -> Any:  # pragma: no cover - compiled
     return k_lo, k_hi, e_lo, e_hi
 
 
-def _batch_bounds(k: npt.NDArray[np.int64], e: npt.NDArray[np.int32]) -> tuple[int, int, int, int]:
-    """:func:`_bounds` of non-empty arrays, in slices on the available cores when large."""
-    parts = parts_for(None, len(k))
+def _batch_bounds(
+    k: npt.NDArray[np.int64], e: npt.NDArray[np.int32], parts: int
+) -> tuple[int, int, int, int]:
+    """:func:`_bounds` of non-empty arrays, in ``parts`` slices on as many threads."""
     cuts = [len(k) * p // parts for p in range(parts + 1)]
     found = in_parallel(
         lambda p: _bounds(k[cuts[p] : cuts[p + 1]], e[cuts[p] : cuts[p + 1]]), range(parts)
@@ -626,11 +624,14 @@ def check_batch(
     events: npt.ArrayLike,
     times: npt.ArrayLike,
     state: KeyState,
+    *,
+    threads: int | None = 1,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.int64]]:
     """Validate and normalise a batch's arrays (shared by the kernel and the reference).
 
     Returns read-only, C-contiguous ``key_ids`` (int64), ``events`` (int32) and
-    ``times`` (int64).
+    ``times`` (int64). ``threads`` is as in :func:`run_batch`: the bounds check
+    of a large batch runs in slices on that many threads.
 
     Raises
     ------
@@ -658,7 +659,7 @@ def check_batch(
             f"{len(k)}, {len(e)} and {len(t)}"
         )
     if len(k):
-        lo, hi, elo, ehi = _batch_bounds(k, e)
+        lo, hi, elo, ehi = _batch_bounds(k, e, parts_for(threads, len(k)))
         if lo < 0 or hi >= len(state):
             bad = lo if lo < 0 else hi
             raise ConfigurationError(
@@ -795,7 +796,7 @@ def run_batch(
     >>> r2.equals(r) and st2.equals(st)
     True
     """
-    k, e, t = check_batch(cm, key_ids, events, times, state)
+    k, e, t = check_batch(cm, key_ids, events, times, state, threads=threads)
     carried = _check_watermark(watermark)
     given = _check_given_wm(wm, t)
     return _execute(cm, k, e, t, state, carried, given, parts_for(threads, len(k)))

@@ -109,6 +109,7 @@ class Timeouts:
 
 
 def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1  # pragma: no cover - not Linux

@@ -231,3 +231,19 @@ def test_a_bad_environment_value_is_refused(monkeypatch: pytest.MonkeyPatch, val
     monkeypatch.setenv(_parallel.THREADS_ENV, value)
     with pytest.raises(ConfigurationError, match="STREAMKIT_KERNEL_THREADS"):
         _parallel.parts_for(None, _parallel.PARALLEL_MIN_EVENTS)
+
+
+def test_one_thread_never_touches_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """threads=1 (what DaskExecutor's partitions ask for) keeps the whole call,
+    bounds check included, in the caller's thread, however large the batch."""
+
+    def no_pool() -> None:
+        raise AssertionError("the pool was used")
+
+    monkeypatch.setattr(_parallel._POOL, "get", no_pool)
+    cm, n_keys = _machine(), 1_000
+    stream = _stream(2 * _parallel.PARALLEL_MIN_EVENTS, n_keys, seed=5)
+    result, state = _run(1, cm, stream, n_keys)
+    ref_state = KeyState.empty(n_keys)
+    assert result.equals(run_batch_reference(cm, *stream, ref_state, watermark=NO_WATERMARK))
+    assert state.equals(ref_state)
