@@ -11,6 +11,7 @@ FileNotFoundError`` keeps working for code that does not know streamkit::
     ├── CheckpointError (RuntimeError)            a missing, corrupt or inconsistent checkpoint
     │   └── CorruptFileError (OSError)            a stored file whose size or checksum is wrong
     ├── StorageError (OSError)                    a backend failure, translated at the boundary
+    │   └── OutcomeUnknownError                   a write the store may or may not have applied
     ├── LeaseError (RuntimeError)                 a run overtaken by a newer run of its pipeline
     ├── UndefinedTransitionError (ValueError)     ``on_undefined="error"`` met an undefined event
     └── ConfigurationError (ValueError)           bad options or a pipeline that cannot run
@@ -28,6 +29,7 @@ __all__ = [
     "LeaseError",
     "LogNotFoundError",
     "MachineError",
+    "OutcomeUnknownError",
     "SchemaError",
     "StorageError",
     "StreamkitError",
@@ -65,6 +67,16 @@ class CorruptFileError(CheckpointError, OSError):
 
 class StorageError(StreamkitError, OSError):
     """The storage backend failed; the message names the path, never credentials."""
+
+
+class OutcomeUnknownError(StorageError):
+    """A create-if-absent whose outcome is unknown: the store may have applied it.
+
+    Raised when a write failed ambiguously (the response was lost) and reading
+    the name back failed too. Whoever wrote files for that commit must keep
+    them: a committed version may reference them. Retrying the operation is
+    safe; :meth:`~streamkit.Log.vacuum` removes what no version references.
+    """
 
 
 class LeaseError(StreamkitError, RuntimeError):

@@ -158,7 +158,10 @@ class CheckpointStore:
         for _ in range(1000):
             latest = self.latest_epoch()
             epoch = latest + 1
-            body = dict(info, epoch=epoch, claimed=datetime.now(UTC).isoformat())
+            # a unique id: put_new recognises a claim of ours whose response was lost
+            body = dict(
+                info, epoch=epoch, claimed=datetime.now(UTC).isoformat(), claim=uuid.uuid4().hex
+            )
             if self.fs.put_new(f"epochs/{_name(epoch)}", _canonical(body)):
                 self._prune_epochs(epoch)
                 return epoch

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import random
 import re
 import threading
 import time
@@ -31,12 +32,20 @@ from typing import Any
 import fsspec
 from isal.isal_zlib import crc32 as _isal_crc32
 
-from streamkit.errors import CorruptFileError, LogNotFoundError, StorageError
+from streamkit.errors import (
+    CorruptFileError,
+    LogNotFoundError,
+    OutcomeUnknownError,
+    StorageError,
+)
 
 __all__ = ["FileSystem", "crc32", "verify"]
 
 _MEMORY_LOCK = threading.Lock()
 _TMP_MARK = ".tmp-"
+#: Attempts of one conditional create on an object store (each after an
+#: ambiguous failure that left the name absent).
+_CREATE_ATTEMPTS = 5
 _SECRET_NAME = re.compile(r"key|secret|token|password|credential|sas|signature", re.IGNORECASE)
 
 
@@ -253,9 +262,12 @@ class FileSystem:
             text = text.replace(value, "***")
         return text
 
-    def _translate(self, exc: BaseException, action: str, path: str) -> Exception:
+    def _shown(self, path: str) -> str:
         where = self.full_path(path)
-        shown = where if self._local else _display(f"{self._protocol}://{where.lstrip('/')}")
+        return where if self._local else _display(f"{self._protocol}://{where.lstrip('/')}")
+
+    def _translate(self, exc: BaseException, action: str, path: str) -> Exception:
+        shown = self._shown(path)
         if isinstance(exc, FileNotFoundError):
             return LogNotFoundError(f"cannot {action} {shown}: no such file")
         detail = self._scrub(f"{type(exc).__name__}: {exc}")
@@ -290,6 +302,15 @@ class FileSystem:
     def put_new(self, path: str, data: bytes) -> bool:
         """Create ``path`` with ``data`` if it does not exist, atomically.
 
+        On an object store a create can fail *after* the store applied it: the
+        response is lost, and the HTTP client (aiohttp, botocore, s3fs) re-sends
+        the request, which the store then answers with "the name exists". So
+        "exists" is never taken at its word: the stored object is read back and
+        compared with ``data``. Identical bytes mean this call (or its re-sent
+        request) created it. Every file streamkit creates embeds a unique
+        identity (a uuid in its name or a commit id in its body), so identical
+        bytes cannot come from another writer.
+
         Parameters
         ----------
         path : str
@@ -300,40 +321,95 @@ class FileSystem:
         Returns
         -------
         bool
-            True if this call created the file, False if the name already existed.
+            True if ``path`` now holds ``data`` written by this call, False if the
+            name already held other content.
+
+        Raises
+        ------
+        OutcomeUnknownError
+            The write failed ambiguously and reading the name back failed too:
+            the store may or may not hold ``data``. Files referenced by ``data``
+            must be kept; retrying the whole operation is safe.
+        StorageError
+            The store refused the write (it holds nothing new).
 
         Examples
         --------
         >>> fs = FileSystem("memory://streamkit-doc-put-new")
         >>> fs.put_new("x", b"1"), fs.put_new("x", b"2"), fs.get("x")
         (True, False, b'1')
+        >>> fs.put_new("x", b"1")  # the same bytes: a re-sent create of ours
+        True
         """
         full = self.full_path(path)
-        with self._boundary("create", path):
-            if self._local:
-                return _local_put_new(full, data)
-            if self._memory:
-                with _MEMORY_LOCK:
-                    if self._fs.exists(full):
-                        return False
+        if self._local:
+            with self._boundary("create", path):
+                if _local_put_new(full, data):
+                    return True
+            return self._holds(path, data)
+        if self._memory:
+            with self._boundary("create", path), _MEMORY_LOCK:
+                if not self._fs.exists(full):
                     self._fs.pipe_file(full, data)
                     return True
-            for attempt in range(5):
-                self._forget(full)
-                try:
-                    with self._fs.open(full, "xb") as fh:
-                        fh.write(data)
-                except Exception as exc:
-                    if not _is_precondition_failure(exc):
-                        raise
-                    if not _is_conflict(exc) or self._fs.exists(full):
-                        return False
-                    # 409: a concurrent conditional write was in flight and may
-                    # yet fail; the name is free, so try again shortly.
-                    time.sleep(0.05 * (attempt + 1))
-                    continue
+            return self._holds(path, data)
+        return self._put_new_remote(path, full, data)
+
+    def _put_new_remote(self, path: str, full: str, data: bytes) -> bool:
+        """Conditional PUT on an object store, resolving every ambiguous answer."""
+        failure: BaseException | None = None
+        for attempt in range(_CREATE_ATTEMPTS):
+            self._forget(full)
+            try:
+                with self._fs.open(full, "xb") as fh:
+                    fh.write(data)
+            except Exception as exc:
+                if _is_precondition_failure(exc) and not _is_conflict(exc):
+                    # 412: the name exists -- perhaps because an earlier, lost
+                    # attempt of this very call created it.
+                    return self._holds(path, data)
+                failure = exc
+            else:
                 return True
+            # A 409 (a concurrent conditional write in flight) or an ambiguous
+            # failure (reset, timeout, 5xx): the store may have applied the
+            # write. Look before trying again; a conditional create is safe to
+            # repeat, the read-back decides whose bytes are there.
+            try:
+                stored = self._read_back(full)
+            except Exception:
+                detail = self._scrub(f"{type(failure).__name__}: {failure}")
+                raise OutcomeUnknownError(
+                    f"cannot tell whether {self._shown(path)} was created: the write "
+                    f"failed ({detail}) and reading it back failed too; files it "
+                    "references are kept, retry the operation"
+                ) from None
+            if stored is not None:
+                return stored == data
+            if attempt + 1 < _CREATE_ATTEMPTS:
+                time.sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + random.random()))
+        raise self._translate(failure or RuntimeError("no attempt made"), "create", path)
+
+    def _read_back(self, full: str) -> bytes | None:
+        """The object at ``full``, or None if it does not exist."""
+        self._forget(full)
+        try:
+            return bytes(self._fs.cat_file(full))
+        except FileNotFoundError:
+            return None
+
+    def _holds(self, path: str, data: bytes) -> bool:
+        """Whether existing ``path`` holds exactly ``data`` (read back, compared)."""
+        try:
+            stored = self.get(path)
+        except LogNotFoundError:  # deleted since: it was not ours to keep
             return False
+        except StorageError as exc:
+            raise OutcomeUnknownError(
+                f"{exc}; {self._shown(path)} exists but cannot be read back to tell "
+                "whether this write created it; retry the operation"
+            ) from None
+        return stored == data
 
     def put_new_written(self, path: str, write: Callable[[Any], None]) -> tuple[bool, int, int]:
         """Create ``path`` with the bytes ``write(target)`` produces, if it is absent.

@@ -634,17 +634,42 @@ class Log:
                 "next_offset": offset,
             }
 
-        outcome = {"committed": False}
         try:
-            self._commit(build, outcome)
-        except Exception:
-            # Never delete files a committed version may reference.
-            if not outcome["committed"] and not outcome.get("unknown"):
-                self._discard([w.path for w in written])
+            committed = self._commit(build)
+        except StorageError:
+            # The version may have landed (a lost response, an unknown outcome):
+            # never delete files a committed version may reference. Unreferenced
+            # ones are removed by vacuum() once older than its retention.
+            _logger.warning(
+                "append to log %r failed in its commit; its %d segment file(s) are kept "
+                "for vacuum() in case the store applied the commit",
+                self._name,
+                len(written),
+            )
             raise
-        if not outcome["committed"]:
-            self._discard([w.path for w in written])
+        except BaseException:
+            self._discard([w.path for w in written])  # refused before any commit
+            raise
+        if not committed:
+            self._discard_unreferenced([w.path for w in written])
         return result[0]
+
+    def _discard_unreferenced(self, paths: list[str]) -> None:
+        """Delete ``paths`` unless the latest version references one of them.
+
+        An append that finds its transaction committed already (a duplicate)
+        deletes its own segments; were one of them referenced, the commit was
+        its own after all and the files stay.
+        """
+        live = self._refresh().segments
+        if any(path in live for path in paths):
+            _logger.warning(
+                "log %r: segments of a duplicate append are referenced by a committed "
+                "version; kept",
+                self._name,
+            )
+            return
+        self._discard(paths)
 
     def _discard(self, paths: list[str]) -> None:
         if not paths:
@@ -654,15 +679,14 @@ class Log:
         except Exception:  # best effort: vacuum removes leftovers
             _logger.warning("could not delete uncommitted segments %s", paths, exc_info=True)
 
-    def _commit(
-        self,
-        build: Callable[[mf.LogState], dict[str, Any] | None],
-        outcome: dict[str, bool] | None = None,
-    ) -> bool:
+    def _commit(self, build: Callable[[mf.LogState], dict[str, Any] | None]) -> bool:
         """Commit the body ``build(state)`` as the next version; retry on lost races.
 
         ``build`` is called again with the fresh state after every lost race and
         may return None to commit nothing. Returns whether a version was committed.
+        Each attempt carries a fresh commit id, so a version file is identified by
+        its bytes: :meth:`FileSystem.put_new` tells a lost race from a create
+        of ours whose response was lost.
         """
         with self._lock:
             state = self._refresh()
@@ -675,13 +699,12 @@ class Log:
                     "format": mf.FORMAT,
                     "version": version,
                     "timestamp": mf.now_ms(),
+                    "commit": uuid.uuid4().hex,
                     **body,
                 }
                 data = mf.encode(body)
                 path = mf.version_path(version)
-                if self._put_version(path, data, outcome):
-                    if outcome is not None:
-                        outcome["committed"] = True
+                if self._fs.put_new(path, data):
                     self._state = mf.apply_version(state, data, version, path)
                     if version % mf.SNAPSHOT_EVERY == 0:
                         self._write_snapshot(self._state)
@@ -693,25 +716,6 @@ class Log:
                 f"could not commit to log {self._name!r} in {self._fs.url} after "
                 f"{_COMMIT_ATTEMPTS} attempts; too many concurrent writers"
             )
-
-    def _put_version(self, path: str, data: bytes, outcome: dict[str, bool] | None) -> bool:
-        """``put_new`` of a version file that resolves ambiguous failures.
-
-        A request that fails after the store applied it (a timeout, a dropped
-        connection) must not be mistaken for a lost race: read the name back.
-        """
-        try:
-            return self._fs.put_new(path, data)
-        except StorageError as exc:
-            try:
-                stored = self._fs.get(path)
-            except LogNotFoundError:
-                raise exc from None
-            except Exception:
-                if outcome is not None:
-                    outcome["unknown"] = True  # keep the segment files: they may be live
-                raise exc from None
-            return stored == data
 
     def _write_snapshot(self, state: mf.LogState) -> None:
         """Best effort: the version is committed whatever happens here."""
