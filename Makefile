@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test bench lint clean venv
+.PHONY: demo test bench lint torture clean venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# >= 200 SIGKILL trials (local and S3) and >= 200 runs under 10% and 30% wire
+# faults, each compared with an uninterrupted run (about an hour on 2 cores).
+torture: $(STAMP)
+	$(BIN)/python -m tests.torture --kill-trials 200 --wire-trials 100 --rates 0.1,0.3
 
 lint: $(STAMP)
 	$(BIN)/ruff check streamkit tests benchmarks notebooks
