@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -26,9 +27,12 @@ import pyarrow.ipc as pa_ipc
 
 from streamkit.errors import CheckpointError, CorruptFileError, LeaseError, StorageError
 from streamkit.storage._fs import crc32
+from streamkit.storage._manifest import safe_relpath
 
 if TYPE_CHECKING:
     from streamkit.storage._fs import FileSystem
+
+_logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _ID_WIDTH = 12
@@ -63,8 +67,40 @@ class FileRef:
         return {"path": self.path, "bytes": self.bytes, "crc32": self.crc32}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FileRef:
-        return cls(str(d["path"]), int(d["bytes"]), int(d["crc32"]))
+    def from_dict(cls, d: dict[str, Any], where: str = "a checkpoint") -> FileRef:
+        """Parse the JSON form; a path outside ``state/`` is refused.
+
+        Raises
+        ------
+        CorruptFileError
+            Naming ``where``, for a malformed entry or a path that is not a
+            state file of this pipeline (``state/<name>``): a tampered
+            checkpoint must never make streamkit read or delete other files.
+
+        Examples
+        --------
+        >>> FileRef.from_dict({"path": "state/1-a.arrow", "bytes": 3, "crc32": 7})
+        FileRef(path='state/1-a.arrow', bytes=3, crc32=7)
+        >>> FileRef.from_dict({"path": "/etc/passwd", "bytes": 3, "crc32": 7}, "cp.json")
+        Traceback (most recent call last):
+        ...
+        streamkit.errors.CorruptFileError: corrupt file cp.json: a state file path ...
+        """
+        if not isinstance(d, dict):
+            raise CorruptFileError(f"corrupt file {where}: a state file entry is {d!r:.200}")
+        path = safe_relpath(d.get("path"), where, "a state file path")
+        parts = path.split("/")
+        if len(parts) != 2 or parts[0] != "state":
+            raise CorruptFileError(
+                f"corrupt file {where}: a state file path {path!r} is not of the form "
+                "'state/<name>'; the file was damaged or tampered with"
+            )
+        try:
+            return cls(path, int(d["bytes"]), int(d["crc32"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptFileError(
+                f"corrupt file {where}: a state file entry lacks or mistypes {exc}"
+            ) from None
 
 
 @dataclass
@@ -195,6 +231,17 @@ class CheckpointStore:
         return sorted(i for i in (_parse_id(n) for n in self.fs.ls("checkpoints")) if i)
 
     def read(self, cid: int) -> Checkpoint:
+        """Read and verify checkpoint ``cid``.
+
+        Raises
+        ------
+        CheckpointError
+            If there is no such checkpoint.
+        CorruptFileError
+            If the file does not parse, fails its checksum, lacks a field or
+            names a state file outside ``state/``; the message names the file
+            and the way out.
+        """
         path = f"checkpoints/{_name(cid)}"
         try:
             data = self.fs.get(path)
@@ -203,24 +250,39 @@ class CheckpointStore:
                 f"pipeline {self.pipeline!r} has no checkpoint {cid} "
                 f"(existing: {self.ids()[-5:]}...)"
             ) from exc
+        where = self._where(path)
         try:
             doc = json.loads(data)
             crc = int(doc.pop("crc32"))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CorruptFileError(
-                f"checkpoint file {self._where(path)} is not a valid checkpoint: {exc}"
-            ) from exc
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            detail = f"is not a valid checkpoint ({type(exc).__name__}: {exc})"
+            raise self._damaged(cid, detail) from None
         if crc32(_canonical(doc)) != crc:
-            raise CorruptFileError(
-                f"checkpoint file {self._where(path)} fails its checksum: the file "
-                "was altered after it was committed"
-            )
+            raise self._damaged(cid, "fails its checksum: it was altered after it was committed")
         try:
-            return Checkpoint.from_dict(doc)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptFileError(
-                f"checkpoint file {self._where(path)} lacks a field: {exc}"
-            ) from exc
+            cp = Checkpoint.from_dict(doc)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            detail = f"lacks or mistypes a field ({type(exc).__name__}: {exc})"
+            raise self._damaged(cid, detail) from None
+        for entry in cp.operators.values():
+            if not isinstance(entry, dict):
+                raise self._damaged(cid, "holds an operator entry that is not an object")
+            if entry.get("state_file") is not None:
+                FileRef.from_dict(entry["state_file"], where)
+        return cp
+
+    def _damaged(self, cid: int, what: str) -> CorruptFileError:
+        where = self._where(f"checkpoints/{_name(cid)}")
+        older = [i for i in self.ids() if i < cid][-3:]
+        way_out = (
+            f"rewind to an older checkpoint with run(from_checkpoint=N), N in {older} "
+            "(check one first with verify(checkpoint=N)), or to 0 to reprocess the log"
+            if older
+            else "rewind with run(from_checkpoint=0) to reprocess the log"
+        )
+        return CorruptFileError(
+            f"checkpoint file {where} {what}; restore it from a backup, or {way_out}"
+        )
 
     def latest(self) -> Checkpoint | None:
         ids = self.ids()
@@ -245,8 +307,17 @@ class CheckpointStore:
             if i not in doomed:
                 try:
                     live_files |= self._state_files(self.read(i))
-                except CheckpointError:
-                    return 0  # never prune around a checkpoint we cannot read
+                except CheckpointError as exc:
+                    # Never prune around a checkpoint we cannot read: restored from a
+                    # backup, it needs its state files. It is itself pruned (with
+                    # everything else) once ``keep`` newer checkpoints exist.
+                    _logger.warning(
+                        "pipeline %r: retention paused while a retained checkpoint is "
+                        "unreadable: %s",
+                        self.pipeline,
+                        exc,
+                    )
+                    return 0
         files = []
         for i in doomed:
             with contextlib.suppress(CheckpointError):
@@ -288,24 +359,107 @@ class CheckpointStore:
         return FileRef(path, len(data), crc32(data))
 
     def read_state(self, ref: FileRef) -> pl.DataFrame:
+        """Read a state file; its size, checksum and column types are checked first.
+
+        Raises
+        ------
+        CheckpointError
+            If the file is missing.
+        CorruptFileError
+            If its size or checksum differs from the checkpoint's record, it is
+            not Arrow IPC, or a column has a type streamkit never writes (an
+            Arrow extension type, a nested type): such a file is refused before
+            any of its data is decoded.
+        """
+        ref = FileRef.from_dict(ref.to_dict(), "a checkpoint")
+        where = self._where(ref.path)
+        way_out = (
+            "restore it from a backup, or rewind to an older checkpoint with "
+            "run(from_checkpoint=N) (see pipe.checkpoints(); 0 reprocesses the log)"
+        )
         try:
             data = self.fs.get(ref.path)
         except FileNotFoundError as exc:
             raise CheckpointError(
-                f"state file {self._where(ref.path)} referenced by a checkpoint is missing"
+                f"state file {where} referenced by a checkpoint is missing; {way_out}"
             ) from exc
         if len(data) != ref.bytes or crc32(data) != ref.crc32:
             raise CorruptFileError(
-                f"state file {self._where(ref.path)} is corrupt: expected "
-                f"{ref.bytes} bytes with crc32 {ref.crc32:#010x}, found {len(data)} bytes "
-                f"with crc32 {crc32(data):#010x}"
+                f"state file {where} is corrupt: expected {ref.bytes} bytes with crc32 "
+                f"{ref.crc32:#010x}, found {len(data)} bytes with crc32 "
+                f"{crc32(data):#010x}; {way_out}"
             )
         try:
-            table = pa_ipc.open_file(pa.BufferReader(data)).read_all()
+            reader = pa_ipc.open_file(pa.BufferReader(data))
+            _check_state_schema(reader.schema, where)
+            table = reader.read_all()
         except pa.ArrowException as exc:
             raise CorruptFileError(
-                f"state file {self._where(ref.path)} is not readable Arrow IPC: {exc}"
-            ) from exc
+                f"state file {where} is not readable Arrow IPC ({exc}); {way_out}"
+            ) from None
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)
         return frame
+
+
+def _plain_type(t: pa.DataType) -> bool:
+    """Whether ``t`` is a flat Arrow type that a state file may hold."""
+    if pa.types.is_dictionary(t):
+        return pa.types.is_integer(t.index_type) and _plain_type(t.value_type)
+    checks = (
+        pa.types.is_integer,
+        pa.types.is_floating,
+        pa.types.is_boolean,
+        pa.types.is_string,
+        pa.types.is_large_string,
+        pa.types.is_string_view,
+        pa.types.is_binary,
+        pa.types.is_large_binary,
+        pa.types.is_binary_view,
+        pa.types.is_fixed_size_binary,
+        pa.types.is_timestamp,
+        pa.types.is_date,
+        pa.types.is_time,
+        pa.types.is_duration,
+        pa.types.is_decimal,
+        pa.types.is_null,
+    )
+    return not isinstance(t, pa.ExtensionType) and any(check(t) for check in checks)
+
+
+def _check_state_schema(schema: pa.Schema, where: str) -> None:
+    """Refuse extension, nested or otherwise unexpected column types in a state file.
+
+    streamkit writes state files from plain Polars columns; anything else means
+    the file was not written by streamkit (or was tampered with), and decoding
+    it could run a registered type's deserializer. Extension types are
+    recognised both when pyarrow knows them and by their field metadata.
+
+    Examples
+    --------
+    >>> _check_state_schema(pa.schema([("key", pa.string()), ("events", pa.int64())]), "s")
+    >>> _check_state_schema(pa.schema([("key", pa.list_(pa.int8()))]), "s.arrow")
+    Traceback (most recent call last):
+    ...
+    streamkit.errors.CorruptFileError: state file s.arrow: column 'key' has type list<item: int8>...
+    """
+    for fld in schema:
+        meta = fld.metadata or {}
+        ext = meta.get(b"ARROW:extension:name")
+        if isinstance(fld.type, pa.ExtensionType):
+            ext = fld.type.extension_name.encode()
+        if ext is not None:
+            raise CorruptFileError(
+                f"state file {where}: column {fld.name!r} has the Arrow extension type "
+                f"{ext.decode(errors='replace')!r}; streamkit writes plain types only and "
+                "never decodes extension types from stored files. The file was not written "
+                "by streamkit or was tampered with: restore it, or rewind to an older "
+                "checkpoint with run(from_checkpoint=N)"
+            )
+        if not _plain_type(fld.type):
+            raise CorruptFileError(
+                f"state file {where}: column {fld.name!r} has type {fld.type}, which "
+                "streamkit never writes to a state file; the file was not written by "
+                "streamkit or was tampered with: restore it, or rewind to an older "
+                "checkpoint with run(from_checkpoint=N)"
+            )

@@ -26,6 +26,7 @@ __all__ = [
     "apply_version",
     "decode",
     "encode",
+    "safe_relpath",
     "snapshot_path",
     "state_from_snapshot",
     "state_to_snapshot",
@@ -59,6 +60,52 @@ def snapshot_path(version: int) -> str:
     '_log/00000000000000000032.snapshot.json'
     """
     return f"{LOG_DIR}/{version:020d}.snapshot.json"
+
+
+_MAX_PATH = 1024
+
+
+def safe_relpath(path: object, where: str, what: str = "a path") -> str:
+    """Return ``path`` if it is a plain relative path that stays below its root.
+
+    Paths read from stored files (a segment in a version file, a state file in a
+    checkpoint) are only ever joined to the folder that holds them; a tampered
+    or damaged file must not make streamkit read, list or delete anything
+    outside. Accepted: ``/``-separated names, each non-empty, printable, not
+    ``.`` or ``..``, without ``\\`` or ``:``.
+
+    Raises
+    ------
+    CorruptFileError
+        Naming ``where`` (the stored file the path came from).
+
+    Examples
+    --------
+    >>> safe_relpath("data/p=000/1-ab.parquet", "v.json")
+    'data/p=000/1-ab.parquet'
+    >>> safe_relpath("../../etc/passwd", "v.json", "a segment path")
+    Traceback (most recent call last):
+    ...
+    streamkit.errors.CorruptFileError: corrupt file v.json: a segment path ...
+    """
+    if not isinstance(path, str) or not path:
+        raise CorruptFileError(f"corrupt file {where}: {what} {path!r:.200} is not a path")
+    problem = None
+    if len(path) > _MAX_PATH:
+        problem = f"is {len(path)} characters long (at most {_MAX_PATH})"
+    elif path.startswith("/") or "\\" in path or ":" in path:
+        problem = "is absolute or holds '\\' or ':'"
+    elif not path.isprintable():
+        problem = "holds non-printable characters"
+    elif any(part in {"", ".", ".."} for part in path.split("/")):
+        problem = "holds an empty, '.' or '..' component"
+    if problem is not None:
+        raise CorruptFileError(
+            f"corrupt file {where}: {what} {path!r} {problem}; it would point outside "
+            "the store's folder. The file was damaged or tampered with: restore it from "
+            "a backup"
+        )
+    return path
 
 
 def now_ms() -> int:
@@ -172,9 +219,14 @@ class Segment:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> Segment:
         """Parse the JSON form, raising CorruptFileError on a bad entry."""
+        if not isinstance(data, dict):
+            raise CorruptFileError(
+                f"corrupt file {where}: a segment entry must be an object, found {data!r:.200}"
+            )
+        path = safe_relpath(data.get("path"), where, "a segment path")
         try:
             return cls(
-                path=str(data["path"]),
+                path=path,
                 partition=int(data["partition"]),
                 seq=int(data["seq"]),
                 offset=int(data["offset"]),
