@@ -46,7 +46,7 @@ from streamkit.errors import (
 from streamkit.storage import _manifest as mf
 from streamkit.storage._fs import FileSystem, verify
 from streamkit.storage._hash import partition_of
-from streamkit.storage._reader import Piece, scan_pieces
+from streamkit.storage._reader import Piece, read_parquet_checked, scan_pieces
 from streamkit.storage.position import AppendResult, Position, Transaction
 
 if TYPE_CHECKING:
@@ -368,8 +368,9 @@ class Log:
                     f"{seg.version} but no longer in the store; restore it or remove it "
                     "with log.truncate(...)"
                 ) from None
-            verify(_fmt_path(fs, seg.path), data, seg.bytes, seg.crc32)
-            return pl.read_parquet(data, columns=columns)
+            where = _fmt_path(fs, seg.path)
+            verify(where, data, seg.bytes, seg.crc32)
+            return read_parquet_checked(data, columns, where=where, rows=seg.rows)
 
         return Piece(seg.offset, seg.rows, load)
 
