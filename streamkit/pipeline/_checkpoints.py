@@ -120,9 +120,12 @@ class Checkpoint:
     retracted: list[tuple[int, int]] = field(default_factory=list)
     source: str = ""
     plan: dict[str, Any] | None = None
+    # The source's read position where an offset alone does not say what was
+    # read (a FileLog: ``Position.to_dict()`` with the consumed files); None for a Log.
+    source_state: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "format": FORMAT_VERSION,
             "id": self.id,
             "parent": self.parent,
@@ -138,6 +141,9 @@ class Checkpoint:
             "retracted": [list(r) for r in self.retracted],
             "plan": self.plan,
         }
+        if self.source_state is not None:
+            body["source_state"] = self.source_state
+        return body
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Checkpoint:
@@ -161,6 +167,7 @@ class Checkpoint:
             counts={k: int(v) for k, v in d.get("counts", {}).items()},
             retracted=[(int(a), int(b)) for a, b in d.get("retracted", [])],
             plan=d.get("plan"),
+            source_state=d.get("source_state"),
         )
 
 

@@ -279,14 +279,14 @@ class Pipeline:
                 )
             op.open(entry, ckpts)
 
-    def _reconcile(self, cp: Checkpoint) -> tuple[int, int] | None:
-        """Re-apply retractions; return the range of a batch whose outputs committed
-        after ``cp`` but whose checkpoint did not (a crash in between)."""
+    def _reconcile(self, cp: Checkpoint) -> _Todo | None:
+        """Re-apply retractions; return the batch whose outputs committed after
+        ``cp`` but whose checkpoint did not (a crash in between)."""
         logs = [lg for lg in (self.sink, self._quarantine_log_if_any()) if lg is not None]
         if cp.retracted:
             for lg in logs:
                 lg._retract(self.writer_id, list(cp.retracted))
-        pending: tuple[int, int] | None = None
+        pending: _Todo | None = None
         for lg in logs:
             txn = lg.transaction(self.writer_id)
             if txn is None or txn.seq <= cp.id or any(a <= txn.seq <= b for a, b in cp.retracted):
@@ -297,14 +297,13 @@ class Pipeline:
                     f"{self.name!r} but its newest checkpoint is {cp.id}; a checkpoint "
                     "is missing. Reprocess with run(from_checkpoint=...)"
                 )
-            meta = txn.meta or {}
-            rng = (int(meta["start"]), int(meta["end"]))
-            if rng[0] != cp.position:
+            todo = _Todo.from_meta(txn.meta or {})
+            if todo.lo != cp.position:
                 raise CheckpointError(
-                    f"log {lg.name!r} holds batch {txn.seq} for source offsets {rng} but "
-                    f"checkpoint {cp.id} ends at offset {cp.position}"
+                    f"log {lg.name!r} holds batch {txn.seq} for source offsets "
+                    f"{(todo.lo, todo.hi)} but checkpoint {cp.id} ends at offset {cp.position}"
                 )
-            pending = rng
+            pending = todo
         return pending
 
     def _rewind(
@@ -349,6 +348,7 @@ class Pipeline:
             kind="rewind",
             source=base.source,
             position=base.position,
+            source_state=base.source_state,
             batch=None,
             operators=operators,
             outputs=base.outputs,
@@ -432,8 +432,12 @@ class Pipeline:
         cp = latest or initial_checkpoint(self.source.start().offset)
         self._check_source(cp)
         self._open_operators(cp, ckpts)
+        view = _SourceView(self.source)
         pending = self._reconcile(cp)
-        end = self.source.end().offset
+        if pending is not None:
+            pending = view.redo(cp, pending)
+        view.replan(cp, pending)
+        end = view.end
         report = RunReport(self.name, checkpoint=latest.id if latest else None)
         report.start_offset = report.end_offset = cp.position
         bar = _Progress(self.name, cp.position, max(end, cp.position), progress)
@@ -444,31 +448,31 @@ class Pipeline:
         origin = threading.current_thread().name  # workers named after their run's thread
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{origin}/streamkit")
         reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{origin}/streamkit-read")
-        ahead: tuple[tuple[int, int], Future[pl.DataFrame]] | None = None
+        ahead: tuple[_Todo, Future[pl.DataFrame]] | None = None
         inflight: Future[Checkpoint] | None = None
         next_pos, planned = cp.position, 0
         plan = self._plan()  # stored in every checkpoint; computed once per run
         try:
             while True:
                 prepared: _Batch | None = None
-                todo: tuple[int, int] | None = None
+                todo: _Todo | None = None
                 if pending is not None:
                     todo, pending = pending, None
                 elif next_pos < end and (max_batches is None or planned < max_batches):
-                    todo = (next_pos, min(next_pos + rows_per_batch, end))
+                    todo = view.cut(next_pos, rows_per_batch)
                 elif inflight is None:
                     break
                 t0 = _time.perf_counter()
                 if todo is not None:  # else nothing left to prepare: land the last batch
-                    lo, hi = todo
+                    hi = todo.hi
                     read = ahead[1] if ahead is not None and ahead[0] == todo else None
                     ahead = None
                     if hi < end and (max_batches is None or planned + 1 < max_batches):
-                        nxt = (hi, min(hi + rows_per_batch, end))
-                        ahead = (nxt, reader.submit(self._read, *nxt))
+                        nxt = view.cut(hi, rows_per_batch)
+                        ahead = (nxt, reader.submit(view.read, nxt))
                     try:
                         batch = read.result() if read is not None else None
-                        prepared = self._prepare(lo, hi, executor, batch)
+                        prepared = self._prepare(todo, executor, view, batch)
                     except BaseException:
                         if inflight is not None:  # let the previous batch land first
                             cp = inflight.result()
@@ -479,16 +483,21 @@ class Pipeline:
                     try:
                         cp = self._landed(inflight, ckpts, epoch, report, bar)
                     except _BatchConflict as conflict:
-                        # An overtaken run wrote that batch for another source range:
-                        # drop what was computed after it, redo exactly that range.
+                        # An overtaken run wrote that batch for another source range
+                        # (or other files): drop what was computed after it, redo
+                        # exactly that batch and plan what follows it afresh.
                         self._open_operators(cp, ckpts)
-                        pending, next_pos = conflict.range, conflict.range[1]
+                        pending = view.redo(cp, conflict.todo)
+                        view.replan(cp, pending)
+                        end, next_pos = view.end, pending.hi
                         planned -= prepared is not None
                         continue
                     finally:
                         inflight = None
                 if prepared is not None:
-                    inflight = pool.submit(self._commit, ckpts, cp, epoch, prepared, report, plan)
+                    inflight = pool.submit(
+                        self._commit, ckpts, cp, epoch, prepared, report, plan, view
+                    )
                     next_pos = hi
                     report.batch_seconds.append(_time.perf_counter() - t0)
         finally:
@@ -539,22 +548,18 @@ class Pipeline:
                 "truncated. Reprocess with run(from_checkpoint=0) to accept the loss"
             )
 
-    def _read(self, lo: int, hi: int) -> pl.DataFrame:
-        """Source offsets ``[lo, hi)`` with their offsets (read ahead on a thread)."""
-        from streamkit.storage import Position
-
-        frame = self.source.scan(start=Position(lo), end=Position(hi), with_offset=OFFSET)
-        batch: pl.DataFrame = frame.collect()
-        return batch
-
     def _prepare(
-        self, lo: int, hi: int, executor: Executor, batch: pl.DataFrame | None = None
+        self,
+        todo: _Todo,
+        executor: Executor,
+        view: _SourceView,
+        batch: pl.DataFrame | None = None,
     ) -> _Batch:
-        """Run the operators on source offsets ``[lo, hi)`` (read now unless ``batch``
-        holds them already); advances the operators' state."""
+        """Run the operators on the source batch ``todo`` (read now unless ``batch``
+        holds it already); advances the operators' state."""
         ctx = BatchContext(key=self.source.key, time=self.source.time, executor=executor)
         if batch is None:
-            batch = self._read(lo, hi)
+            batch = view.read(todo)
         ctx.count("rows_in", batch.height)
         try:
             lf = batch.lazy()
@@ -578,7 +583,7 @@ class Pipeline:
             out = out.drop(OFFSET)
         frozen = {op.op_id: op.freeze() for op in self.operators if op.stateful}
         quarantine = pl.concat(ctx.quarantine) if ctx.quarantine else None
-        return _Batch(lo, hi, out, quarantine, frozen, ctx.counts)
+        return _Batch(todo.lo, todo.hi, out, quarantine, frozen, ctx.counts, todo.desc)
 
     def _commit(
         self,
@@ -588,12 +593,14 @@ class Pipeline:
         batch: _Batch,
         report: RunReport,
         plan: dict[str, Any] | None,
+        view: _SourceView,
     ) -> Checkpoint:
         """Append a prepared batch's outputs exactly once, persist its state and
         commit its checkpoint (runs beside the preparation of the next batch)."""
         counts = dict(batch.counts)
         seq = cp.id + 1
-        meta = {"start": batch.lo, "end": batch.hi}
+        todo = _Todo(batch.lo, batch.hi, batch.desc)
+        meta = todo.meta()
         ckpts.check_lease(epoch)
         outputs: dict[str, dict[str, Any]] = {}
         if self.sink is not None:
@@ -619,6 +626,7 @@ class Pipeline:
             created=datetime.now(UTC).isoformat(),
             source=getattr(self.source, "name", ""),
             position=batch.hi,
+            source_state=view.state_after(cp, todo),
             batch=(batch.lo, batch.hi),
             operators=entries,
             outputs=outputs,
@@ -642,15 +650,14 @@ class Pipeline:
         report.end_offset = batch.hi
         return new
 
-    def _append_once(self, log: Log, frame: pl.DataFrame, seq: int, meta: dict[str, int]) -> None:
+    def _append_once(self, log: Log, frame: pl.DataFrame, seq: int, meta: dict[str, Any]) -> None:
         """Append batch ``seq`` exactly once; a duplicate must be this very batch."""
         res = log.append(frame, writer=self.writer_id, seq=seq, meta=meta)
         if not res.duplicate:
             return
         txn = log.transaction(self.writer_id)
         if txn is not None and txn.seq == seq and txn.meta != meta:
-            theirs = (int(txn.meta["start"]), int(txn.meta["end"]))
-            raise _BatchConflict(theirs)
+            raise _BatchConflict(_Todo.from_meta(txn.meta))
 
     # ------------------------------------------------------------- queries
     def checkpoints(self) -> pl.DataFrame:
@@ -790,14 +797,117 @@ class _Batch:
     quarantine: pl.DataFrame | None
     frozen: dict[str, Any]
     counts: dict[str, int]
+    desc: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class _Todo:
+    """A source batch: offsets ``[lo, hi)`` and, for a FileLog, its files (``desc``,
+    from ``FilePlan.batch``), stored with the batch's outputs as their meta."""
+
+    lo: int
+    hi: int
+    desc: dict[str, Any] | None = None
+
+    def meta(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {"start": self.lo, "end": self.hi}
+        if self.desc is not None:
+            meta["source"] = self.desc
+        return meta
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> _Todo:
+        return cls(int(meta["start"]), int(meta["end"]), meta.get("source"))
+
+
+class _SourceView:
+    """The source as one run reads it.
+
+    A Log is read by offsets alone: batch ``[lo, hi)`` is ``scan(lo, hi)``. A
+    source with a ``plan`` method (a FileLog) is read through a plan of the
+    files its checkpoint's position has not consumed: every batch carries its
+    files (``_Todo.desc``), which are stored with the batch's outputs, so a
+    batch redone after a crash or taken over from an overtaken run reads
+    exactly the same files whatever arrived since; each checkpoint records the
+    position after its batch (``Checkpoint.source_state``), from which the next
+    run plans.
+    """
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.planned = hasattr(source, "plan") and hasattr(source, "read_batch")
+        self.plan: Any = None
+        self.end = 0
+
+    def position(self, cp: Checkpoint) -> Any:
+        """The source position of ``cp`` (planned sources only)."""
+        from streamkit.storage import Position
+
+        if cp.source_state is not None:
+            pos = Position.from_dict(cp.source_state)
+            if pos.offset != cp.position:
+                raise CheckpointError(
+                    f"checkpoint {cp.id} is at source offset {cp.position} but its source "
+                    f"position says {pos.offset}: the checkpoint is inconsistent"
+                )
+            return pos
+        if cp.position == 0:
+            return self.source.start()
+        # written without the consumed files: the first rows in path order
+        return self.source.plan(Position(cp.position)).start
+
+    def replan(self, cp: Checkpoint, first: _Todo | None) -> None:
+        """Plan the batches after ``cp`` (and after ``first``, a batch to redo)."""
+        if not self.planned:
+            self.end = self.source.end().offset
+            return
+        pos = self.position(cp)
+        if first is not None and first.desc is not None:
+            pos = self.source.advance(pos, first.desc)
+        self.plan = self.source.plan(pos)
+        self.end = self.plan.end_offset
+
+    def redo(self, cp: Checkpoint, todo: _Todo) -> _Todo:
+        """A stored batch to redo after ``cp``, with its files."""
+        if self.planned and todo.desc is None:  # stored without its files (older streamkit)
+            plan = self.source.plan(self.position(cp))
+            return _Todo(todo.lo, todo.hi, plan.batch(todo.lo, todo.hi))
+        return todo
+
+    def cut(self, lo: int, rows: int) -> _Todo:
+        """The next batch from ``lo``: at most ``rows`` rows."""
+        if self.plan is None:
+            return _Todo(lo, min(lo + rows, self.end))
+        hi = self.plan.cut(lo, rows)
+        return _Todo(lo, hi, self.plan.batch(lo, hi))
+
+    def read(self, todo: _Todo) -> pl.DataFrame:
+        """The batch's rows with their offsets (read ahead on a thread)."""
+        from streamkit.storage import Position
+
+        if todo.desc is not None:
+            frame = self.source.read_batch(todo.desc, with_offset=OFFSET)
+        else:
+            frame = self.source.scan(
+                start=Position(todo.lo), end=Position(todo.hi), with_offset=OFFSET
+            )
+        batch: pl.DataFrame = frame.collect()
+        return batch
+
+    def state_after(self, cp: Checkpoint, todo: _Todo) -> dict[str, Any] | None:
+        """The source position after ``todo`` read from ``cp``, for its checkpoint."""
+        if not self.planned or todo.desc is None:
+            return None
+        state: dict[str, Any] = self.source.advance(self.position(cp), todo.desc).to_dict()
+        return state
 
 
 class _BatchConflict(Exception):
     """Another (overtaken) run committed this batch's outputs for another range."""
 
-    def __init__(self, source_range: tuple[int, int]) -> None:
-        super().__init__(source_range)
-        self.range = source_range
+    def __init__(self, todo: _Todo) -> None:
+        super().__init__(todo)
+        self.todo = todo
 
 
 class _Progress:

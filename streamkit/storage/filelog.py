@@ -1,26 +1,48 @@
-"""Existing files on any fsspec store, read as a read-only log."""
+"""Existing files on any fsspec store, read as a read-only log.
+
+Files are read exactly once by *identity*, not by where they sit in a listing:
+a FileLog position (:class:`~streamkit.storage.position.Position` with a
+:class:`~streamkit.storage.position.FileCursor`) records which files were
+consumed (path, size, ETag or modification time). A :class:`FilePlan` lists the
+files not consumed at a position and gives their rows offsets from that
+position's offset on; a pipeline cuts its micro-batches from a plan, stores
+each batch's files with its outputs and the position after the batch in its
+checkpoint. See ``docs/design.md``, "FileLog positions".
+"""
 
 from __future__ import annotations
 
+import bisect
+import datetime as dt
 import fnmatch
 import html
 import io
+import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import polars as pl
 
-from streamkit.errors import ConfigurationError, LogNotFoundError, SchemaError
+from streamkit.errors import (
+    CheckpointError,
+    ConfigurationError,
+    CorruptFileError,
+    LogNotFoundError,
+    SchemaError,
+)
 from streamkit.storage._fs import FileSystem
 from streamkit.storage._manifest import Segment
 from streamkit.storage._reader import Piece, scan_pieces
 from streamkit.storage.log import _as_offset, _check_schema, _key_ok, _segments_frame, _time_ok
-from streamkit.storage.position import Position, Transaction
+from streamkit.storage.position import FileCursor, FileMark, Position, Transaction
 
-__all__ = ["FileLog"]
+__all__ = ["FileLog", "FilePlan"]
+
+logger = logging.getLogger("streamkit.storage")
 
 Format = Literal["parquet", "ipc", "csv", "ndjson"]
 _EXTENSIONS: dict[str, Format] = {
@@ -35,24 +57,74 @@ _EXTENSIONS: dict[str, Format] = {
     ".json": "ndjson",
 }
 
+#: Default of ``FileLog(window=...)``: consumed files a position lists above its
+#: watermark. About 100 bytes of checkpoint JSON each.
+WINDOW = 1000
+#: Files one micro-batch covers at most: a batch's files are stored with its
+#: outputs (the transaction meta of the output log), about 100 bytes each.
+BATCH_FILES = 1000
+#: Parsed small files kept between a plan (which counts their rows) and the
+#: batch that reads them, in bytes (Polars' estimate).
+_CACHE_BYTES = 64 * 2**20
+#: Files fetched per concurrent request group on an object store.
+_FETCH_CHUNK = 128
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
 
 @dataclass(frozen=True, slots=True)
 class _FileInfo:
-    path: str
+    mark: FileMark
     rows: int
-    bytes: int
     min_time: int
     max_time: int
     schema: pl.Schema
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A file not consumed at a plan's start: rows ``[first, rows)`` get offsets
+    from ``offset`` on."""
+
+    mark: FileMark
+    rows: int
+    first: int
+    offset: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.rows - self.first
+
+
 class FileLog:
     """Existing Parquet, Arrow IPC, CSV or NDJSON files read as a read-only log.
 
-    Files matching ``pattern`` are taken in sorted name order; a file's rows get
-    consecutive offsets after the previous file's, and within a file rows are
-    ordered by ``(time, row)`` like a log append. Files are assumed immutable;
-    new files must sort after existing ones (e.g. timestamped names).
+    Each file is read exactly once, whatever order files arrive in: a position
+    on a FileLog records the files consumed by identity (path, size, and the
+    ETag where the backend gives one, else the modification time), so
+
+    - a file that arrives out of name order (``b`` after ``a`` and ``c`` were
+      read) is read once, by the next run;
+    - consumed files may be deleted (a producer's retention): nothing shifts;
+    - a consumed file that changes (another size, ETag or modification time)
+      stops the read with :class:`~streamkit.errors.CorruptFileError` naming it.
+
+    The files not consumed at a position are taken in path order (Hive-style
+    folders such as ``dt=2026-11-26/hour=07/`` order by their path: zero-pad
+    numbers) and get offsets after the position's; within a file rows are
+    ordered by ``(time, row)`` like a log append. Without a recorded position
+    (``Position(n)`` or an int), offsets count through all current files in
+    path order, as for ``scan()``.
+
+    A position stays small: it lists at most ``window`` consumed files above a
+    *watermark* path; older consumed files are covered by the watermark. A file
+    may therefore arrive out of name order as long as fewer than ``window``
+    consumed files sort above it. One that shows up below the watermark later,
+    newer than every file the watermark covers, is an error naming it
+    (:class:`~streamkit.errors.CheckpointError`), never skipped silently:
+    rename it to sort above the watermark to have it read, or remove it.
+
+    Producers must write files atomically (write elsewhere, then rename or
+    upload): a file that is still growing looks like a changed file.
 
     Parameters
     ----------
@@ -60,13 +132,16 @@ class FileLog:
         Folder holding the files (any fsspec URL or local path).
     pattern : str
         Glob for file names (``"*.parquet"``); with a ``/`` it is matched against
-        paths relative to ``url`` (``"*/*.csv"``).
+        paths relative to ``url`` (``"dt=*/hour=*/*.parquet"``).
     key, time : str
         Key and time columns. A String time column is parsed as a datetime.
     storage_options : mapping, optional
         fsspec options for the backend.
     format : {"parquet", "ipc", "csv", "ndjson"}, optional
         File format; inferred from each file's extension by default.
+    window : int
+        Consumed files a position lists above its watermark (default 1,000):
+        how far out of name order a file may arrive.
 
     Examples
     --------
@@ -79,8 +154,16 @@ class FileLog:
     >>> flog = sk.FileLog("memory://streamkit-doc-filelog", "*.csv", key="k", time="t")
     >>> flog.scan(with_offset="o").collect().rows()
     [(2, 3, 0), (1, 5, 1)]
-    >>> flog.end()
-    Position(offset=2)
+    >>> seen = flog.end()
+    >>> seen
+    Position(offset=2, watermark=None, consumed=['a.csv'])
+
+    A file arriving later, even one sorting first, is what comes after ``seen``:
+
+    >>> with fs.open("/streamkit-doc-filelog/0.csv", "wb") as f:
+    ...     _ = f.write(b"k,t\\n3,1\\n")
+    >>> flog.scan(start=seen, with_offset="o").collect().rows()
+    [(3, 1, 2)]
     """
 
     def __init__(
@@ -92,6 +175,7 @@ class FileLog:
         time: str,
         storage_options: Mapping[str, Any] | None = None,
         format: Format | None = None,
+        window: int = WINDOW,
     ) -> None:
         if format is not None and format not in set(_EXTENSIONS.values()):
             raise ConfigurationError(
@@ -102,6 +186,8 @@ class FileLog:
                 f"FileLog needs distinct key and time column names, found key={key!r}, "
                 f"time={time!r}"
             )
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ConfigurationError(f"FileLog window must be an int >= 1, found {window!r}")
         self._fs = FileSystem(url, storage_options)
         if self._fs.is_local and not os.path.isdir(self._fs.root):
             # a typo in a local path must not read as an empty log (object stores
@@ -114,7 +200,11 @@ class FileLog:
         self._key = key
         self._time = time
         self._format = format
-        self._infos: dict[str, _FileInfo] = {}
+        self._window = window
+        self._infos: dict[FileMark, _FileInfo] = {}
+        self._frames: OrderedDict[FileMark, pl.DataFrame] = OrderedDict()
+        self._frame_bytes = 0
+        self._ref_schema: pl.Schema | None = None
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- properties
@@ -144,17 +234,48 @@ class FileLog:
         return self._fs.url
 
     @property
-    def schema(self) -> pl.Schema | None:
-        """Schema of the files (None if no file matches)."""
-        files = self._files()
-        return files[0].schema if files else None
+    def window(self) -> int:
+        """Consumed files a position lists above its watermark."""
+        return self._window
 
-    # ---------------------------------------------------------------- files
-    def _paths(self) -> list[str]:
-        if "/" in self._pattern:
-            found = self._fs.find("")
-            return sorted(p for p in found if fnmatch.fnmatchcase(p, self._pattern))
-        return [n for n in self._fs.ls("") if fnmatch.fnmatchcase(n, self._pattern)]
+    @property
+    def schema(self) -> pl.Schema | None:
+        """Schema of the files (None if no file matches): the first file's."""
+        return self._reference(self._listing())
+
+    # ---------------------------------------------------------------- listing
+    def _listing(self) -> list[FileMark]:
+        """Matching files with their identities, in path order."""
+        nested = "/" in self._pattern
+        fs = self._fs
+        marks: list[FileMark] = []
+        if fs.is_local:
+            with fs._boundary("list", ""):
+                for rel, st in _local_files(fs.root, nested):
+                    if fnmatch.fnmatchcase(rel, self._pattern):
+                        marks.append(FileMark(rel, st.st_size, str(st.st_mtime_ns), st.st_mtime_ns))
+            return sorted(marks, key=lambda m: m.path)
+        full = fs.full_path("")
+        with fs._boundary("list", ""):
+            fs._forget(full)
+            try:
+                if nested:
+                    entries = list(fs.fsspec.find(full, detail=True).values())
+                else:
+                    entries = list(fs.fsspec.ls(full, detail=True))
+            except FileNotFoundError:
+                entries = []
+            finally:
+                fs._forget(full)
+        root = fs.root.strip("/")
+        for entry in entries:
+            if entry.get("type", "file") != "file":
+                continue
+            name = fs.fsspec._strip_protocol(entry["name"]).strip("/")
+            rel = name[len(root) :].lstrip("/") if root else name
+            if fnmatch.fnmatchcase(rel, self._pattern):
+                marks.append(_remote_mark(rel, entry))
+        return sorted(marks, key=lambda m: m.path)
 
     def _format_of(self, path: str) -> Format:
         if self._format is not None:
@@ -171,10 +292,16 @@ class FileLog:
     def _where(self, path: str) -> str:
         return f"{self._fs.url.rstrip('/')}/{path}"
 
-    def _read(self, path: str, schema: pl.Schema | None) -> tuple[pl.DataFrame, int]:
-        data = self._fs.get(path)
-        fmt = self._format_of(path)
-        where = self._where(path)
+    # ---------------------------------------------------------------- reading files
+    def _parse(self, mark: FileMark, data: bytes, schema: pl.Schema | None) -> pl.DataFrame:
+        where = self._where(mark.path)
+        if len(data) != mark.size:
+            raise CorruptFileError(
+                f"{where} changed while it was read: listed with {mark.size} bytes, read "
+                f"{len(data)}; producers must write files atomically (write elsewhere, "
+                "then rename or upload)"
+            )
+        fmt = self._format_of(mark.path)
         try:
             if fmt == "parquet":
                 frame = pl.read_parquet(data)
@@ -190,7 +317,7 @@ class FileLog:
             raise SchemaError(
                 f"cannot read {where} as {fmt}: {type(exc).__name__}: {exc}"
             ) from None
-        return self._normalize(frame, where, schema), len(data)
+        return self._normalize(frame, where, schema)
 
     def _normalize(self, frame: pl.DataFrame, where: str, schema: pl.Schema | None) -> pl.DataFrame:
         for role, col in (("key", self._key), ("time", self._time)):
@@ -227,35 +354,378 @@ class FileLog:
             frame = frame.sort(self._time, maintain_order=True)
         return frame
 
-    def _files(self) -> list[_FileInfo]:
+    def _fetch(self, marks: list[FileMark]) -> Iterable[tuple[FileMark, bytes]]:
+        """The files' bytes, fetched concurrently on object stores."""
+        for i in range(0, len(marks), _FETCH_CHUNK):
+            chunk = marks[i : i + _FETCH_CHUNK]
+            try:
+                got = self._fs.get_many([m.path for m in chunk])
+            except LogNotFoundError:
+                gone = self._fs.get_many([m.path for m in chunk], missing_ok=True)
+                missing = [m.path for m in chunk if m.path not in gone]
+                raise LogNotFoundError(
+                    f"{self._where(missing[0])} disappeared before it was read"
+                    + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                    + ": files must stay until they are consumed"
+                ) from None
+            for m in chunk:
+                yield m, got[m.path]
+
+    def _load(self, marks: list[FileMark], schema: pl.Schema | None) -> list[_FileInfo]:
+        """Infos of ``marks`` (read once per identity; parsed frames cached)."""
         with self._lock:
-            paths = self._paths()
-            out: list[_FileInfo] = []
-            schema: pl.Schema | None = None
-            for path in paths:
-                info = self._infos.get(path)
-                if info is None:
-                    frame, size = self._read(path, schema)
-                    phys = frame[self._time].to_physical()
-                    info = _FileInfo(
-                        path,
-                        frame.height,
-                        size,
-                        int(phys.min()) if frame.height else 0,  # type: ignore[arg-type]
-                        int(phys.max()) if frame.height else 0,  # type: ignore[arg-type]
-                        frame.schema,
-                    )
-                    self._infos[path] = info
-                if schema is None:
-                    schema = info.schema
-                elif info.schema != schema:
-                    _check_schema(schema, info.schema, self._where(path))
-                out.append(info)
-            return out
+            missing = [m for m in dict.fromkeys(marks) if m not in self._infos]
+        for mark, data in self._fetch(missing):
+            frame = self._parse(mark, data, schema)
+            phys = frame[self._time].to_physical()
+            info = _FileInfo(
+                mark,
+                frame.height,
+                int(phys.min()) if frame.height else 0,  # type: ignore[arg-type]
+                int(phys.max()) if frame.height else 0,  # type: ignore[arg-type]
+                frame.schema,
+            )
+            with self._lock:
+                self._infos[mark] = info
+                self._remember(mark, frame)
+        with self._lock:
+            return [self._infos[m] for m in marks]
+
+    def _remember(self, mark: FileMark, frame: pl.DataFrame) -> None:
+        """Keep a parsed frame for the batch that reads it next (lock held)."""
+        size = int(frame.estimated_size())
+        if size > _CACHE_BYTES // 4 or mark in self._frames:
+            return
+        self._frames[mark] = frame
+        self._frame_bytes += size
+        while self._frame_bytes > _CACHE_BYTES:
+            _, old = self._frames.popitem(last=False)
+            self._frame_bytes -= int(old.estimated_size())
+
+    def _frame(self, mark: FileMark, rows: int, schema: pl.Schema) -> pl.DataFrame:
+        """All rows of the file ``mark`` (expected to hold ``rows`` rows)."""
+        with self._lock:
+            frame = self._frames.pop(mark, None)
+            if frame is not None:
+                self._frame_bytes -= int(frame.estimated_size())
+        if frame is None:
+            if self._fs.is_local:
+                self._check_local(mark)
+            try:
+                data = self._fs.get(mark.path)
+            except LogNotFoundError:
+                raise LogNotFoundError(
+                    f"{self._where(mark.path)} disappeared before it was read; it holds "
+                    f"rows of a batch being processed: restore it (files must stay until "
+                    "they are consumed)"
+                ) from None
+            frame = self._parse(mark, data, schema)
+        if frame.height != rows:
+            raise CorruptFileError(
+                f"{self._where(mark.path)} changed: it had {rows} rows when it was planned, "
+                f"now {frame.height}; a file must not change once it is visible"
+            )
+        return frame
+
+    def _check_local(self, mark: FileMark) -> None:
+        try:
+            st = os.stat(os.path.join(self._fs.root, mark.path))
+        except FileNotFoundError:
+            return  # reported by the read
+        if st.st_size != mark.size or str(st.st_mtime_ns) != mark.tag:
+            raise CorruptFileError(
+                f"{self._where(mark.path)} changed after it was planned ({mark.size} bytes, "
+                f"modified {_show_ns(mark.mtime)}; now {st.st_size} bytes, modified "
+                f"{_show_ns(st.st_mtime_ns)}); a file must not change once it is visible"
+            )
+
+    def _reference(self, listing: list[FileMark]) -> pl.Schema | None:
+        """The schema every file must have: the first file's (in path order)."""
+        if not listing:
+            return self._ref_schema
+        schema = self._load(listing[:1], None)[0].schema
+        self._ref_schema = schema
+        return schema
+
+    def _files(self) -> list[_FileInfo]:
+        listing = self._listing()
+        schema = self._reference(listing)
+        return self._load(listing, schema)
+
+    # ---------------------------------------------------------------- plans
+    def plan(self, start: Position | int | None = None) -> FilePlan:
+        """The files not consumed at ``start``, with the offsets their rows get.
+
+        This is how a pipeline reads a FileLog incrementally: a run plans from
+        its checkpoint's position, cuts micro-batches with :meth:`FilePlan.cut`,
+        describes each with :meth:`FilePlan.batch` (stored with the batch's
+        outputs), reads it with :meth:`read_batch` and records
+        :meth:`advance` as its next position.
+
+        Parameters
+        ----------
+        start : Position or int, optional
+            A position with ``files`` (from ``end()``, ``start()``, a plan or a
+            checkpoint). Without ``files`` (an int), the first ``start`` rows of
+            the current files in path order count as consumed.
+
+        Raises
+        ------
+        CorruptFileError
+            A consumed file changed (size, ETag or modification time differ).
+        CheckpointError
+            A file appeared below the position's watermark, newer than every
+            file the watermark covers; or the file read in part at ``start``
+            is gone.
+
+        Examples
+        --------
+        >>> import fsspec
+        >>> import streamkit as sk
+        >>> fs = fsspec.filesystem("memory")
+        >>> for name in ("a", "c"):
+        ...     fs.pipe(f"/streamkit-doc-fl-plan/{name}.csv", b"k,t\\n1,1\\n2,2\\n")
+        >>> flog = sk.FileLog("memory://streamkit-doc-fl-plan", "*.csv", key="k", time="t")
+        >>> done = flog.plan().end
+        >>> fs.pipe("/streamkit-doc-fl-plan/b.csv", b"k,t\\n3,3\\n")
+        >>> plan = flog.plan(done)
+        >>> plan.files.rows()
+        [('b.csv', 4, 1, 0)]
+        >>> plan.end.offset
+        5
+        """
+        pos = _as_position(start)
+        listing = self._listing()
+        schema = self._reference(listing)
+        if pos.files is None:
+            return self._canonical_plan(listing, pos.offset, schema)
+        cursor = pos.files
+        todo, first_rows = self._classify(listing, cursor)
+        infos = self._load(todo, schema)
+        pending: list[_Pending] = []
+        offset = pos.offset
+        for info, first in zip(infos, first_rows, strict=True):
+            if first > info.rows:
+                raise CorruptFileError(
+                    f"{self._where(info.mark.path)} changed: {first} of its rows were "
+                    f"consumed but it now has {info.rows}"
+                )
+            pending.append(_Pending(info.mark, info.rows, first, offset))
+            offset += info.rows - first
+        return FilePlan(self, pos, pending, schema)
+
+    def _classify(
+        self, listing: list[FileMark], cursor: FileCursor
+    ) -> tuple[list[FileMark], list[int]]:
+        """The listed files not consumed at ``cursor`` (the one read in part first),
+        and the first row of each still to read."""
+        consumed = {m.path: m for m in cursor.files}
+        partial = cursor.partial
+        todo: list[FileMark] = []
+        changed: list[tuple[FileMark, FileMark]] = []
+        late: list[FileMark] = []
+        partial_now: FileMark | None = None
+        for mark in listing:
+            old = consumed.get(mark.path)
+            if old is None and partial is not None and mark.path == partial.path:
+                old = partial
+                partial_now = mark
+            if old is not None:
+                if not old.same_file(mark):
+                    changed.append((old, mark))
+                continue
+            if cursor.watermark is not None and mark.path <= cursor.watermark:
+                if (
+                    mark.mtime is not None
+                    and cursor.since is not None
+                    and mark.mtime > cursor.since
+                ):
+                    late.append(mark)
+                continue
+            todo.append(mark)
+        if changed:
+            old, new = changed[0]
+            more = (
+                f" (and {len(changed) - 1} more consumed files changed)" if len(changed) > 1 else ""
+            )
+            raise CorruptFileError(
+                f"{self._where(new.path)} changed after it was consumed: read as "
+                f"{_describe(old)}, now {_describe(new)}{more}. A consumed file must not change: "
+                "restore it, or delete it (consumed files may be deleted); to have new "
+                "data read, write it to a new file"
+            )
+        if late:
+            names = ", ".join(repr(m.path) for m in late[:3])
+            more = f" and {len(late) - 3} more" if len(late) > 3 else ""
+            raise CheckpointError(
+                f"{len(late)} file(s) in {self._fs.url} appeared below the read position's "
+                f"watermark {cursor.watermark!r} after it passed them: {names}{more} "
+                f"(modified {_show_ns(late[0].mtime)}, after {_show_ns(cursor.since)}, the "
+                f"newest file the watermark covers). They arrived more than window="
+                f"{self._window} consumed files out of name order, or were rewritten after "
+                "being consumed; they were NOT read. To read one, rename it to sort above "
+                f"{cursor.watermark!r}; to skip it, delete or move it. A larger "
+                "FileLog(window=...) tolerates later arrivals"
+            )
+        if partial is not None and partial_now is None:
+            raise CheckpointError(
+                f"{self._where(partial.path)} was read up to row {cursor.partial_rows} and "
+                "has since been deleted: its remaining rows cannot be read. Restore it "
+                "(files must stay until they are fully consumed)"
+            )
+        if partial_now is not None:
+            return [partial_now, *todo], [cursor.partial_rows] + [0] * len(todo)
+        return todo, [0] * len(todo)
+
+    def _canonical_plan(
+        self, listing: list[FileMark], offset: int, schema: pl.Schema | None
+    ) -> FilePlan:
+        """A plan where the first ``offset`` rows in path order are consumed."""
+        infos = self._load(listing, schema)
+        consumed: dict[str, FileMark] = {}
+        pending: list[_Pending] = []
+        partial: FileMark | None = None
+        partial_rows = 0
+        at = 0
+        for info in infos:
+            if at + info.rows <= offset:
+                consumed[info.mark.path] = info.mark
+            elif at < offset:
+                partial, partial_rows = info.mark, offset - at
+                pending.append(_Pending(info.mark, info.rows, partial_rows, offset))
+            else:
+                pending.append(_Pending(info.mark, info.rows, 0, at))
+            at += info.rows
+        floor = pending[0].mark.path if pending else None
+        cursor = _cursor(consumed, None, None, partial, partial_rows, self._window, floor)
+        return FilePlan(self, Position(offset, files=cursor), pending, schema)
+
+    def advance(self, start: Position, batch: Mapping[str, Any]) -> Position:
+        """The position after reading ``batch`` (from :meth:`FilePlan.batch`) at ``start``.
+
+        Pure: it lists and reads nothing, so a pipeline recovering from a crash
+        computes the same position from the batch stored with its outputs.
+
+        Examples
+        --------
+        >>> import fsspec
+        >>> import streamkit as sk
+        >>> fs = fsspec.filesystem("memory")
+        >>> fs.pipe("/streamkit-doc-fl-adv/a.csv", b"k,t\\n1,1\\n2,2\\n")
+        >>> flog = sk.FileLog("memory://streamkit-doc-fl-adv", "*.csv", key="k", time="t")
+        >>> plan = flog.plan()
+        >>> flog.advance(plan.start, plan.batch(0, 1))
+        Position(offset=1, watermark=None, consumed=[], partial='a.csv'@1)
+        """
+        cursor = start.files
+        if cursor is None:
+            raise ValueError("advance() needs a FileLog position with files (plan(...).start)")
+        lo, hi = int(batch["start"]), int(batch["end"])
+        if lo != start.offset:
+            raise CheckpointError(
+                f"a batch of {self.name!r} starting at offset {lo} cannot follow position "
+                f"{start.offset}"
+            )
+        consumed = {m.path: m for m in cursor.files}
+        partial, partial_rows = cursor.partial, cursor.partial_rows
+        total = 0
+        for item in batch["files"]:
+            path, size, tag, mtime, rows, first, count = item
+            mark = FileMark.from_list([path, size, tag, mtime])
+            resuming = partial is not None and partial.path == mark.path
+            if (resuming and first != partial_rows) or (not resuming and first != 0):
+                raise CheckpointError(
+                    f"a batch of {self.name!r} reads {self._where(mark.path)} from row "
+                    f"{first}, but the position consumed "
+                    f"{partial_rows if resuming else 0} of its rows"
+                )
+            total += int(count)
+            if int(first) + int(count) >= int(rows):
+                consumed[mark.path] = mark
+                if resuming:
+                    partial, partial_rows = None, 0
+            else:
+                partial, partial_rows = mark, int(first) + int(count)
+        if total != hi - lo:
+            raise CheckpointError(
+                f"a batch of {self.name!r} covers {total} rows but offsets [{lo}, {hi})"
+            )
+        files = _cursor(
+            consumed,
+            cursor.watermark,
+            cursor.since,
+            partial,
+            partial_rows,
+            self._window,
+            batch.get("next"),
+        )
+        return Position(hi, files=files)
+
+    def read_batch(
+        self, batch: Mapping[str, Any], *, with_offset: str | None = None
+    ) -> pl.LazyFrame:
+        """The rows of ``batch`` (from :meth:`FilePlan.batch`), at the batch's offsets.
+
+        Reads exactly the files the batch names, whatever arrived since.
+
+        Raises
+        ------
+        CorruptFileError
+            A file of the batch changed (size or row count).
+        LogNotFoundError
+            A file of the batch is gone.
+
+        Examples
+        --------
+        >>> import fsspec
+        >>> import streamkit as sk
+        >>> fs = fsspec.filesystem("memory")
+        >>> fs.pipe("/streamkit-doc-fl-rb/a.csv", b"k,t\\n1,1\\n2,2\\n")
+        >>> flog = sk.FileLog("memory://streamkit-doc-fl-rb", "*.csv", key="k", time="t")
+        >>> batch = flog.plan().batch(1, 2)
+        >>> flog.read_batch(batch, with_offset="o").collect().rows()
+        [(2, 2, 1)]
+        """
+        lo, hi = int(batch["start"]), int(batch["end"])
+        entries = [
+            (FileMark.from_list(item[:4]), int(item[4]), int(item[5]), int(item[6]))
+            for item in batch["files"]
+        ]
+        schema = self._ref_schema
+        if schema is None and entries:
+            schema = self._reference(self._listing())
+        if schema is None and entries:  # every file of the folder is gone: ours decide
+            schema = self._load([entries[0][0]], None)[0].schema
+        pieces = []
+        offset = lo
+        for mark, rows, first, count in entries:
+            pieces.append(Piece(offset, count, self._loader(mark, rows, first, count, schema)))
+            offset += count
+        return scan_pieces(
+            pieces,
+            schema or pl.Schema({}),
+            start=lo,
+            end=hi,
+            with_offset=with_offset,
+            label=f"files {self.name}",
+        )
+
+    def _loader(
+        self, mark: FileMark, rows: int, first: int, count: int, schema: pl.Schema | None
+    ) -> Any:
+        def load(columns: list[str]) -> pl.DataFrame:
+            frame = self._frame(mark, rows, schema or pl.Schema({}))
+            return frame.slice(first, count).select(columns)
+
+        return load
 
     # ---------------------------------------------------------------- reading
     def segments(self) -> pl.DataFrame:
-        """One row per file, in name (= offset) order; same columns as ``Log.segments``.
+        """One row per current file, in path order, with offsets counted from 0.
+
+        Same columns as ``Log.segments``. These are the offsets of ``scan()``
+        without a position (all current files); a position with ``files`` gives
+        the files it has not consumed their own offsets (see :meth:`plan`).
 
         Examples
         --------
@@ -274,14 +744,14 @@ class FileLog:
         for i, info in enumerate(files):
             segs.append(
                 Segment(
-                    path=info.path,
+                    path=info.mark.path,
                     partition=0,
                     seq=i,
                     offset=offset,
                     rows=info.rows,
                     min_time=info.min_time,
                     max_time=info.max_time,
-                    bytes=info.bytes,
+                    bytes=info.mark.size,
                     crc32=0,
                     version=0,
                 )
@@ -291,26 +761,29 @@ class FileLog:
         return _segments_frame(segs, tdt).drop("crc32")
 
     def end(self) -> Position:
-        """Position just past the last row of the last file.
+        """The position after every current file: all of them consumed.
+
+        ``scan(start=flog.end())`` later returns exactly the files that arrive
+        after this call, whatever their names.
 
         Examples
         --------
         >>> import streamkit as sk
         >>> sk.FileLog("memory://streamkit-doc-fl-empty", key="k", time="t").end()
-        Position(offset=0)
+        Position(offset=0, watermark=None, consumed=[])
         """
-        return Position(sum(info.rows for info in self._files()))
+        return self.plan(self.start()).end
 
     def start(self) -> Position:
-        """Always ``Position(0)``: files are never truncated.
+        """Offset 0 with nothing consumed: files are never truncated.
 
         Examples
         --------
         >>> import streamkit as sk
         >>> sk.FileLog("memory://streamkit-doc-fl-start", key="k", time="t").start()
-        Position(offset=0)
+        Position(offset=0, watermark=None, consumed=[])
         """
-        return Position(0)
+        return Position(0, files=FileCursor())
 
     def count(self) -> int:
         """Number of rows over all matching files.
@@ -321,7 +794,7 @@ class FileLog:
         >>> sk.FileLog("memory://streamkit-doc-fl-count", key="k", time="t").count()
         0
         """
-        return self.end().offset
+        return sum(info.rows for info in self._files())
 
     def transaction(self, writer: str) -> Transaction | None:
         """Always None: nothing writes to a FileLog.
@@ -342,6 +815,10 @@ class FileLog:
     ) -> pl.LazyFrame:
         """A LazyFrame of the rows with offsets in ``[start, end)``, like ``Log.scan``.
 
+        With a ``start`` position that has ``files`` (from :meth:`end` or a
+        checkpoint), the rows are those of the files not consumed at ``start``;
+        with an int, offsets count through all current files in path order.
+
         Examples
         --------
         >>> import polars as pl
@@ -355,31 +832,10 @@ class FileLog:
         >>> flog.scan(start=1).collect().rows()
         [(1, 1)]
         """
-        files = self._files()
-        total = sum(info.rows for info in files)
-        lo = _as_offset(start, 0, "start")
-        hi = _as_offset(end, total, "end")
-        schema = files[0].schema if files else pl.Schema({})
-        pieces = []
-        offset = 0
-        for info in files:
-            pieces.append(Piece(offset, info.rows, self._loader(info.path, schema)))
-            offset += info.rows
-        return scan_pieces(
-            pieces, schema, start=lo, end=hi, with_offset=with_offset, label=f"files {self.name}"
-        )
-
-    def _loader(self, path: str, schema: pl.Schema) -> Any:
-        def load(columns: list[str]) -> pl.DataFrame:
-            try:
-                frame, _ = self._read(path, schema)
-            except LogNotFoundError:
-                raise LogNotFoundError(
-                    f"{self._where(path)} disappeared while it was being read"
-                ) from None
-            return frame.select(columns)
-
-        return load
+        plan = self.plan(start)
+        lo = plan.start.offset
+        hi = max(lo, min(_as_offset(end, plan.end_offset, "end"), plan.end_offset))
+        return plan.scan(lo, hi, with_offset=with_offset)
 
     def append(self, *args: Any, **kwargs: Any) -> Any:
         """Not supported: a FileLog is read-only.
@@ -418,6 +874,7 @@ class FileLog:
             ("time", self._time),
             ("file count", len(files)),
             ("rows", f"{sum(f.rows for f in files):,}"),
+            ("window", f"{self._window:,}"),
         ]
         body = "".join(
             f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
@@ -425,3 +882,252 @@ class FileLog:
             for k, v in cells
         )
         return f"<table><caption>streamkit FileLog</caption>{body}</table>"
+
+
+class FilePlan:
+    """The files of a :class:`FileLog` not consumed at a position, with their offsets.
+
+    Made by :meth:`FileLog.plan`. The plan is fixed: files arriving after it was
+    made belong to the next plan. Pending files are in path order, a file read
+    in part at the start position first.
+
+    Attributes
+    ----------
+    start : Position
+        Where the plan starts (with ``files``).
+
+    Examples
+    --------
+    >>> import fsspec
+    >>> import streamkit as sk
+    >>> fs = fsspec.filesystem("memory")
+    >>> for name in ("a", "b", "c"):
+    ...     fs.pipe(f"/streamkit-doc-fileplan/{name}.csv", b"k,t\\n1,1\\n2,2\\n")
+    >>> plan = sk.FileLog("memory://streamkit-doc-fileplan", "*.csv", key="k", time="t").plan()
+    >>> plan
+    FilePlan(offsets [0, 6), 3 files, from Position(offset=0, watermark=None, consumed=[]))
+    >>> plan.cut(0, 3)
+    3
+    >>> [f[0] for f in plan.batch(0, 3)["files"]]
+    ['a.csv', 'b.csv']
+    """
+
+    def __init__(
+        self,
+        flog: FileLog,
+        start: Position,
+        pending: list[_Pending],
+        schema: pl.Schema | None,
+    ) -> None:
+        self._flog = flog
+        self.start = start
+        self._pending = pending
+        self._schema = schema
+        self._offsets = [p.offset for p in pending]
+        self._ends = [p.end for p in pending]
+        # floor[i]: the smallest path among pending[i:] -- the watermark must
+        # never pass a file this plan has yet to read
+        floor: list[str | None] = [None] * (len(pending) + 1)
+        for i in range(len(pending) - 1, -1, -1):
+            path = pending[i].mark.path
+            below = floor[i + 1]
+            floor[i] = path if below is None or path < below else below
+        self._floor = floor
+        self._end: Position | None = None
+
+    @property
+    def end_offset(self) -> int:
+        """The offset just past the last pending row."""
+        return self._ends[-1] if self._pending else self.start.offset
+
+    @property
+    def end(self) -> Position:
+        """The position after every pending file (all consumed)."""
+        if self._end is None:
+            self._end = self._flog.advance(
+                self.start, self.batch(self.start.offset, self.end_offset)
+            )
+        return self._end
+
+    @property
+    def files(self) -> pl.DataFrame:
+        """Pending files: ``path``, ``offset`` (of the first row read), ``rows``
+        (to read), ``first_row`` (rows of it consumed before)."""
+        return pl.DataFrame(
+            [(p.mark.path, p.offset, p.rows - p.first, p.first) for p in self._pending],
+            schema={"path": pl.String, "offset": pl.Int64, "rows": pl.Int64, "first_row": pl.Int64},
+            orient="row",
+        )
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __repr__(self) -> str:
+        return (
+            f"FilePlan(offsets [{self.start.offset}, {self.end_offset}), "
+            f"{len(self._pending)} files, from {self.start!r})"
+        )
+
+    def cut(self, lo: int, max_rows: int) -> int:
+        """The end of a micro-batch starting at ``lo``: at most ``max_rows`` rows
+        and at most 1,000 files (each file of a batch is stored with its outputs).
+        """
+        hi = min(lo + max_rows, self.end_offset)
+        first = bisect.bisect_right(self._ends, lo)
+        last = bisect.bisect_left(self._offsets, hi)
+        if last - first > BATCH_FILES:
+            hi = max(self._ends[first + BATCH_FILES - 1], lo + 1)
+        return hi
+
+    def batch(self, lo: int, hi: int) -> dict[str, Any]:
+        """A JSON-able description of the rows at offsets ``[lo, hi)``: the files
+        (identity, rows, first row read, rows read) and the next pending path.
+
+        Batches must follow one another from ``start``; the files of a batch
+        ending at the plan's end include the empty files there.
+        """
+        end = self.end_offset
+        if not self.start.offset <= lo <= hi <= end:
+            raise ValueError(
+                f"a batch [{lo}, {hi}) must lie within the plan's offsets "
+                f"[{self.start.offset}, {end}]"
+            )
+        files: list[list[Any]] = []
+        i = bisect.bisect_right(self._ends, lo)
+        # empty files at exactly `lo` sit before i: include them
+        while i > 0 and self._ends[i - 1] == lo and self._offsets[i - 1] == lo:
+            i -= 1
+        j = i
+        while j < len(self._pending):
+            p = self._pending[j]
+            rows = p.rows - p.first
+            if rows == 0:
+                if not (p.offset < hi or (p.offset == hi == end)):
+                    break
+            elif p.offset >= hi:
+                break
+            skip = max(0, lo - p.offset)
+            take = min(hi, p.end) - max(lo, p.offset)
+            files.append([*p.mark.to_list(), p.rows, p.first + skip, max(take, 0)])
+            j += 1
+        # the smallest path still (partly) pending after the batch
+        next_floor = self._floor[j]
+        if files and files[-1][5] + files[-1][6] < files[-1][4]:
+            cut_path = files[-1][0]
+            next_floor = cut_path if next_floor is None or cut_path < next_floor else next_floor
+        return {"start": lo, "end": hi, "files": files, "next": next_floor}
+
+    def scan(self, lo: int, hi: int, *, with_offset: str | None = None) -> pl.LazyFrame:
+        """The rows at offsets ``[lo, hi)`` (see :meth:`FileLog.read_batch`)."""
+        return self._flog.read_batch(self.batch(lo, hi), with_offset=with_offset)
+
+
+# -------------------------------------------------------------------- helpers
+def _as_position(start: Position | int | None) -> Position:
+    if start is None:
+        return Position(0)
+    if isinstance(start, Position):
+        return start
+    return Position(_as_offset(start, 0, "start"))
+
+
+def _cursor(
+    consumed: dict[str, FileMark],
+    watermark: str | None,
+    since: int | None,
+    partial: FileMark | None,
+    partial_rows: int,
+    window: int,
+    floor: str | None,
+) -> FileCursor:
+    """A cursor listing at most ``window`` consumed files above its watermark.
+
+    The watermark moves up over the smallest consumed paths, never to or past
+    ``floor`` (the smallest path still pending), and ``since`` keeps the newest
+    modification time among the files it passed.
+    """
+    names = sorted(consumed)
+    excess = len(names) - window
+    if excess > 0:
+        drop = names[:excess]
+        if floor is not None:
+            drop = [n for n in drop if n < floor]
+        for name in drop:
+            mark = consumed.pop(name)
+            watermark = name if watermark is None or name > watermark else watermark
+            if mark.mtime is not None:
+                since = mark.mtime if since is None else max(since, mark.mtime)
+    return FileCursor(
+        watermark=watermark,
+        since=since,
+        files=tuple(consumed[n] for n in sorted(consumed)),
+        partial=partial,
+        partial_rows=partial_rows if partial is not None else 0,
+    )
+
+
+def _local_files(root: str, nested: bool) -> Iterable[tuple[str, os.stat_result]]:
+    """(relative path, stat) of regular files below ``root``."""
+    if not os.path.isdir(root):
+        return
+    if not nested:
+        with os.scandir(root) as it:
+            for entry in it:
+                try:
+                    if entry.is_file():
+                        yield entry.name, entry.stat()
+                except FileNotFoundError:
+                    continue
+        return
+    for dirpath, _dirs, names in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        for name in names:
+            try:
+                st = os.stat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                continue
+            yield (name if rel_dir == "." else f"{rel_dir}/{name}"), st
+
+
+def _remote_mark(rel: str, info: Mapping[str, Any]) -> FileMark:
+    """A file's identity from an fsspec listing entry (s3fs, gcsfs, adlfs, memory)."""
+    mtime = None
+    for field in ("LastModified", "last_modified", "mtime", "updated", "modified", "created"):
+        if info.get(field) is not None:
+            mtime = _to_ns(info[field])
+            if mtime is not None:
+                break
+    etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
+    tag = str(etag).strip('"') if etag else ("" if mtime is None else str(mtime))
+    return FileMark(rel, int(info.get("size") or 0), tag, mtime)
+
+
+def _to_ns(value: Any) -> int | None:
+    """A listing's modification time as nanoseconds since the epoch."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return int((value - _EPOCH) // dt.timedelta(microseconds=1)) * 1000
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return round(value * 1_000_000) * 1000  # seconds, to the microsecond
+    return None
+
+
+def _describe(mark: FileMark) -> str:
+    """``120 bytes, ETag "9b2c..."`` or ``120 bytes, modified 2026-11-26T07:00:00+00:00``."""
+    if mark.mtime is not None and mark.tag == str(mark.mtime):
+        return f"{mark.size} bytes, modified {_show_ns(mark.mtime)}"
+    if mark.tag:
+        return f"{mark.size} bytes, ETag {mark.tag}"
+    return f"{mark.size} bytes"
+
+
+def _show_ns(ns: int | None) -> str:
+    if ns is None:
+        return "at an unknown time"
+    return (_EPOCH + dt.timedelta(microseconds=ns // 1000)).isoformat()
