@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 import polars as pl
 
-from streamkit.errors import CheckpointError, ConfigurationError, UndefinedTransitionError
+from streamkit.errors import (
+    CheckpointError,
+    ConfigurationError,
+    CorruptFileError,
+    SchemaError,
+    UndefinedTransitionError,
+)
 
 if TYPE_CHECKING:
     from streamkit.machines import Machine
@@ -91,21 +97,38 @@ class Operator:
         return None
 
 
+#: Keys of Polars' JSON form that carry code: pickled Python functions
+#: (``AnonymousFunction``, ``PythonUdf``...) or a native plugin's library path
+#: (``FfiPlugin``), which would be loaded when the expression runs.
+_CODE_KEYS = ("Python", "Anonymous", "Udf", "Plugin", "Ffi", "Pickle")
+
+
 def _holds_python(node: Any) -> bool:
-    """Whether Polars' JSON form of an expression embeds Python code (pickled)."""
+    """Whether Polars' JSON form of an expression embeds code (pickled or native).
+
+    Refuses any key naming code and any run of more than 8 integers anywhere
+    (serialized bytes: how a pickled function appears, under whatever key).
+    Deliberately strict: an expression it refuses is not stored, and such a
+    pipeline is reopened from its code.
+
+    Examples
+    --------
+    >>> _holds_python({"Column": "a"})
+    False
+    >>> _holds_python({"Function": {"function": {"FfiPlugin": {"lib": "/tmp/x.so"}}}})
+    True
+    >>> _holds_python({"Literal": [[128, 5, 149, 43, 4, 0, 0, 0, 0]]})
+    True
+    """
     if isinstance(node, dict):
         for key, value in node.items():
-            if "Python" in key or "Anonymous" in key or "Udf" in key:
+            if any(mark in str(key) for mark in _CODE_KEYS):
                 return True
-            if (
-                isinstance(value, list)
-                and len(value) > 8
-                and all(isinstance(v, int) for v in value)
-            ):
-                return True  # serialized bytes: a pickled function
             if _holds_python(value):
                 return True
     elif isinstance(node, list):
+        if len(node) > 8 and all(isinstance(v, int) for v in node):
+            return True  # serialized bytes: a pickled function
         return any(_holds_python(v) for v in node)
     return False
 
@@ -231,6 +254,68 @@ def time_tick(dtype: pl.DataType, tick: timedelta | None) -> timedelta | int:
     )
 
 
+_STATE_COLUMNS = ("key", "state", "since", "last_time", "events")
+
+
+def _check_state_table(table: pl.DataFrame, path: str) -> None:
+    """Refuse a state table whose columns are not what ``freeze`` writes."""
+    missing = [c for c in _STATE_COLUMNS if c not in table.columns]
+    if missing:
+        raise CorruptFileError(
+            f"state file {path} lacks columns {missing}; restore it, or rewind to an older "
+            "checkpoint with run(from_checkpoint=N)"
+        )
+    schema = table.schema
+    wrong = [
+        f"{name}: {schema[name]}"
+        for name, ok in (
+            ("key", not (schema["key"].is_nested() or schema["key"] == pl.Null)),
+            ("state", schema["state"] in (pl.String, pl.Categorical)),
+            ("since", isinstance(schema["since"], pl.Datetime) or schema["since"].is_integer()),
+            (
+                "last_time",
+                isinstance(schema["last_time"], pl.Datetime) or schema["last_time"].is_integer(),
+            ),
+            ("events", schema["events"].is_integer()),
+        )
+        if not ok
+    ]
+    if wrong:
+        raise CorruptFileError(
+            f"state file {path} has unexpected column types ({', '.join(wrong)}); streamkit "
+            "writes a scalar key, a String state, Datetime or integer times and integer "
+            "counts. Restore it, or rewind to an older checkpoint with run(from_checkpoint=N)"
+        )
+    nulls = [c for c in _STATE_COLUMNS if table[c].null_count()]
+    if nulls:
+        raise CorruptFileError(
+            f"state file {path} holds nulls in {nulls}; restore it, or rewind to an older "
+            "checkpoint with run(from_checkpoint=N)"
+        )
+
+
+def _refuse_nulls(df: pl.DataFrame, ctx: BatchContext) -> None:
+    """A null key or time cannot be ordered or kept: stop with the offsets.
+
+    The source log holds no nulls in its key and time columns (``append`` and
+    ``FileLog`` refuse them), so an operator before ``.transitions()`` made them.
+    The quarantine cannot keep such rows either: it is a log keyed the same way.
+    """
+    for role, col in (("key", ctx.key), ("time", ctx.time)):
+        nulls = df[col].null_count()
+        if not nulls:
+            continue
+        rows = df.filter(df[col].is_null())
+        offsets = rows[OFFSET].head(5).to_list() if OFFSET in rows.columns else []
+        raise SchemaError(
+            f"the {role} column {col!r} is null in {nulls} event(s) reaching "
+            f".transitions() (source offsets {offsets}{'...' if nulls > 5 else ''}); the "
+            f"log holds no null {role}s, so an operator before .transitions() produced "
+            f"them. Keep {col!r} non-null, e.g. add .filter(pl.col({col!r}).is_not_null()) "
+            "before .transitions(); nothing of this batch was committed"
+        )
+
+
 class Transitions(Operator):
     """Run a finite-state machine per key; emit the transition history."""
 
@@ -319,11 +404,7 @@ class Transitions(Operator):
 
         ref = FileRef.from_dict(entry["state_file"])
         table = ckpts.read_state(ref)
-        expected = {"key", "state", "since", "last_time", "events"}
-        if not expected <= set(table.columns):
-            raise CheckpointError(
-                f"state file {ref.path} lacks columns {sorted(expected - set(table.columns))}"
-            )
+        _check_state_table(table, ref.path)
         self.watermark = int(entry["watermark"])
         self.machines_used = [str(f) for f in entry.get("machines_used", [entry["machine"]])]
         if table.height:
@@ -392,6 +473,7 @@ class Transitions(Operator):
     # ------------------------------------------------------------- process
     def process(self, frame: pl.LazyFrame, ctx: BatchContext) -> pl.LazyFrame:
         df = frame.with_columns(__sk_event=self.event.cast(pl.String)).collect()
+        _refuse_nulls(df, ctx)
         key_s, time_s = df[ctx.key], df[ctx.time]
         if self.cm is None:
             given = self.tick
