@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from streamkit.errors import StreamkitError
+from streamkit.errors import CorruptFileError, StreamkitError
 from streamkit.pipeline._checkpoints import Checkpoint, FileRef
 from streamkit.pipeline._executor import LocalExecutor
 from streamkit.pipeline._operators import OFFSET, BatchContext, Transitions
 from streamkit.pipeline._report import VerifyReport
+from streamkit.storage import Log, Position
+from streamkit.storage import _manifest as mf
 
 if TYPE_CHECKING:
     from streamkit.pipeline.pipeline import Pipeline
@@ -112,6 +114,19 @@ def verify(pipe: Pipeline, checkpoint: int | None, *, replay: bool) -> VerifyRep
 
     _guard(report, "source position", check_position)
 
+    def check_source() -> tuple[bool, str]:
+        source = pipe.source
+        n_files = _verify_manifest(source)
+        # What the next run reads (everything with replay, which reads it all):
+        # sizes and checksums are verified on read.
+        start = None if replay else Position(min(cp.position, source.end().offset))
+        rows = source.scan(start=start).select(pl.len()).collect().item()
+        what = "every segment" if replay else "every segment not yet processed"
+        return True, f"{n_files} manifest files and {what} ({rows:,} rows) verified"
+
+    if isinstance(pipe.source, Log):
+        _guard(report, "source log", check_source)
+
     def check_output(log: Any, count_key: str, label: str) -> tuple[bool, str]:
         n_files = _verify_manifest(log)
         segs = log.segments()
@@ -150,14 +165,30 @@ def verify(pipe: Pipeline, checkpoint: int | None, *, replay: bool) -> VerifyRep
 
 
 def _verify_manifest(log: Any) -> int:
-    """Read and check every manifest file of ``log`` (versions and snapshots)."""
-    from streamkit.storage import _manifest as mf
+    """Read and check every manifest file of ``log``: versions, snapshots, the hint.
 
+    Raises CorruptFileError naming the first damaged file and what to do about
+    it: version files are the record of what is committed (restore them);
+    snapshots and the hint are redundant copies the log already reads around
+    (delete them).
+    """
     fs = log.filesystem
-    names = [n for n in fs.ls("_log") if n.endswith(".json") and n[:1].isdigit()]
-    paths = [f"_log/{n}" for n in names]
+    names = [n for n in fs.ls(mf.LOG_DIR) if n.endswith(".json")]
+    paths = [f"{mf.LOG_DIR}/{n}" for n in names]
     for path, data in fs.get_many(paths, missing_ok=True).items():
-        mf.decode(data, f"{fs.url.rstrip('/')}/{path}")
+        where = f"{fs.url.rstrip('/')}/{path}"
+        try:
+            body = mf.decode(data, where)
+            if path == mf.HINT and not isinstance(body.get("version"), int):
+                raise CorruptFileError(f"corrupt file {where}: no snapshot version")
+        except CorruptFileError as exc:
+            if path == mf.HINT or path.endswith(".snapshot.json"):
+                raise CorruptFileError(
+                    f"{exc}. It is a redundant copy that the log already reads around "
+                    "(slower to open); delete the file to clear this, streamkit writes a "
+                    "new one with a later version"
+                ) from None
+            raise
     return len(paths)
 
 
