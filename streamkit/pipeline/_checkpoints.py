@@ -295,6 +295,21 @@ class CheckpointStore:
         ids = self.ids()
         return self.read(ids[-1]) if ids else None
 
+    def latest_readable(self) -> Checkpoint | None:
+        """The newest checkpoint that reads and verifies (None if none does).
+
+        What a rewind starts from when the newest checkpoints are damaged: the
+        rewind's own id still goes after every checkpoint file present.
+        """
+        for cid in reversed(self.ids()):
+            try:
+                return self.read(cid)
+            except CorruptFileError as exc:
+                _logger.warning(
+                    "pipeline %r: skipping a damaged checkpoint: %s", self.pipeline, exc
+                )
+        return None
+
     def commit(self, cp: Checkpoint) -> bool:
         """Create checkpoint ``cp.id``; False when that id exists already."""
         body = cp.to_dict()

@@ -143,6 +143,22 @@ def verify(pipe: Pipeline, checkpoint: int | None, *, replay: bool) -> VerifyRep
                     False,
                     f"{label} holds {rows:,} rows of this pipeline, checkpoint says {expected:,}",
                 )
+        if not holder["latest"]:
+            # An older checkpoint is a safe rewind target only if the outputs of its
+            # batches are all still there: a later rewind to an earlier checkpoint
+            # retracted them (the checkpoint is on an abandoned line).
+            seq = pl.col("writer_seq")
+            kept = seq <= cp.id
+            for lo, hi in cp.retracted:
+                kept = kept & ~seq.is_between(lo, hi)
+            upto = int(mine.filter(kept)["rows"].sum()) if mine.height else 0
+            if upto != expected:
+                return False, (
+                    f"{label} holds {upto:,} rows of this pipeline's batches up to "
+                    f"{cp.id}, the checkpoint says {expected:,}: a later rewind to an earlier "
+                    "checkpoint retracted them (this checkpoint is on an abandoned line), or "
+                    "the log was truncated; do not rewind to it, choose another checkpoint"
+                )
         return True, (
             f"{rows:,} rows; {n_files} manifest files and every segment's size and "
             "checksum verified"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from streamkit.errors import CheckpointError, ConfigurationError, LeaseError
+from streamkit.errors import CheckpointError, ConfigurationError, CorruptFileError, LeaseError
 from streamkit.pipeline._checkpoints import (
     Checkpoint,
     CheckpointStore,
@@ -326,7 +326,7 @@ class Pipeline:
             )
         # Cover every output this pipeline ever wrote, even beyond the newest
         # checkpoint (a crash before its checkpoint, or deleted checkpoints).
-        newest = latest.id if latest else 0
+        newest = max(ckpts.ids(), default=0)  # damaged checkpoints included
         for lg in (self.sink, self._quarantine_log_if_any()):
             txn = lg.transaction(self.writer_id) if lg is not None else None
             if txn is not None:
@@ -426,9 +426,11 @@ class Pipeline:
         started = _time.perf_counter()
         ckpts = self._ckpts()
         epoch = ckpts.claim_epoch({"pid": os.getpid(), "host": socket.gethostname()})
-        latest = ckpts.latest()
-        if from_checkpoint is not None:
-            latest = self._rewind(ckpts, latest, int(from_checkpoint), epoch)
+        latest: Checkpoint | None
+        if from_checkpoint is not None:  # a rewind also gets past damaged newest checkpoints
+            latest = self._rewind(ckpts, ckpts.latest_readable(), int(from_checkpoint), epoch)
+        else:
+            latest = ckpts.latest()
         cp = latest or initial_checkpoint(self.source.start().offset)
         self._check_source(cp)
         self._open_operators(cp, ckpts)
@@ -661,11 +663,18 @@ class Pipeline:
 
     # ------------------------------------------------------------- queries
     def checkpoints(self) -> pl.DataFrame:
-        """One row per retained checkpoint: id, parent, kind, created, position, counts."""
+        """One row per retained checkpoint: id, parent, kind, created, position, counts.
+
+        A checkpoint file that fails verification is listed with kind ``"damaged"``.
+        """
         ckpts = self._ckpts()
-        rows = []
+        rows: list[dict[str, Any]] = []
         for cid in ckpts.ids():
-            cp = ckpts.read(cid)
+            try:
+                cp = ckpts.read(cid)
+            except CorruptFileError:
+                rows.append({"id": cid, "kind": "damaged"})
+                continue
             op = next(iter(cp.operators.values()), {}) if cp.operators else {}
             rows.append(
                 {
