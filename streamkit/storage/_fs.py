@@ -19,6 +19,7 @@ the path and never contain storage options.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import random
@@ -137,6 +138,49 @@ def _is_conflict(exc: BaseException) -> bool:
             if code in {"ConditionalRequestConflict", "409"}:
                 return True
         current = current.__cause__ or current.__context__
+    return False
+
+
+#: errnos that mean the store refused a write outright (nothing was applied).
+_REFUSALS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 16:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _no_space(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store is out of space."""
+    for item in _chain(exc):
+        if isinstance(item, OSError) and item.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "no space left" in str(item).lower():
+            return True
+    return False
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a failed write was definitely not applied by the store.
+
+    A refusal is an errno such as ENOSPC or EACCES, or an HTTP 4xx answer other
+    than 408 (timeout), 409 (conflict) and 429 (throttled). Resets, timeouts and
+    5xx answers are ambiguous: the store may have applied the request.
+    """
+    for item in _chain(exc):
+        if isinstance(item, OSError) and item.errno in _REFUSALS:
+            return True
+        if isinstance(item, PermissionError):
+            return True
+        response = getattr(item, "response", None)
+        if isinstance(response, Mapping):
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if isinstance(status, int) and 400 <= status < 500 and status not in (408, 409, 429):
+                return True
     return False
 
 
@@ -271,6 +315,8 @@ class FileSystem:
         if isinstance(exc, FileNotFoundError):
             return LogNotFoundError(f"cannot {action} {shown}: no such file")
         detail = self._scrub(f"{type(exc).__name__}: {exc}")
+        if _no_space(exc):
+            detail += "; the store is full: free space, then run again (nothing was committed)"
         return StorageError(f"cannot {action} {shown}: {detail}")
 
     @contextlib.contextmanager
@@ -358,6 +404,7 @@ class FileSystem:
     def _put_new_remote(self, path: str, full: str, data: bytes) -> bool:
         """Conditional PUT on an object store, resolving every ambiguous answer."""
         failure: BaseException | None = None
+        ambiguous = False  # whether an attempt may have been applied unseen
         for attempt in range(_CREATE_ATTEMPTS):
             self._forget(full)
             try:
@@ -368,7 +415,10 @@ class FileSystem:
                     # 412: the name exists -- perhaps because an earlier, lost
                     # attempt of this very call created it.
                     return self._holds(path, data)
+                if _refused(exc) and not ambiguous:
+                    raise self._translate(exc, "create", path) from None
                 failure = exc
+                ambiguous = ambiguous or not _refused(exc)
             else:
                 return True
             # A 409 (a concurrent conditional write in flight) or an ambiguous
@@ -388,7 +438,11 @@ class FileSystem:
                 return stored == data
             if attempt + 1 < _CREATE_ATTEMPTS:
                 time.sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + random.random()))
-        raise self._translate(failure or RuntimeError("no attempt made"), "create", path)
+        assert failure is not None
+        # Absent on every read-back, yet a timed-out request might still land:
+        # whoever references this file must keep its own files.
+        error = self._translate(failure, "create", path)
+        raise OutcomeUnknownError(f"{error}; the store may still apply it") from None
 
     def _read_back(self, full: str) -> bytes | None:
         """The object at ``full``, or None if it does not exist."""
@@ -438,7 +492,7 @@ class FileSystem:
             os.makedirs(os.path.dirname(full), exist_ok=True)
             tmp = tmp_name(full)
             try:
-                write(tmp)
+                _write_local(write, tmp)
                 fd = os.open(tmp, os.O_RDONLY)
                 try:
                     os.fsync(fd)
@@ -672,6 +726,24 @@ class FileSystem:
 def tmp_name(final: str) -> str:
     """Name of a temporary file written next to ``final`` before it is linked."""
     return f"{final}{_TMP_MARK}{int(time.time() * 1000)}-{uuid.uuid4().hex}"
+
+
+def _write_local(write: Callable[[Any], None], tmp: str) -> None:
+    """Run ``write(tmp)``; when it fails, learn whether the disk is to blame.
+
+    Writers such as Polars report a full disk as a malformed file ("Invalid
+    thrift: transport error"). On failure the bytes are produced in memory and
+    written by us, which either succeeds or raises the real ``OSError``.
+    """
+    try:
+        write(tmp)
+    except Exception as exc:
+        if isinstance(exc, OSError) or _no_space(exc):
+            raise
+        buf = io.BytesIO()
+        write(buf)  # fails again, with the writer's own error, if the disk is not to blame
+        with open(tmp, "wb") as fh:
+            fh.write(buf.getbuffer())
 
 
 def _fsync_dir(directory: str) -> None:

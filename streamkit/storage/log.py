@@ -40,6 +40,7 @@ from streamkit.errors import (
     ConfigurationError,
     CorruptFileError,
     LogNotFoundError,
+    OutcomeUnknownError,
     SchemaError,
     StorageError,
 )
@@ -637,10 +638,10 @@ class Log:
 
         try:
             committed = self._commit(build)
-        except StorageError:
-            # The version may have landed (a lost response, an unknown outcome):
-            # never delete files a committed version may reference. Unreferenced
-            # ones are removed by vacuum() once older than its retention.
+        except OutcomeUnknownError:
+            # The version may have landed (a lost response the store cannot
+            # confirm): never delete files a committed version may reference.
+            # Unreferenced ones are removed by vacuum() after its retention.
             _logger.warning(
                 "append to log %r failed in its commit; its %d segment file(s) are kept "
                 "for vacuum() in case the store applied the commit",
@@ -649,7 +650,7 @@ class Log:
             )
             raise
         except BaseException:
-            self._discard([w.path for w in written])  # refused before any commit
+            self._discard([w.path for w in written])  # refused: no version holds them
             raise
         if not committed:
             self._discard_unreferenced([w.path for w in written])

@@ -131,12 +131,6 @@ def test_an_append_refused_at_each_write_commits_nothing_and_succeeds_after_free
         assert_clean_after_vacuum(fresh)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Log._commit_append keeps the segments of any commit that raised StorageError, "
-    "also when the store definitely refused it (ENOSPC): on a full disk every retry "
-    "leaves more files behind until vacuum(); reported to the lead",
-)
 def test_a_commit_refused_for_lack_of_space_deletes_its_segment_files() -> None:
     url = ff.new_volume()
     log = sk.Store(f"{url}/lake").log("ev", key="k", time="t", partitions=2)
@@ -187,12 +181,6 @@ def test_an_append_to_a_full_tmpfs_commits_nothing_and_succeeds_after_freeing(
     assert refused == {"segment", "version"}  # refused before and at the commit itself
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Polars reports a full disk while writing a segment as 'ComputeError: parquet: "
-    "File out of specification: Invalid thrift: transport error'; FileSystem."
-    "put_new_written passes that on without saying the disk is full; reported to the lead",
-)
 def test_a_segment_write_on_a_full_tmpfs_says_no_space_left(tmp_path: Path) -> None:
     with ff.small_tmpfs(tmp_path / "disk", size="1m") as disk:
         log = sk.Store(str(disk / "lake")).log("ev", key="k", time="t", partitions=2)

@@ -52,6 +52,7 @@ class LossyStore(MemoryFileSystem):
     * ``"resent"``: applied, the answer is lost, the client re-sends and the
       store answers 412 (what aiohttp and botocore do on their own);
     * ``"refused"``: not applied, the client sees a reset;
+    * ``"denied"``: not applied, the store answers with a refusal;
     * ``"dark"``: ``"lost"``, and every read fails until ``dark`` is cleared.
     """
 
@@ -84,6 +85,8 @@ class LossyStore(MemoryFileSystem):
         fault = cls.plan.get(cls.creates)
         if fault == "refused":
             raise ConnectionResetError(f"reset before {path} reached the store")
+        if fault == "denied":
+            raise PermissionError(f"access denied to {path}")
         if self.exists(path):
             raise FileExistsError(f"precondition failed: {path} exists")
         super().pipe_file(path, data)
@@ -128,13 +131,22 @@ def test_put_new_with_unreadable_outcome_says_so(lossy: Any) -> None:
     assert fs.put_new("a/x", b"mine")  # retrying is safe: it was ours
 
 
-def test_put_new_gives_up_after_repeated_refusals(lossy: Any) -> None:
+def test_put_new_after_repeated_resets_cannot_promise_anything(lossy: Any) -> None:
     fs = FileSystem("lossymem://fs")
     lossy.reset(dict.fromkeys(range(1, 10), "refused"))
-    with pytest.raises(StorageError, match="cannot create") as info:
+    with pytest.raises(OutcomeUnknownError, match="may still apply it"):
         fs.put_new("a/x", b"mine")
-    assert not isinstance(info.value, OutcomeUnknownError)
+    assert lossy.creates == 5  # tried again after each read-back found nothing
     assert not fs.exists("a/x")
+
+
+def test_put_new_refused_by_the_store_fails_at_once(lossy: Any) -> None:
+    fs = FileSystem("lossymem://fs")
+    lossy.reset({1: "denied"})
+    with pytest.raises(StorageError, match="cannot create .*PermissionError") as info:
+        fs.put_new("a/x", b"mine")
+    assert not isinstance(info.value, OutcomeUnknownError)  # definitely not applied
+    assert lossy.creates == 1
 
 
 def _frame(n: int, seed: int) -> pl.DataFrame:
