@@ -143,7 +143,7 @@ def test_put_new_after_repeated_resets_cannot_promise_anything(lossy: Any) -> No
 def test_put_new_refused_by_the_store_fails_at_once(lossy: Any) -> None:
     fs = FileSystem("lossymem://fs")
     lossy.reset({1: "denied"})
-    with pytest.raises(StorageError, match="cannot create .*PermissionError") as info:
+    with pytest.raises(StorageError, match=r"cannot create .*PermissionError") as info:
         fs.put_new("a/x", b"mine")
     assert not isinstance(info.value, OutcomeUnknownError)  # definitely not applied
     assert lossy.creates == 1
