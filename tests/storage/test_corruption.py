@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
@@ -173,3 +174,91 @@ def test_snapshot_bounds_files_read_on_open(
         again.append(pl.DataFrame({"k": [0], "t": [i]}))
     assert mf.snapshot_path(320).split("/")[-1] in fs.ls(mf.LOG_DIR)
     assert Store(url, storage_options=options).log("big").count() == 320
+
+
+# ---------------------------------------------------------------------- snapshots, hint
+def _fill_to_snapshot(store: Store, name: str = "snap") -> Any:
+    log = store.log(name, key="k", time="t")
+    for i in range(mf.SNAPSHOT_EVERY):  # version 32 writes the first snapshot and the hint
+        log.append(pl.DataFrame({"k": [i % 3], "t": [i]}))
+    fs = store.filesystem.child(name)
+    assert mf.snapshot_path(32).split("/")[-1] in fs.ls(mf.LOG_DIR)
+    return fs
+
+
+def test_damaged_snapshot_hint_and_covered_version(store: Store, backend: str) -> None:
+    """Snapshots and the hint are redundant: damaged, they cost time, never data,
+    and a check of every manifest file names them with that remedy. A damaged
+    version file that a snapshot covers is not needed to open the log, but the
+    same check names it."""
+    from streamkit.pipeline._verify import _verify_manifest
+
+    fs = _fill_to_snapshot(store)
+    rel = mf.version_path(5)
+    good = fs.get(rel)
+    fs.put(rel, _damage(good, "bitflip"))
+    log = store.log("snap")  # opened from the snapshot: version 5 is not needed
+    assert log.count() == 32
+    with pytest.raises(CorruptFileError, match=rel.split("/")[-1]) as info:
+        _verify_manifest(log)
+    assert "redundant" not in str(info.value)  # the commit record: restore it
+    fs.put(rel, good)
+
+    fs.put(mf.snapshot_path(32), _damage(fs.get(mf.snapshot_path(32)), "truncated"))
+    fs.put(mf.HINT, _damage(fs.get(mf.HINT), "bitflip"))
+    log = store.log("snap")  # opened from the version files
+    assert log.scan().collect()["t"].to_list() == list(range(32))
+    for rel in (mf.snapshot_path(32), mf.HINT):
+        with pytest.raises(CorruptFileError, match=rel.split("/")[-1]) as info:
+            _verify_manifest(log)
+        assert "redundant" in str(info.value)
+        fs.rm([rel])  # the remedy the message gives
+    assert _verify_manifest(log) == 33  # versions 0-32, nothing else left
+    if backend == "s3":
+        return  # 32 more appends over S3 add nothing the other backends do not show
+    for i in range(32, 64):  # version 64 writes the next snapshot and a good hint
+        log.append(pl.DataFrame({"k": [0], "t": [i]}))
+    assert mf.decode(fs.get(mf.HINT), mf.HINT, ("version",))["version"] == 64
+    assert store.log("snap").count() == 64
+
+
+# ---------------------------------------------------------------------- tampering
+@pytest.mark.parametrize(
+    "path", ["../outside.parquet", "data/../../outside.parquet", "/tmp/outside.parquet", ""]
+)
+def test_segment_paths_in_a_version_file_cannot_leave_the_log(store: Store, path: str) -> None:
+    """A version file naming a segment outside the log's folder is refused, even
+    with a valid checksum and a real file at that place."""
+    _fill(store)
+    store.filesystem.put("outside.parquet", b"")  # a file the tampered path could reach
+    fs = store.filesystem.child("c")
+    rel = mf.version_path(3)
+    body = mf.decode(fs.get(rel), rel)
+    body["add"][0]["path"] = path
+    fs.put(rel, mf.encode(body))
+    with pytest.raises(CorruptFileError, match=r"00000000000000000003.json: a segment path"):
+        store.log("c").scan().collect()
+    with pytest.raises(CorruptFileError, match=r"00000000000000000003.json: a segment path"):
+        store.log("c").vacuum(retain=dt.timedelta(0))
+    assert store.filesystem.exists("outside.parquet")  # neither read nor deleted
+
+
+# ---------------------------------------------------------------------- recovery
+@pytest.mark.parametrize("how", ["truncated", "bitflip"])
+def test_a_damaged_old_segment_is_dropped_with_truncate_and_vacuum(store: Store, how: str) -> None:
+    """The documented recovery for a damaged segment that need not be kept:
+    ``truncate`` past it (a new version without it), then ``vacuum`` the file."""
+    from streamkit.storage import Position
+
+    _fill(store)
+    log = store.log("c")
+    first = log.segments().row(0, named=True)
+    fs = store.filesystem.child("c")
+    fs.put(first["path"], _damage(fs.get(first["path"]), how))
+    with pytest.raises(CorruptFileError, match=first["path"].split("/")[-1]):
+        log.scan().collect()
+    assert log.truncate(before=Position(first["offset"] + first["rows"])) == 1
+    assert log.scan().collect()["t"].to_list() == [1, 1, 2, 2]
+    assert first["path"] in log.vacuum(retain=dt.timedelta(0))
+    assert not fs.exists(first["path"])
+    assert store.log("c").scan(with_offset="o").collect()["o"].to_list() == [2, 3, 4, 5]
