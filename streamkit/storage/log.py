@@ -983,7 +983,9 @@ def _check_schema(expected: pl.Schema, found: pl.Schema, where: str) -> None:
     if missing or extra:
         raise SchemaError(
             f"{where}: expected columns {list(expected.names())}, found "
-            f"{list(found.names())} (missing {missing}, unexpected {extra})"
+            f"{list(found.names())} (missing {missing}, unexpected {extra}); every append "
+            "(or file of a FileLog) must have the columns of the first: add or drop columns "
+            "to match (df.select(log.schema.names())), or put the new shape in a new log"
         )
     for col, dtype in expected.items():
         if found[col] != dtype:
