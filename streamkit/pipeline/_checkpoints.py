@@ -352,6 +352,12 @@ class CheckpointStore:
             stamp = name.split("-", 1)[0]
             if path not in live_files and stamp.isdigit() and int(stamp) < cutoff_ms:
                 files.append(path)
+        # Temporary files of local writes a crash cut short (never linked into place).
+        for folder in ("checkpoints", "epochs"):
+            for name in self.fs.ls(folder):
+                stamp = name.rsplit(".tmp-", 1)[1].split("-", 1)[0] if ".tmp-" in name else ""
+                if stamp.isdigit() and int(stamp) < cutoff_ms:
+                    files.append(f"{folder}/{name}")
         if files:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm(sorted(set(files)))
@@ -446,7 +452,7 @@ def _plain_type(t: pa.DataType) -> bool:
         pa.types.is_decimal,
         pa.types.is_null,
     )
-    return not isinstance(t, pa.ExtensionType) and any(check(t) for check in checks)
+    return not isinstance(t, pa.BaseExtensionType) and any(check(t) for check in checks)
 
 
 def _check_state_schema(schema: pa.Schema, where: str) -> None:
@@ -468,7 +474,7 @@ def _check_state_schema(schema: pa.Schema, where: str) -> None:
     for fld in schema:
         meta = fld.metadata or {}
         ext = meta.get(b"ARROW:extension:name")
-        if isinstance(fld.type, pa.ExtensionType):
+        if isinstance(fld.type, pa.BaseExtensionType):
             ext = fld.type.extension_name.encode()
         if ext is not None:
             raise CorruptFileError(

@@ -10,7 +10,7 @@ import polars as pl
 from streamkit.errors import CorruptFileError, StreamkitError
 from streamkit.pipeline._checkpoints import Checkpoint, FileRef
 from streamkit.pipeline._executor import LocalExecutor
-from streamkit.pipeline._operators import OFFSET, BatchContext, Transitions
+from streamkit.pipeline._operators import OFFSET, BatchContext, Transitions, _check_state_table
 from streamkit.pipeline._report import VerifyReport
 from streamkit.storage import Log, Position
 from streamkit.storage import _manifest as mf
@@ -59,7 +59,9 @@ def verify(pipe: Pipeline, checkpoint: int | None, *, replay: bool) -> VerifyRep
         else:
 
             def check_state() -> tuple[bool, str]:
-                table = ckpts.read_state(FileRef.from_dict(entry["state_file"]))
+                ref = FileRef.from_dict(entry["state_file"])
+                table = ckpts.read_state(ref)
+                _check_state_table(table, ref.path)
                 holder["state"] = table
                 want = {"key", "state", "since", "last_time", "events"}
                 if set(table.columns) != want:
