@@ -496,6 +496,9 @@ class FileLog:
         """
         pos = _as_position(start)
         listing = self._listing()
+        with self._lock:  # forget files that are gone: memory follows the folder
+            listed = set(listing)
+            self._infos = {m: i for m, i in self._infos.items() if m in listed}
         schema = self._reference(listing)
         if pos.files is None:
             return self._canonical_plan(listing, pos.offset, schema)
@@ -555,15 +558,15 @@ class FileLog:
                 "data read, write it to a new file"
             )
         if late:
-            names = ", ".join(repr(m.path) for m in late[:3])
-            more = f" and {len(late) - 3} more" if len(late) > 3 else ""
+            others = ", ".join(repr(m.path) for m in late[1:4])
+            more = f" (and {len(late) - 1} more: {others}{', ...' if len(late) > 4 else ''})"
             raise CheckpointError(
-                f"{len(late)} file(s) in {self._fs.url} appeared below the read position's "
-                f"watermark {cursor.watermark!r} after it passed them: {names}{more} "
-                f"(modified {_show_ns(late[0].mtime)}, after {_show_ns(cursor.since)}, the "
-                f"newest file the watermark covers). They arrived more than window="
-                f"{self._window} consumed files out of name order, or were rewritten after "
-                "being consumed; they were NOT read. To read one, rename it to sort above "
+                f"{self._where(late[0].path)} appeared below the read position's watermark "
+                f"{cursor.watermark!r} after the watermark passed it{more if len(late) > 1 else ''}"
+                f": modified {_show_ns(late[0].mtime)}, after {_show_ns(cursor.since)}, the "
+                "newest file the watermark covers. It arrived more than "
+                f"window={self._window} consumed files out of name order, or was rewritten "
+                "after being consumed; it was NOT read. To read it, rename it to sort above "
                 f"{cursor.watermark!r}; to skip it, delete or move it. A larger "
                 "FileLog(window=...) tolerates later arrivals"
             )

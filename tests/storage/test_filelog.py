@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
 import streamkit as sk
-from streamkit.errors import ConfigurationError, SchemaError
+from streamkit.errors import CheckpointError, ConfigurationError, CorruptFileError, SchemaError
 from streamkit.storage import FileLog, Position
 from streamkit.storage._fs import FileSystem
+from streamkit.storage.position import FileCursor, FileMark
 
 FORMATS = {
     "parquet": lambda df, buf: df.write_parquet(buf),
@@ -121,3 +125,218 @@ def _parquet(df: pl.DataFrame) -> bytes:
     buf = io.BytesIO()
     df.write_parquet(buf)
     return buf.getvalue()
+
+
+# ------------------------------------------------------------------ positions
+@dataclass
+class Drop:
+    """A folder files are dropped into, with the options to read it."""
+
+    fs: FileSystem
+    options: dict[str, Any]
+
+    def put(self, name: str, ids: list[int], t0: int = 0) -> None:
+        frame = pl.DataFrame(
+            {"k": [i % 5 for i in ids], "t": [t0 + i for i in ids], "id": ids},
+            schema={"k": pl.Int64, "t": pl.Int64, "id": pl.Int64},
+        )
+        self.fs.put(name, _parquet(frame))
+
+    def flog(self, pattern: str = "*.parquet", **kw: Any) -> FileLog:
+        return FileLog(self.fs.url, pattern, key="k", time="t", storage_options=self.options, **kw)
+
+    def age(self, name: str, seconds: float) -> None:
+        """Set a local file's modification time (other backends stamp files themselves)."""
+        if self.fs.is_local:
+            full = os.path.join(self.fs.root, name)
+            os.utime(full, (seconds, seconds))
+
+
+@pytest.fixture(params=["memory", "local", pytest.param("s3", marks=pytest.mark.s3)])
+def drop(request: pytest.FixtureRequest, tmp_path: Path) -> Drop:
+    """An empty folder on each backend."""
+    if request.param == "memory":
+        return Drop(FileSystem(f"memory://streamkit-filelog-{uuid.uuid4().hex}"), {})
+    if request.param == "local":
+        (tmp_path / "drop").mkdir()
+        return Drop(FileSystem(str(tmp_path / "drop")), {})
+    server = request.getfixturevalue("seaweedfs")
+    options = request.getfixturevalue("s3_storage_options")
+    return Drop(FileSystem(f"s3://{server['bucket']}/filelog-{uuid.uuid4().hex}", options), options)
+
+
+def _ids(flog: FileLog, start: Position | None = None) -> list[int]:
+    return sorted(flog.scan(start=start).collect()["id"].to_list())
+
+
+def test_a_position_reads_files_arriving_out_of_name_order_once(drop: Drop) -> None:
+    drop.put("a.parquet", [0, 1])
+    drop.put("c.parquet", [4, 5, 6])
+    flog = drop.flog()
+    seen = flog.end()
+    assert seen.offset == 5 and [m.path for m in seen.files.files] == ["a.parquet", "c.parquet"]
+    drop.put("b.parquet", [2, 3])
+    # the canonical offsets shift (b sorts between a and c); the position does not
+    assert flog.scan(start=2).collect()["id"].to_list() == [2, 3, 4, 5, 6]
+    later = flog.scan(start=seen, with_offset="o").collect()
+    assert later["id"].to_list() == [2, 3] and later["o"].to_list() == [5, 6]
+    assert flog.plan(seen).end.offset == 7
+    # JSON round trip (what a checkpoint stores) keeps the consumed files
+    again = Position.from_json(seen.to_json())
+    assert again == seen and again.files == seen.files
+    assert _ids(flog, again) == [2, 3]
+
+
+def test_deleted_consumed_files_shift_nothing(drop: Drop) -> None:
+    drop.put("a.parquet", [0, 1])
+    drop.put("b.parquet", [2])
+    flog = drop.flog()
+    seen = flog.end()
+    drop.fs.rm(["a.parquet"])
+    drop.put("c.parquet", [3, 4])
+    assert _ids(flog, seen) == [3, 4]
+    drop.fs.rm(["b.parquet", "c.parquet"])
+    assert flog.plan(seen).end.offset == seen.offset == 3  # nothing pending, nothing lost
+
+
+def test_a_changed_consumed_file_is_an_error_naming_it(drop: Drop) -> None:
+    drop.put("a.parquet", [0, 1])
+    drop.put("b.parquet", [2])
+    flog = drop.flog()
+    seen = flog.end()
+    drop.put("a.parquet", [0, 1, 99])  # rewritten with another row
+    with pytest.raises(CorruptFileError, match=r"a\.parquet changed after it was consumed"):
+        flog.plan(seen)
+    drop.fs.rm(["a.parquet"])  # consumed files may go: the remedy
+    assert _ids(flog, seen) == []
+
+
+def test_the_window_bounds_a_position_and_late_files_below_it_are_errors(drop: Drop) -> None:
+    for i, name in enumerate("bcdef"):
+        drop.put(f"{name}.parquet", [i])
+        drop.age(f"{name}.parquet", 1_000_000 + i)
+    flog = drop.flog(window=2)
+    seen = flog.end()
+    cursor = seen.files
+    assert cursor is not None
+    assert cursor.watermark == "d.parquet"
+    assert [m.path for m in cursor.files] == ["e.parquet", "f.parquet"]
+    assert len(seen.to_json()) < 400
+    # a consumed file below the watermark may go; a changed one above it is caught
+    drop.fs.rm(["b.parquet"])
+    assert _ids(flog, seen) == []
+    # a file arriving above the watermark, even between consumed ones, is read
+    drop.put("e1.parquet", [10])
+    assert _ids(flog, seen) == [10]
+    if drop.fs.protocol == "s3":
+        return  # S3 stamps files to the second: the rest needs a settable clock
+    drop.put("a.parquet", [11])  # newer than every file the watermark passed
+    with pytest.raises(
+        CheckpointError,
+        match=r"a\.parquet appeared below the read position's watermark 'd\.parquet'",
+    ):
+        flog.plan(seen)
+    drop.fs.rm(["a.parquet"])
+    drop.put("e2.parquet", [11])  # the remedy: a name above the watermark
+    assert _ids(flog, seen) == [10, 11]
+
+
+def test_the_watermark_never_passes_a_file_still_to_read(drop: Drop) -> None:
+    """Consuming files that sort high must not move the watermark over a pending one."""
+    drop.put("x.parquet", [0])
+    drop.put("z.parquet", [1, 2, 3])
+    flog = drop.flog(window=1)
+    plan = flog.plan(flog.start())
+    first = flog.advance(plan.start, plan.batch(0, 2))  # x whole, z in part
+    assert first.files is not None and first.files.partial is not None
+    assert first.files.partial.path == "z.parquet" and first.files.partial_rows == 1
+    drop.put("b.parquet", [4])
+    drop.put("d.parquet", [5])
+    plan = flog.plan(first)
+    assert plan.files["path"].to_list() == ["z.parquet", "b.parquet", "d.parquet"]
+    # the rest of z and b: three files consumed, window 1, but d is still to read
+    after = flog.advance(first, plan.batch(2, 5))
+    assert after.files is not None and after.files.watermark is not None
+    assert after.files.watermark < "d.parquet"
+    assert flog.plan(after).files["path"].to_list() == ["d.parquet"]
+    assert _ids(flog, after) == [5]
+
+
+def test_a_file_read_in_part_is_read_on_and_must_stay(drop: Drop) -> None:
+    drop.put("a.parquet", [0, 1, 2, 3])
+    flog = drop.flog()
+    plan = flog.plan(flog.start())
+    mid = flog.advance(plan.start, plan.batch(0, 3))
+    assert "partial='a.parquet'@3" in repr(mid)
+    drop.put("0.parquet", [7])  # arrives meanwhile, sorts first: read after a's rest
+    rest = flog.scan(start=mid, with_offset="o").collect()
+    assert rest["id"].to_list() == [3, 7] and rest["o"].to_list() == [3, 4]
+    # canonical positions (an int) still count through the files in name order
+    assert flog.scan(start=Position(1), end=3).collect()["id"].to_list() == [0, 1]
+    drop.fs.rm(["a.parquet"])
+    with pytest.raises(CheckpointError, match=r"a\.parquet was read up to row 3 and has since"):
+        flog.plan(mid)
+
+
+def test_a_batch_reads_exactly_its_files(drop: Drop) -> None:
+    drop.put("a.parquet", [0, 1])
+    drop.put("c.parquet", [2])
+    flog = drop.flog()
+    plan = flog.plan(flog.start())
+    batch = plan.batch(0, plan.end_offset)
+    drop.put("b.parquet", [9])  # arrives after the plan: not part of the batch
+    got = flog.read_batch(batch, with_offset="o").collect()
+    assert got["id"].to_list() == [0, 1, 2] and got["o"].to_list() == [0, 1, 2]
+    assert [f[0] for f in batch["files"]] == ["a.parquet", "c.parquet"]
+    drop.fs.rm(["c.parquet"])
+    with pytest.raises(sk.LogNotFoundError, match=r"c\.parquet disappeared"):
+        flog.read_batch(batch).collect()
+
+
+def test_hive_folders_order_by_path(drop: Drop) -> None:
+    drop.put("dt=2026-11-26/hour=07/b.parquet", [2])
+    drop.put("dt=2026-11-25/hour=23/z.parquet", [0])
+    drop.put("dt=2026-11-26/hour=07/a.parquet", [1])
+    drop.put("dt=2026-11-26/_SUCCESS", [])
+    flog = drop.flog("dt=*/hour=*/*.parquet")
+    assert flog.segments()["path"].to_list() == [
+        "dt=2026-11-25/hour=23/z.parquet",
+        "dt=2026-11-26/hour=07/a.parquet",
+        "dt=2026-11-26/hour=07/b.parquet",
+    ]
+    seen = flog.end()
+    drop.put("dt=2026-11-26/hour=06/late.parquet", [3])
+    assert flog.scan(start=seen, with_offset="o").collect().select("id", "o").rows() == [(3, 3)]
+
+
+def test_empty_files_are_consumed_with_their_neighbours(drop: Drop) -> None:
+    drop.put("a.parquet", [])
+    drop.put("b.parquet", [0])
+    drop.put("c.parquet", [])
+    flog = drop.flog()
+    plan = flog.plan(flog.start())
+    assert [f[0] for f in plan.batch(0, 1)["files"]] == ["a.parquet", "b.parquet", "c.parquet"]
+    assert flog.plan(plan.end).files.height == 0
+
+
+def test_batches_hold_at_most_batch_files(drop: Drop, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamkit.storage import filelog
+
+    monkeypatch.setattr(filelog, "BATCH_FILES", 2)
+    for i in range(5):
+        drop.put(f"{i}.parquet", [2 * i, 2 * i + 1])
+    plan = drop.flog().plan(0)
+    assert [plan.cut(lo, 100) for lo in (0, 3, 4)] == [4, 6, 8]
+    assert plan.cut(8, 100) == 10
+
+
+def test_positions_compare_by_offset_and_keep_their_files() -> None:
+    cursor = FileCursor("b", 5, (FileMark("c", 1, "e", 6),), FileMark("d", 9, "f", 7), 2)
+    pos = Position(10, files=cursor)
+    assert pos == Position(10) and hash(pos) == hash(Position(10)) and pos < Position(11)
+    assert Position.from_dict(pos.to_dict()).files == cursor
+    assert repr(pos) == "Position(offset=10, watermark='b', consumed=['c'], partial='d'@2)"
+    with pytest.raises(ValueError, match=r"FileLog cursor"):
+        Position.from_dict({"offset": 1, "files": {"files": [["a"]]}})
+    with pytest.raises(ConfigurationError, match=r"window"):
+        FileLog("memory://streamkit-filelog-window", key="k", time="t", window=0)
