@@ -636,6 +636,13 @@ class FileLog:
             path, size, tag, mtime, rows, first, count = item
             mark = FileMark.from_list([path, size, tag, mtime])
             resuming = partial is not None and partial.path == mark.path
+            if mark.path in consumed or (
+                not resuming and cursor.watermark is not None and mark.path <= cursor.watermark
+            ):
+                raise CheckpointError(
+                    f"a batch of {self.name!r} reads {self._where(mark.path)} again: the "
+                    f"position at offset {lo} consumed it already"
+                )
             if (resuming and first != partial_rows) or (not resuming and first != 0):
                 raise CheckpointError(
                     f"a batch of {self.name!r} reads {self._where(mark.path)} from row "

@@ -340,3 +340,12 @@ def test_positions_compare_by_offset_and_keep_their_files() -> None:
         Position.from_dict({"offset": 1, "files": {"files": [["a"]]}})
     with pytest.raises(ConfigurationError, match=r"window"):
         FileLog("memory://streamkit-filelog-window", key="k", time="t", window=0)
+
+
+def test_a_batch_cannot_consume_a_file_twice(drop: Drop) -> None:
+    drop.put("a.parquet", [0])
+    flog = drop.flog()
+    plan = flog.plan(flog.start())
+    batch = plan.batch(0, 1)
+    with pytest.raises(CheckpointError, match=r"a\.parquet again"):
+        flog.advance(plan.end, {**batch, "start": 1, "end": 2})
