@@ -80,8 +80,9 @@ def _crashpoints(backends: Sequence[str], s3: dict[str, Any] | None, seed: int) 
                 started = time.monotonic()
                 if backend == "local":
                     with cp.local_stores() as new:
+                        plan = dict.fromkeys(cp.WHENS, cp.every_call)
                         result = cp.enumerate_crashpoints(
-                            server, name, new, backend="local", whens=("after", "before")
+                            server, name, new, backend="local", plan=plan
                         )
                 else:
                     assert s3 is not None
@@ -97,14 +98,12 @@ def _crashpoints(backends: Sequence[str], s3: dict[str, Any] | None, seed: int) 
                     def new_s3(opts: dict[str, Any] = options) -> tuple[str, dict[str, Any]]:
                         return f"s3://{s3['bucket']}/cp-{uuid.uuid4().hex}", opts
 
+                    plan = {
+                        "after": lambda calls: cp.sample_ks(calls, 8, seed),
+                        "before": lambda calls: cp.sample_ks(calls, 3, seed),
+                    }
                     result = cp.enumerate_crashpoints(
-                        server,
-                        name,
-                        new_s3,
-                        backend=backend,
-                        choose=lambda calls: cp.sample_ks(calls, 8, seed),
-                        whens=("after", "before"),
-                        choose_before=lambda calls: cp.sample_ks(calls, 3, seed),
+                        server, name, new_s3, backend=backend, plan=plan
                     )
                 _say(result.summary() + f"  ({time.monotonic() - started:.0f}s)")
                 figures[f"{name}/{backend}"] = {

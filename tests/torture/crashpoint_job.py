@@ -7,19 +7,23 @@ a child process that counts its mutating calls at the
 ``os._exit(137)``
 
 * right **after** the k-th call returned (the store applied it, the process never
-  learned), or
-* right **before** it (the store never saw it; the same store state as "after
-  k - 1", so this variant adds nothing but the empty crash at k = 1 and is run
-  for a sample in the default suite, for every k with ``exhaustive=True``).
+  learned),
+* right **before** it (the store never saw it: the same store state as "after
+  k - 1", so this variant adds only the crash before any write; the default suite
+  runs it for the first and the last call, ``--crashpoints`` for every call), or
+* **torn**, in the middle of it: on a local disk, half of its bytes in the
+  temporary file that ``put_new``/``put`` link or rename into place, never linked
+  (on S3 a PUT is atomic: the same as "before").
 
 The parent first runs the job crash-free to count its N mutating calls, then for
 each k: a fresh copy of the store, a crashing child, a recovering child (a new
 process that runs the job's recovery, no crash), and a comparison with the
-crash-free outcome: rows of every native log (offsets, multiset, per-key order),
-transactions, pipeline history, state, quarantine, checkpoints,
-``verify(replay=True)``. Then a clean-up pass (``vacuum(retain=0)`` of every
-log, pruning orphaned state files) must remove every leftover of the crash and
-nothing else: the outcome is compared again and no unreferenced file may remain.
+crash-free outcome. First a clean-up pass (``vacuum(retain=0)`` of every log,
+pruning orphaned state files) must remove every leftover of the crash and
+nothing else; then rows of every native log (offsets, multiset, per-key order),
+transactions, pipeline history, state, quarantine, checkpoints and
+``verify(replay=True)`` must equal the crash-free run's, and no unreferenced or
+temporary file may remain anywhere in the store.
 
 Children are forked from a *fork server* (``python -m tests.torture.crashpoint_job
 serve``), a fresh interpreter that imported everything but never ran Polars (its
@@ -52,7 +56,7 @@ import tempfile
 import threading
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +65,15 @@ import polars as pl
 import streamkit as sk
 from streamkit.storage import _manifest as mf
 from streamkit.storage import log as log_module
-from streamkit.storage._fs import FileSystem
+from streamkit.storage._fs import FileSystem, tmp_name
 
 #: Exit code of a child ended at its crash point (what a SIGKILL'd shell job shows).
 CRASH_CODE = 137
 #: The FileSystem methods that change the store.
 MUTATING = ("put_new", "put_new_written", "put", "rm")
+#: Where a child ends relative to its k-th mutating call: after it returned,
+#: before it started, or (local disk) in the middle of writing it.
+WHENS = ("after", "before", "torn")
 REPO = Path(__file__).resolve().parents[2]
 
 Outcome = dict[str, Any]
@@ -84,8 +91,8 @@ class CallCounter:
     """
 
     def __init__(self, crash_at: int | None = None, when: str = "after") -> None:
-        if when not in ("after", "before"):
-            raise ValueError(f"when must be 'after' or 'before', found {when!r}")
+        if when not in WHENS:
+            raise ValueError(f"when must be one of {WHENS}, found {when!r}")
         self.crash_at = crash_at
         self.when = when
         self.calls: list[str] = []
@@ -111,11 +118,14 @@ class CallCounter:
 
     def _wrap(self, name: str, original: Callable[..., Any]) -> Callable[..., Any]:
         def wrapped(fs: FileSystem, path: str, *args: Any, **kwargs: Any) -> Any:
-            return self._counted(name, fs, path, lambda: original(fs, path, *args, **kwargs))
+            data = args[0] if args and isinstance(args[0], bytes) else b"torn"
+            return self._counted(name, fs, path, lambda: original(fs, path, *args, **kwargs), data)
 
         return wrapped
 
-    def _counted(self, name: str, fs: FileSystem, path: str, call: Callable[[], Any]) -> Any:
+    def _counted(
+        self, name: str, fs: FileSystem, path: str, call: Callable[[], Any], data: bytes = b""
+    ) -> Any:
         if getattr(self._depth, "n", 0):
             return call()
         with self._lock:
@@ -123,6 +133,10 @@ class CallCounter:
             shown = full[len(self.root) :].lstrip("/") if full.startswith(self.root) else full
             self.calls.append(f"{name} {shown}")
             n = len(self.calls)
+            if n == self.crash_at and self.when == "torn":
+                if fs.is_local and name != "rm":
+                    _torn_write(full, data)
+                os._exit(CRASH_CODE)
             if n == self.crash_at and self.when == "before":
                 os._exit(CRASH_CODE)
             self._depth.n = 1
@@ -133,6 +147,14 @@ class CallCounter:
             if n == self.crash_at and self.when == "after":
                 os._exit(CRASH_CODE)
             return result
+
+
+def _torn_write(full: str, data: bytes) -> None:
+    """What a local write ended mid-way leaves: half of the bytes in the temporary
+    file next to the final name (written, never linked or renamed)."""
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    with open(tmp_name(full), "wb") as fh:
+        fh.write(data[: len(data) // 2])
 
 
 # ---------------------------------------------------------------------------- data
@@ -812,11 +834,20 @@ def _check_recovered(
         job.cleanup(store)
         problems = compare(reference, job.outcome(store))
         left = job.debris(store)
+        left += [p for p in store.filesystem.find("") if ".tmp-" in p and p not in left]
     except Exception as exc:  # an unreadable store is a finding, not a crash of the test
         return [f"store unreadable after recovery: {type(exc).__name__}: {exc}"]
     if left:
         problems.append(f"after clean-up {len(left)} unreferenced files remain: {left[:5]}")
     return problems
+
+
+Chooser = Callable[[list[str]], Sequence[int]]
+
+
+def every_call(calls: list[str]) -> list[int]:
+    """Every k: ``1 .. len(calls)``."""
+    return list(range(1, len(calls) + 1))
 
 
 def enumerate_crashpoints(
@@ -825,9 +856,7 @@ def enumerate_crashpoints(
     new_store: StoreFactory,
     *,
     backend: str,
-    choose: Callable[[list[str]], Sequence[int]] | None = None,
-    whens: Sequence[str] = ("after",),
-    choose_before: Callable[[list[str]], Sequence[int]] | None = None,
+    plan: Mapping[str, Chooser] | None = None,
 ) -> Enumeration:
     """Crash ``scenario`` at each chosen call k, recover, compare with the crash-free run.
 
@@ -836,18 +865,15 @@ def enumerate_crashpoints(
     server : ForkServer
         Runs the children.
     scenario : str
-        A key of :data:`SCENARIOS`.
+        A key of :data:`SCENARIOS` (or :data:`CANARIES`).
     new_store : callable
         Returns ``(url, storage_options)`` of a fresh, empty store location.
     backend : str
         ``"local"`` (setup is made once and copied for every k) or another name.
-    choose : callable, optional
-        Picks the ks to crash "after" from the reference's list of calls
-        (default: every k).
-    whens : sequence of str
-        ``"after"`` and/or ``"before"``.
-    choose_before : callable, optional
-        The ks for the "before" variant (default: the same as ``choose``).
+    plan : mapping, optional
+        For each variant (``"after"``, ``"before"``, ``"torn"``), a function that
+        picks its ks from the crash-free run's list of calls. Default: every k,
+        after the call.
     """
     job = find_scenario(scenario)
     template: str | None = None
@@ -867,12 +893,10 @@ def enumerate_crashpoints(
         f"idempotence: {p}" for p in _check_recovered(server, job, url, options, reference)
     ]
     points: list[CrashPoint] = []
-    every = list(range(1, len(calls) + 1))
-    plan: list[tuple[str, int]] = []
-    for when in whens:
-        pick = choose_before if when == "before" and choose_before is not None else choose
-        plan += [(when, k) for k in (pick(calls) if pick is not None else every)]
-    for when, k in plan:
+    chosen = [
+        (when, k) for when, pick in (plan or {"after": every_call}).items() for k in pick(calls)
+    ]
+    for when, k in chosen:
         url, options = new_store()
         _prepare(job, url, options, template)
         crashed = server.run(scenario, "work", url, options, crash_at=k, when=when)
@@ -937,7 +961,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("url")
     run.add_argument("--options", default="null", help="storage options as JSON")
     run.add_argument("--crash-at", type=int, default=None)
-    run.add_argument("--when", choices=["after", "before"], default="after")
+    run.add_argument("--when", choices=WHENS, default="after")
     args = parser.parse_args(argv)
     if args.command == "serve":
         serve()
