@@ -432,10 +432,16 @@ class Pipeline:
         else:
             latest = ckpts.latest()
         cp = latest or initial_checkpoint(self.source.start().offset)
-        self._check_source(cp)
-        self._open_operators(cp, ckpts)
-        view = _SourceView(self.source)
-        pending = self._reconcile(cp)
+        try:
+            self._check_source(cp)
+            self._open_operators(cp, ckpts)
+            view = _SourceView(self.source)
+            pending = self._reconcile(cp)
+        except CheckpointError:
+            # A newer run may have moved on since ``latest`` was read (output past
+            # it, its state pruned): then this run was overtaken, nothing is damaged.
+            ckpts.check_lease(epoch)
+            raise
         if pending is not None:
             pending = view.redo(cp, pending)
         view.replan(cp, pending)

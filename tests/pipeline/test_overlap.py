@@ -2,13 +2,20 @@
 
 Each test pins down a race that a review proved could lose or duplicate output.
 Two "processes" are two threads with their own Store objects on one memory store.
+The last test uses real processes instead: 8 appenders and 3 overlapping runners
+at once, on a local disk and on S3.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -16,6 +23,8 @@ import pytest
 
 import streamkit as sk
 from streamkit.pipeline._checkpoints import CheckpointStore
+from tests.pipeline.oracle import history_by_key, run_oracle, state_dict
+from tests.storage import _append_worker as worker
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -209,3 +218,126 @@ def test_a_prune_racing_a_rewind_cannot_delete_the_rewinds_state(
     pipeline(url, keep_checkpoints=3).run(progress=False)
     assert output(url).height == 8
     assert pipeline(url).verify(replay=True).ok
+
+
+# ----------------------------------------------------------------- real processes
+def _check_checkpoint_chain(pipe: sk.Pipeline, end: int) -> None:
+    """One line of checkpoints 1..n, each batch starting where its parent ended."""
+    cps = pipe.checkpoints().sort("id")
+    ids = cps["id"].to_list()
+    assert ids == list(range(1, len(ids) + 1))
+    position = 0
+    for cid, parent, kind, start, stop, pos in cps.select(
+        "id", "parent", "kind", "batch_start", "batch_end", "position"
+    ).rows():
+        assert (parent, kind) == (cid - 1, "batch"), f"checkpoint {cid}"
+        assert (start, stop) == (position, pos), f"checkpoint {cid}"
+        position = pos
+    assert position == end
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("backend_name", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+def test_eight_appenders_and_overlapping_runs_never_corrupt_and_converge(
+    backend_name: str, make_store: Any, tmp_path: Path
+) -> None:
+    """8 processes append to one log while two processes loop Pipeline.run and
+    ``streamkit run`` starts again and again: all over the same pipeline."""
+    store: sk.Store = make_store(backend_name)
+    options = json.dumps(store.filesystem._options)
+    store.log("events", key="k", time="t", partitions=2)
+    go, stop = tmp_path / "go", tmp_path / "stop"
+    writers, count, rows = 8, 4, 30
+    appenders = [
+        worker.spawn(
+            store.url, options, "events", f"w{i}", "0", str(count), str(rows), str(go), "--shared"
+        )
+        for i in range(writers)
+    ]
+    runners = [worker.spawn("--run", store.url, options, str(stop)) for _ in range(2)]
+    for proc in [*appenders, *runners]:
+        worker.wait_ready(proc)
+    go.touch()
+    env = {**os.environ, "STREAMKIT_TEST_URL": store.url, "STREAMKIT_TEST_OPTIONS": options}
+    job = f"{worker.__file__}:pipeline"
+    cli: list[subprocess.CompletedProcess[str]] = []
+    while any(proc.poll() is None for proc in appenders) or not cli:
+        cmd = [sys.executable, "-m", "streamkit", "run", job, "--no-progress"]
+        cli.append(
+            subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+        )
+    for proc in appenders:
+        _out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    stop.touch()
+    errors = [f"exit {done.returncode}: {done.stderr}" for done in cli if done.returncode]
+    for proc in runners:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        errors += json.loads(out)["errors"]
+    # Overtaken runs stop with LeaseError (exit code 3); nothing else fails.
+    assert [e for e in errors if not e.startswith("exit 3: ")] == []
+
+    log = store.log("events")
+    events = worker.check_appends(log, {f"w{i}": count for i in range(writers)}, rows)
+    pipe = worker.pipeline(store)
+    assert pipe.run(progress=False).caught_up  # a final plain run catches up
+    _check_checkpoint_chain(pipe, log.end().offset)
+    # Each batch's output is in the history log once: one version per batch.
+    history_segments = store.log("history").segments()
+    per_batch = history_segments.group_by("writer_seq").agg(pl.col("version").n_unique())
+    assert (per_batch["version"] == 1).all()
+    assert set(per_batch["writer_seq"]) <= set(pipe.checkpoints()["id"])
+    # Identical to one uninterrupted run over the final log.
+    want = run_oracle(events.rename({"o": "offset"}), worker.DOOR, key="k", time="t", event="ev")
+    assert history_by_key(store.log("history").scan().collect()) == want["history"]
+    assert state_dict(pipe.state()) == want["state"]
+    quarantine = pipe.quarantine().sort("offset").select("offset", "reason").rows()
+    assert sorted(quarantine) == want["quarantine"]
+    assert pipe.verify(replay=True).ok
+
+
+def _pause_after_reading_the_checkpoint(
+    monkeypatch: pytest.MonkeyPatch,
+    thread_name: str,
+    paused: threading.Event,
+    resume: threading.Event,
+) -> None:
+    """Stop ``thread_name``'s run right after it read its latest checkpoint."""
+    real_check_source = sk.Pipeline._check_source
+
+    def check_source(self: sk.Pipeline, cp: Any) -> None:
+        real_check_source(self, cp)
+        if _run_thread() == thread_name:
+            paused.set()
+            resume.wait(10)
+
+    monkeypatch.setattr(sk.Pipeline, "_check_source", check_source)
+
+
+@pytest.mark.parametrize("keep", [20, 1])
+def test_a_run_overtaken_before_it_reconciles_stops_with_lease_error(
+    url: str, monkeypatch: pytest.MonkeyPatch, keep: int
+) -> None:
+    # B reads checkpoint 1; a newer run C commits the remaining batches (and,
+    # keeping one checkpoint, prunes checkpoint 1's state) before B goes on. B
+    # was overtaken: a LeaseError (exit code 3), not a missing checkpoint or state.
+    pipeline(url, keep_checkpoints=keep).run(progress=False, max_batches=1)
+    b_paused, c_done = threading.Event(), threading.Event()
+    _pause_after_reading_the_checkpoint(monkeypatch, "B", b_paused, c_done)
+    results: dict[str, Any] = {}
+    b = run_in_thread(
+        "B", lambda: pipeline(url, keep_checkpoints=keep).run(progress=False), results
+    )
+    b_paused.wait(10)
+    c = run_in_thread(
+        "C", lambda: pipeline(url, keep_checkpoints=keep).run(progress=False), results
+    )
+    c.join()
+    c_done.set()
+    b.join()
+    assert isinstance(results["C"], sk.RunReport)
+    assert sorted(output(url)["key"].to_list()) == [f"k{i}" for i in range(8)]
+    assert pipeline(url).verify(replay=True).ok
+    assert isinstance(results["B"], sk.LeaseError), results["B"]
