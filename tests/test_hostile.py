@@ -113,7 +113,7 @@ def problems(report: Any) -> str:
 
 # ------------------------------------------------------------- damaged pipeline files
 def test_a_damaged_newest_checkpoint_is_named_and_rewound_past(
-    store: sk.Store, orders: pl.DataFrame, fresh: Any
+    store: sk.Store, backend: str, orders: pl.DataFrame, fresh: Any
 ) -> None:
     ran(store, orders)
     fs = pipeline_fs(store)
@@ -124,6 +124,10 @@ def test_a_damaged_newest_checkpoint_is_named_and_rewound_past(
         build(store).run(progress=False)
     report = build(store).verify()
     assert not report.ok and "000000000005.json" in problems(report)
+    if backend != "s3":  # the CLI in this process reaches memory and local stores
+        result = CliRunner().invoke(main, ["verify", store.url, NAME])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert "000000000005.json" in result.output and "from_checkpoint" in result.output
     table = build(store).checkpoints()
     assert table.filter(pl.col("kind") == "damaged")["id"].to_list() == [5]
     assert build(store).verify(checkpoint=4).ok  # the way out, checked first
