@@ -23,6 +23,9 @@ from streamkit.datasets import generate_orders, order_machine
 
 PACKAGE = Path(sk.__file__).resolve().parent
 FORBIDDEN_MODULES = {"pickle", "_pickle", "cloudpickle", "dill", "marshal", "shelve", "joblib"}
+#: Other ways stored text could become code: pandas' pickles, YAML's unsafe loaders.
+FORBIDDEN_ATTRIBUTES = {"read_pickle", "to_pickle", "unsafe_load", "full_load"}
+FORBIDDEN_ATTRIBUTES |= {"UnsafeLoader", "FullLoader", "Loader"}
 PICKLE_HEADERS = [bytes([0x80, proto]) + b"\x95" for proto in (4, 5)]  # PROTO n, FRAME
 PICKLE_BASE64 = [base64.b64encode(h).decode()[:4] for h in PICKLE_HEADERS]  # "gASV", "gAWV"
 
@@ -47,9 +50,11 @@ def _problems(tree: ast.AST) -> list[tuple[int, str]]:
         elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
             if node.value.id in FORBIDDEN_MODULES:
                 found.append((node.lineno, f"{node.value.id}.{node.attr}"))
-            if node.attr in {"read_pickle", "to_pickle"}:
-                found.append((node.lineno, node.attr))
+            if node.attr in FORBIDDEN_ATTRIBUTES and node.value.id != "self":
+                found.append((node.lineno, f"{node.value.id}.{node.attr}"))
         elif isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Name) and node.func.id in {"eval", "exec"}:
+                found.append((node.lineno, f"{node.func.id}()"))
             for kw in node.keywords:
                 if kw.arg == "allow_pickle" and not (
                     isinstance(kw.value, ast.Constant) and kw.value.value is False
@@ -80,10 +85,11 @@ def test_the_source_scan_finds_what_it_looks_for() -> None:
     sample = (
         "import pickle\nfrom cloudpickle import dumps\nimport dill as d\nmarshal.loads(b'')\n"
         "np.load(f, allow_pickle=True)\ndf.to_pickle('x')\npl.Expr.deserialize(f)\n"
-        "pl.Expr.deserialize(f, format='json')\n"
+        "pl.Expr.deserialize(f, format='json')\nyaml.load(t, Loader=yaml.Loader)\n"
+        "yaml.unsafe_load(t)\neval('1')\nyaml.load(t, Loader=_Loader)\n"
     )
     lines = sorted({line for line, _ in _problems(ast.parse(sample))})
-    assert lines == [1, 2, 3, 4, 5, 6, 7]
+    assert lines == [1, 2, 3, 4, 5, 6, 7, 9, 10, 11]
 
 
 # ---------------------------------------------------------------------- stored files
