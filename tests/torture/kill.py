@@ -343,12 +343,14 @@ def _pipe_outcome(url: str, options: Options) -> dict[str, Any]:
 
 
 def _checkpoints_done(url: str, options: Options) -> int:
+    """The newest checkpoint's id (old ones are pruned: their count says less)."""
     fs = sk.Store(url, storage_options=options).filesystem
-    return len([n for n in fs.ls("_pipelines/crashy/checkpoints") if n.endswith(".json")])
+    names = fs.ls("_pipelines/crashy/checkpoints")
+    return max((int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit()), default=0)
 
 
 def _wait_checkpoints(proc: _Proc, url: str, options: Options, count: int) -> bool:
-    """Poll the store until ``count`` checkpoints exist; False if the run ended first."""
+    """Poll the store until checkpoint ``count`` exists; False if the run ended first."""
     pause = 0.005 if options is None else 0.02
     while proc.running:
         if _checkpoints_done(url, options) >= count:
@@ -367,7 +369,7 @@ def _pipe_reference(
     first = time.monotonic() - started
     proc.finish("uninterrupted streamkit run")
     outcome = _pipe_outcome(url, options)
-    batches = len(outcome["checkpoints"])
+    batches = max(row[0] for row in outcome["checkpoints"])
     step = (time.monotonic() - started - first) / max(1, batches - 1)
     return outcome, _Timing(first, step)
 
@@ -382,7 +384,7 @@ def _pipe_trial(
     rng: random.Random,
 ) -> None:
     _seed_orders(url, options, orders)
-    total = len(reference["checkpoints"])
+    total = max(row[0] for row in reference["checkpoints"])  # ids: 1 .. batches
     proc = _spawn_run(url, options)
     # after a random number of checkpoints, within the next batch
     after = rng.randrange(0, total)
