@@ -69,7 +69,7 @@ from streamkit.storage._fs import FileSystem, tmp_name
 
 #: Exit code of a child ended at its crash point (what a SIGKILL'd shell job shows).
 CRASH_CODE = 137
-#: The FileSystem methods that change the store.
+#: The FileSystem methods that change the store (``rm`` last: counted per path).
 MUTATING = ("put_new", "put_new_written", "put", "rm")
 #: Where a child ends relative to its k-th mutating call: after it returned,
 #: before it started, or (local disk) in the middle of writing it.
@@ -102,7 +102,7 @@ class CallCounter:
 
     def install(self) -> None:
         """Wrap the FileSystem methods (in this process only: call it in a child)."""
-        for name in ("put_new", "put_new_written", "put"):
+        for name in MUTATING[:-1]:
             setattr(FileSystem, name, self._wrap(name, getattr(FileSystem, name)))
         original_rm = FileSystem.rm
 

@@ -50,7 +50,7 @@ def _first(calls: list[str]) -> Sequence[int]:
 def _torn_sample(calls: list[str]) -> Sequence[int]:
     """Writes cut short: one of each kind of file (version, snapshot, hint,
     segment, epoch, state, checkpoint), the first of its kind."""
-    kinds = ("snapshot.json", "_last_snapshot", ".parquet", "epochs/", "state/", "checkpoints/")
+    kinds = ("_last_snapshot", "snapshot.json", ".parquet", "epochs/", "state/", "checkpoints/")
     seen: dict[str, int] = {}
     for k, call in enumerate(calls, start=1):
         if call.startswith("rm "):
