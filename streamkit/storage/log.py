@@ -45,6 +45,7 @@ from streamkit.errors import (
     StorageError,
 )
 from streamkit.storage import _manifest as mf
+from streamkit.storage import _reader
 from streamkit.storage._fs import FileSystem, verify
 from streamkit.storage._hash import partition_of
 from streamkit.storage._reader import Piece, read_parquet_checked, scan_pieces
@@ -563,14 +564,17 @@ class Log:
             for part, rows in parts:
                 if not rows[state.time].is_sorted():
                     rows = rows.sort(state.time, maintain_order=True)
-                phys = rows[state.time].to_physical()
-                path = f"data/p={part:03d}/{mf.now_ms()}-{uuid.uuid4().hex}.parquet"
-                created, size, crc = self._fs.put_new_written(path, partial(_write_parquet, rows))
-                if not created:  # pragma: no cover - uuid collision
-                    raise StorageError(f"segment name collision at {_fmt_path(self._fs, path)}")
-                out.append(
-                    _Written(path, part, rows.height, int(phys[0]), int(phys[-1]), size, crc)
-                )
+                for piece in _pieces(rows):
+                    phys = piece[state.time].to_physical()
+                    path = f"data/p={part:03d}/{mf.now_ms()}-{uuid.uuid4().hex}.parquet"
+                    created, size, crc = self._fs.put_new_written(
+                        path, partial(_write_parquet, piece)
+                    )
+                    if not created:  # pragma: no cover - uuid collision
+                        raise StorageError(f"segment name collision at {_fmt_path(self._fs, path)}")
+                    out.append(
+                        _Written(path, part, piece.height, int(phys[0]), int(phys[-1]), size, crc)
+                    )
         except BaseException:
             self._discard([w.path for w in out])
             raise
@@ -947,6 +951,24 @@ class _Written:
     max_time: int
     bytes: int
     crc32: int
+
+
+def _pieces(rows: pl.DataFrame) -> list[pl.DataFrame]:
+    """Cut one partition's sorted rows into segments a reader will always decode.
+
+    Readers refuse a segment that would decode to more than
+    :data:`~streamkit.storage._reader.DECODE_FLOOR` bytes when its compression
+    ratio looks like a decompression bomb; a segment of at most a quarter of
+    that in memory is always below it (decoding allocates about twice the Arrow
+    size), however well it compresses. Consecutive pieces keep the rows' order.
+    """
+    limit = _reader.DECODE_FLOOR // 4
+    size = int(rows.estimated_size())
+    if size <= limit or rows.height < 2:
+        return [rows]
+    count = min(rows.height, -(-size // limit))
+    step = -(-rows.height // count)
+    return [rows.slice(lo, step) for lo in range(0, rows.height, step)]
 
 
 def _write_parquet(frame: pl.DataFrame, target: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import uuid
 from typing import Any
 
 import pandas as pd
@@ -475,3 +476,21 @@ def test_lazy_public_names() -> None:
     assert sk.Log is sk.storage.Log
     assert sk.FileLog is sk.storage.FileLog
     assert sk.AppendResult is sk.storage.AppendResult
+
+
+def test_repetitive_appends_stay_readable_below_the_decode_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Readers refuse segments that decode to more than DECODE_FLOOR at a bomb's
+    # compression ratio; an append must never write one. Scaled down: 1 MiB.
+    from streamkit.storage import _reader
+
+    monkeypatch.setattr(_reader, "DECODE_FLOOR", 2**20)
+    log = Store(f"memory://streamkit-test-{uuid.uuid4().hex}").log("l", key="k", time="t")
+    frame = pl.DataFrame({"k": ["same-key"] * 400_000, "t": [7] * 400_000, "v": [1] * 400_000})
+    assert frame.estimated_size() > 8 * 2**20
+    res = log.append(frame)
+    assert res.segments > 1  # cut into pieces
+    segs = log.segments()
+    assert segs["rows"].sum() == 400_000 and segs["offset"].is_sorted()
+    assert log.scan().collect().equals(frame)
