@@ -101,6 +101,8 @@ class FullMemoryFileSystem(MemoryFileSystem):
     pseudo_dirs: ClassVar[list[str]] = [""]  # type: ignore[misc]
     #: volume name -> capacity in bytes (absent: unlimited)
     capacity: ClassVar[dict[str, int]] = {}
+    #: volumes whose budget is lifted right after their first refusal
+    passing: ClassVar[set[str]] = set()
     #: volume name -> every write committed or refused: (path, bytes, stored)
     journal: ClassVar[dict[str, list[tuple[str, int, bool]]]] = {}
 
@@ -126,6 +128,9 @@ class FullMemoryFileSystem(MemoryFileSystem):
                 old = self.store[path].size if path in self.store else 0
                 if self._used(volume) - old + len(data) > limit:
                     self.journal.setdefault(volume, []).append((path, len(data), False))
+                    if volume in self.passing:  # space is freed right after this refusal
+                        self.passing.discard(volume)
+                        del self.capacity[volume]
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
             self.store[path] = MemoryFile(self, path, data)
             self.journal.setdefault(volume, []).append((path, len(data), True))
@@ -186,13 +191,24 @@ def set_capacity(url: str, capacity: int | None) -> None:
     with _LOCK:
         if capacity is None:
             FullMemoryFileSystem.capacity.pop(volume, None)
+            FullMemoryFileSystem.passing.discard(volume)
         else:
             FullMemoryFileSystem.capacity[volume] = capacity
 
 
-def set_free(url: str, free: int) -> None:
-    """Leave exactly ``free`` bytes of room on the volume of ``url`` (as it is now)."""
+def set_free(url: str, free: int, *, passing: bool = False) -> None:
+    """Leave exactly ``free`` bytes of room on the volume of ``url`` (as it is now).
+
+    With ``passing``, the volume is full for one write only: the first write
+    refused lifts the budget (another program freed space right after).
+    """
     set_capacity(url, used(url) + free)
+    volume = _volume(FullMemoryFileSystem._strip_protocol(url))
+    with _LOCK:
+        if passing:
+            FullMemoryFileSystem.passing.add(volume)
+        else:
+            FullMemoryFileSystem.passing.discard(volume)
 
 
 def journal(url: str) -> list[tuple[str, int, bool]]:
