@@ -90,7 +90,10 @@ def _volume_one_version_short_of_a_snapshot() -> str:
 NEW, SEQ = frame(300, start=10_000), SNAPSHOT_EVERY - 1
 
 
-def test_an_append_refused_at_each_write_commits_nothing_and_succeeds_after_freeing() -> None:
+@pytest.mark.parametrize("passing", [False, True], ids=["stays-full", "freed-at-once"])
+def test_an_append_refused_at_each_write_commits_nothing_and_succeeds_after_freeing(
+    passing: bool,
+) -> None:
     # One version short of a snapshot: the append writes two segments, the
     # version, the snapshot and the snapshot hint, in this order.
     base = _volume_one_version_short_of_a_snapshot()
@@ -104,7 +107,8 @@ def test_an_append_refused_at_each_write_commits_nothing_and_succeeds_after_free
 
     for k, (path, size, _) in enumerate(writes):
         url = ff.clone(base)
-        ff.set_free(url, sum(s for _, s, _ in writes[:k]) + size // 2)  # write k does not fit
+        room = sum(s for _, s, _ in writes[:k]) + size // 2  # write k does not fit
+        ff.set_free(url, room, passing=passing)  # passing: only write k is refused
         first = len(ff.journal(url))
         log = sk.Store(f"{url}/lake").log("ev")
         before = contents(log)
