@@ -872,9 +872,16 @@ class _SourceView:
         return self.source.plan(Position(cp.position)).start
 
     def replan(self, cp: Checkpoint, first: _Todo | None) -> None:
-        """Plan the batches after ``cp`` (and after ``first``, a batch to redo)."""
+        """Plan the batches after ``cp`` (and after ``first``, a batch to redo).
+
+        A Log's end is taken once per run: a run processes what was committed
+        when it started. A FileLog is re-planned after a batch taken over from
+        another run, whose files may differ from this run's plan.
+        """
         if not self.planned:
-            self.end = self.source.end().offset
+            if self.plan is None:
+                self.plan = self.source.end()
+                self.end = self.plan.offset
             return
         pos = self.position(cp)
         if first is not None and first.desc is not None:
@@ -891,7 +898,7 @@ class _SourceView:
 
     def cut(self, lo: int, rows: int) -> _Todo:
         """The next batch from ``lo``: at most ``rows`` rows."""
-        if self.plan is None:
+        if not self.planned:
             return _Todo(lo, min(lo + rows, self.end))
         hi = self.plan.cut(lo, rows)
         return _Todo(lo, hi, self.plan.batch(lo, hi))
