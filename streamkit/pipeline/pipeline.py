@@ -853,6 +853,7 @@ class _SourceView:
         self.planned = hasattr(source, "plan") and hasattr(source, "read_batch")
         self.plan: Any = None
         self.end = 0
+        self.ended = False  # a Log's end, once taken
 
     def position(self, cp: Checkpoint) -> Any:
         """The source position of ``cp`` (planned sources only)."""
@@ -879,9 +880,8 @@ class _SourceView:
         another run, whose files may differ from this run's plan.
         """
         if not self.planned:
-            if self.plan is None:
-                self.plan = self.source.end()
-                self.end = self.plan.offset
+            if not self.ended:
+                self.end, self.ended = self.source.end().offset, True
             return
         pos = self.position(cp)
         if first is not None and first.desc is not None:
