@@ -465,7 +465,7 @@ def test_files_dropped_in_rounds_are_read_exactly_once(
         job,
         window=2 * per_round,
         batch=max(10, per_round // 4),
-        run_seconds=0.5 if backend == "local" else 2.0,
+        run_seconds=0.5 if backend == "local" else 1.0,
     )
     started = time.perf_counter()
     figures = _drop_in_rounds(drops, n_files, rounds, seed=7 if backend == "local" else 8)
