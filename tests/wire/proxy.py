@@ -26,6 +26,7 @@ by its own thread and each request opens its own upstream connection.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
 import re
@@ -35,11 +36,12 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
+from xml.sax.saxutils import escape
 
 __all__ = ["KINDS", "FaultProxy", "Record"]
 
@@ -84,9 +86,8 @@ class _Target:
 @dataclass
 class _Request:
     method: str
-    path: str
+    path: str  # decoded, without the query
     lines: list[bytes]  # request line and header lines, CRLF stripped
-    headers: dict[str, str]
     body: bytes
 
     def wire(self) -> bytes:
@@ -222,7 +223,8 @@ class FaultProxy:
         with self._lock:
             clients = list(self._clients)
         for sock in clients:
-            _shut(sock)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes its thread
         for thread in list(self._threads):
             thread.join(timeout=5)
         if self._listener is not None:
@@ -239,9 +241,8 @@ class FaultProxy:
     ) -> None:
         self.stop()
 
-    def _spawn(self, target: object, *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
-        thread.name = f"fault-proxy-{len(self._threads)}"
+    def _spawn(self, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True, name="fault-proxy")
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
 
@@ -386,7 +387,7 @@ def _read_request(rfile: BinaryIO, client: socket.socket) -> _Request | None:
     if headers.get("expect", "").lower() == "100-continue":
         client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # the server never sees Expect
     body = _read_body(rfile, headers) or b""
-    return _Request(method.upper(), unquote(urlsplit(target).path), lines, headers, body)
+    return _Request(method.upper(), unquote(urlsplit(target).path), lines, body)
 
 
 def _read_response(rfile: BinaryIO, method: str) -> tuple[int, bytes, bool]:
@@ -396,12 +397,12 @@ def _read_response(rfile: BinaryIO, method: str) -> tuple[int, bytes, bool]:
         if lines is None:
             raise ValueError("the server closed the connection without a response")
         status = int(lines[0].split(b" ", 2)[1])
-        if status >= 200 or status == 101:
+        if status >= 200:
             break
     headers = _parse_headers(lines)
     head = b"\r\n".join(lines) + b"\r\n\r\n"
     close = headers.get("connection", "").lower() == "close"
-    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+    if method == "HEAD" or status in (204, 304):
         return status, head, close
     body = _read_body(rfile, headers)
     if body is None:  # delimited by the end of the stream
@@ -414,7 +415,7 @@ def _slow_down(req: _Request) -> bytes:
     body = (
         '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
         "<Message>Please reduce your request rate.</Message>"
-        f"<Resource>{req.path}</Resource><RequestId>{request_id}</RequestId></Error>"
+        f"<Resource>{escape(req.path)}</Resource><RequestId>{request_id}</RequestId></Error>"
     ).encode()
     head = (
         "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
@@ -422,10 +423,3 @@ def _slow_down(req: _Request) -> bytes:
         f"Date: {time.strftime('%a, %d %b %Y %H:%M:%S GMT', time.gmtime())}\r\n\r\n"
     ).encode()
     return head if req.method == "HEAD" else head + body
-
-
-def _shut(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass

@@ -13,6 +13,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 import s3fs
@@ -21,12 +22,16 @@ from streamkit._testing import SeaweedFS
 from tests.wire.proxy import KINDS, FaultProxy
 from tests.wire.torture import s3_options
 
+Seen = tuple[str, str, bytes]  # method, path, body as the origin got them
+Origin = tuple[str, list[Seen]]  # the origin's URL and what it saw
+Connect = Callable[[FaultProxy], http.client.HTTPConnection]
+
 
 class _Origin(BaseHTTPRequestHandler):
     """Answers PUT with the SHA-256 of the body, GET /chunked in chunks, DELETE with 204."""
 
     protocol_version = "HTTP/1.1"
-    seen: list[tuple[str, str, bytes]]
+    seen: ClassVar[list[Seen]]
 
     def _body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", ""):
@@ -40,7 +45,7 @@ class _Origin(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         body = self._body()
-        type(self).seen.append((self.command, self.path, body))
+        self.seen.append((self.command, self.path, body))
         if self.command == "DELETE":
             self.send_response(204)
             self.end_headers()
@@ -67,14 +72,15 @@ class _Origin(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def origin() -> Iterator[tuple[str, list[tuple[str, str, bytes]]]]:
+def origin() -> Iterator[Origin]:
     """``(url, seen)`` of a local HTTP/1.1 server recording the requests it got."""
-    handler = type("Origin", (_Origin,), {"seen": []})
+    seen: list[Seen] = []
+    handler = type("Origin", (_Origin,), {"seen": seen})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler.seen
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
     finally:
         server.shutdown()
         server.server_close()
@@ -82,7 +88,7 @@ def origin() -> Iterator[tuple[str, list[tuple[str, str, bytes]]]]:
 
 
 @pytest.fixture
-def client() -> Iterator[Callable[[FaultProxy], http.client.HTTPConnection]]:
+def client() -> Iterator[Connect]:
     """Factory of HTTP connections to a proxy, all closed at the end of the test."""
     made: list[http.client.HTTPConnection] = []
 
@@ -104,7 +110,9 @@ def _get(
     return response.status, response.read()
 
 
-def test_without_faults_requests_keep_alive_and_bodies_pass_unchanged(origin, client) -> None:
+def test_without_faults_requests_keep_alive_and_bodies_pass_unchanged(
+    origin: Origin, client: Connect
+) -> None:
     url, seen = origin
     big = uuid.uuid4().bytes * 400_000  # 6.4 MB
     with FaultProxy(url) as proxy:
@@ -130,7 +138,7 @@ def test_without_faults_requests_keep_alive_and_bodies_pass_unchanged(origin, cl
     assert [r.status for r in records] == [200, 200, 200, 204, 200]
 
 
-def test_each_fault_kind_does_what_it_says_and_is_counted(origin, client) -> None:
+def test_each_fault_kind_does_what_it_says_and_is_counted(origin: Origin, client: Connect) -> None:
     url, seen = origin
     with FaultProxy(url) as proxy:
         proxy.fault_next("lost_response", path="^/lost$")
@@ -157,7 +165,9 @@ def test_each_fault_kind_does_what_it_says_and_is_counted(origin, client) -> Non
         assert proxy.pending() == 0
 
 
-def test_targeted_faults_hit_only_matching_requests_n_times(origin, client) -> None:
+def test_targeted_faults_hit_only_matching_requests_n_times(
+    origin: Origin, client: Connect
+) -> None:
     url, _ = origin
     with FaultProxy(url) as proxy:
         proxy.fault_next("slow_down", 2, method="PUT", path=r"/_log/\d+\.json$")
@@ -176,9 +186,7 @@ def test_targeted_faults_hit_only_matching_requests_n_times(origin, client) -> N
         assert proxy.pending() == 0
 
 
-def _fault_sequence(
-    url: str, seed: int, client: Callable[[FaultProxy], http.client.HTTPConnection]
-) -> list[str | None]:
+def _fault_sequence(url: str, seed: int, client: Connect) -> list[str | None]:
     rates = {"slow_down": 0.2, "delay": 0.1}
     with FaultProxy(url, seed=seed, rates=rates, delay=(0.0, 0.001)) as proxy:
         conn = client(proxy)
@@ -187,7 +195,9 @@ def _fault_sequence(
         return [r.fault for r in proxy.records()]
 
 
-def test_the_same_seed_injects_the_same_faults_into_the_same_requests(origin, client) -> None:
+def test_the_same_seed_injects_the_same_faults_into_the_same_requests(
+    origin: Origin, client: Connect
+) -> None:
     url, _ = origin
     first = _fault_sequence(url, 7, client)
     assert first == _fault_sequence(url, 7, client)
@@ -195,7 +205,7 @@ def test_the_same_seed_injects_the_same_faults_into_the_same_requests(origin, cl
     assert {"slow_down", "delay", None} == set(first)
 
 
-def test_faults_are_switched_and_rates_changed_at_runtime(origin, client) -> None:
+def test_faults_are_switched_and_rates_changed_at_runtime(origin: Origin, client: Connect) -> None:
     url, _ = origin
     with FaultProxy(url, rates={"slow_down": 1.0}, methods=["PUT"]) as proxy:
         conn = client(proxy)

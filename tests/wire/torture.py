@@ -22,13 +22,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import random
 import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import polars as pl
@@ -160,7 +162,7 @@ def exercise(
     if log is None:
         return work
     for i, chunk in enumerate(chunks, start=1):
-        work.attempt(f"append {i}", lambda c=chunk, s=i: log.append(c, writer=WRITER, seq=s))
+        work.attempt(f"append {i}", partial(log.append, chunk, writer=WRITER, seq=i))
         if i % 2 == 0 or i == len(chunks):
             work.attempt(f"run after {i}", lambda: build_pipeline(store).run(progress=False))
     return work
@@ -209,6 +211,14 @@ class Summary:
     def ok(self) -> bool:
         """No trial lost, duplicated, corrupted or changed anything."""
         return not self.problems
+
+    def figures(self) -> dict[str, Any]:
+        """The totals as JSON-able data."""
+        figures = asdict(self)
+        figures["faults"] = {k: self.faults[k] for k in KINDS}
+        figures["unexpected_errors"] = dict(self.unexpected_errors)
+        figures["ok"] = self.ok
+        return figures
 
     def render(self) -> str:
         faults = ", ".join(f"{k} {self.faults[k]}" for k in KINDS)
@@ -359,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--retries", default="on,off", help="SDK retries per trial, alternating")
     parser.add_argument("--kinds", default=",".join(KINDS), help="fault kinds to inject")
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",") if r]
     kinds = [k for k in args.kinds.split(",") if k]
@@ -373,6 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
     print(summary.render())
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(summary.figures(), fh, indent=2)
     return 0 if summary.ok else 1
 
 
