@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -107,6 +107,8 @@ def verify(pipe: Pipeline, checkpoint: int | None, *, replay: bool) -> VerifyRep
                 _guard(report, "counts", check_counts)
 
     def check_position() -> tuple[bool, str]:
+        if _planned(pipe.source) and cp.source_state is not None:
+            return _check_file_position(pipe.source, cp)
         start, end = pipe.source.start().offset, pipe.source.end().offset
         if not (start <= cp.position <= end) and not (
             cp.position <= end and cp.counts.get("batches", 0) == 0
@@ -182,6 +184,111 @@ def verify(pipe: Pipeline, checkpoint: int | None, *, replay: bool) -> VerifyRep
     return report
 
 
+def _planned(source: Any) -> bool:
+    """Whether ``source`` is read through plans of files (a FileLog), not by offsets."""
+    return hasattr(source, "plan") and hasattr(source, "read_batch")
+
+
+def _check_file_position(source: Any, cp: Checkpoint) -> tuple[bool, str]:
+    """A FileLog's read position: the files the checkpoint consumed, by identity.
+
+    Offsets of a FileLog count the rows read, not the rows present (consumed
+    files may be deleted), so the position is checked by planning from it: a
+    consumed file that changed, or one that appeared below the watermark too
+    late, fails the check naming the file (the plan raises); the files still
+    to read are listed and read.
+    """
+    try:
+        pos = Position.from_dict(cp.source_state or {})
+    except (TypeError, ValueError) as exc:
+        return False, f"checkpoint {cp.id}'s source position is malformed: {exc}"
+    if pos.files is None or pos.offset != cp.position:
+        return False, (
+            f"checkpoint {cp.id} is at source offset {cp.position:,} but its source position "
+            f"says {pos.offset:,}{'' if pos.files else ' without files'}: the checkpoint is "
+            "inconsistent; rewind to an earlier checkpoint with run(from_checkpoint=...)"
+        )
+    plan = source.plan(pos)
+    pending = plan.files
+    rows = int(pending["rows"].sum()) if pending.height else 0
+    cursor = pos.files
+    listed = f"the {len(cursor.files):,} consumed files it lists are unchanged"
+    if cursor.watermark is not None:
+        listed += f", no late file below its watermark {cursor.watermark!r}"
+    return True, (
+        f"read position {cp.position:,}: {listed}; {pending.height:,} files ({rows:,} rows) "
+        "not yet read, all readable"
+    )
+
+
+def _writer_metas(log: Any, writer: str) -> dict[int, dict[str, Any]]:
+    """``seq -> meta`` of every append ``writer`` committed to ``log`` (version files)."""
+    fs = log.filesystem
+    names = [n for n in fs.ls(mf.LOG_DIR) if len(n) == 25 and n[:20].isdigit()]
+    out: dict[int, dict[str, Any]] = {}
+    for path, data in fs.get_many([f"{mf.LOG_DIR}/{n}" for n in names]).items():
+        body = mf.decode(data, f"{fs.url.rstrip('/')}/{path}")
+        txn = body.get("txn")
+        if isinstance(txn, dict) and txn.get("writer") == writer:
+            meta = txn.get("meta")
+            out[int(txn["seq"])] = meta if isinstance(meta, dict) else {}
+    return out
+
+
+def _file_batches(pipe: Pipeline, cp: Checkpoint) -> list[dict[str, Any]] | str | None:
+    """The batches of files that led to ``cp``, in the order the runs read them.
+
+    Each batch's files are stored with its outputs (the meta of its quarantine
+    and output appends, see ``_Todo``); the batches on ``cp``'s line are those
+    up to ``cp`` that no rewind retracted. Returns why they cannot be known
+    (a str) if the history is incomplete, and None if the batches were stored
+    without their files (older streamkit: offsets counted in path order).
+    """
+    metas: dict[int, dict[str, Any]] = {}
+    found: list[dict[str, Any]] | str | None = "no batch output found"
+    # the quarantine holds every batch of a pipeline with transitions; the
+    # output log (perhaps shared, with a long history) only if it must
+    for log in (pipe._quarantine_log(), pipe.sink):
+        if log is None:
+            continue
+        for seq, meta in _writer_metas(log, pipe.writer_id).items():
+            if seq <= cp.id and not any(lo <= seq <= hi for lo, hi in cp.retracted):
+                metas.setdefault(seq, meta)
+        found = _chain(metas, cp)
+        if not isinstance(found, str):
+            break
+    return found
+
+
+def _chain(metas: dict[int, dict[str, Any]], cp: Checkpoint) -> list[dict[str, Any]] | str | None:
+    """The batch descriptions of ``metas`` if they cover ``[0, cp.position)`` one after another."""
+    batches: list[dict[str, Any]] = []
+    pos = 0
+    for seq in sorted(metas):
+        meta = metas[seq]
+        lo, hi = int(meta.get("start", -1)), int(meta.get("end", -1))
+        if lo != pos:
+            return (
+                f"batch {seq} in the output logs reads source offsets [{lo:,}, {hi:,}), the "
+                f"batch before it ended at {pos:,}: the output logs' history is incomplete"
+            )
+        if meta.get("source") is None:
+            if cp.source_state is None:
+                return None
+            return (
+                f"batch {seq} was stored without its files (by an older streamkit): the "
+                "files it read are unknown"
+            )
+        batches.append(meta["source"])
+        pos = hi
+    if pos != cp.position:
+        return (
+            f"the batches in the output logs end at source offset {pos:,}, checkpoint "
+            f"{cp.id} at {cp.position:,}: the output logs' history is incomplete"
+        )
+    return batches
+
+
 def _verify_manifest(log: Any) -> int:
     """Read and check every manifest file of ``log``: versions, snapshots, the hint.
 
@@ -213,12 +320,29 @@ def _verify_manifest(log: Any) -> int:
 def _replay(
     pipe: Pipeline, cp: Checkpoint, op: Transitions, saved: pl.DataFrame
 ) -> tuple[bool, str]:
-    """Recompute the state from the log start to the checkpoint and compare."""
-    from streamkit.storage import Position
+    """Recompute the state from the log start to the checkpoint and compare.
 
+    A FileLog is replayed batch by batch on the files each batch read, in the
+    order the runs read them (stored with the batches' outputs): files that
+    arrived out of name order replay as they were processed. Consumed files
+    that were deleted since make a replay impossible (the check says which).
+    """
     source = pipe.source
     start = source.start().offset
-    if cp.counts.get("rows_in", 0) and start > 0:
+    batches = _file_batches(pipe, cp) if _planned(source) else None
+    if isinstance(batches, str):
+        return False, f"cannot replay: {batches}"
+    if batches is not None:
+        gone = _gone(source, batches)
+        if gone:
+            shown = ", ".join(repr(p) for p in gone[:3]) + (", ..." if len(gone) > 3 else "")
+            return False, (
+                f"cannot replay: {len(gone):,} file(s) the batches up to checkpoint {cp.id} "
+                f"read are gone from {source.url} ({shown}). Consumed files may be deleted "
+                "(runs and verify() without replay do not need them), but a replay "
+                "recomputes the state from every file read: restore them to replay"
+            )
+    elif cp.counts.get("rows_in", 0) and start > 0:
         first = source.segments()
         if first.height and int(first["offset"].min()) > 0:
             return False, f"the log was truncated (starts at offset {start}): cannot replay"
@@ -226,17 +350,23 @@ def _replay(
     replayer = next(o for o in fresh if isinstance(o, Transitions))
     replayer.open(None, pipe._ckpts())
     executor = LocalExecutor()
-    pos = start
-    step = max(pipe.batch_rows, 1)
-    rows = 0
-    while pos < cp.position:
-        hi = min(pos + step, cp.position)
+
+    def frames() -> Iterator[pl.LazyFrame]:
+        if batches is not None:
+            for desc in batches:
+                yield source.read_batch(desc, with_offset=OFFSET)
+            return
+        pos, step = start, max(pipe.batch_rows, 1)
+        while pos < cp.position:
+            hi = min(pos + step, cp.position)
+            yield source.scan(start=Position(pos), end=Position(hi), with_offset=OFFSET)
+            pos = hi
+
+    for lf in frames():
         ctx = BatchContext(key=source.key, time=source.time, executor=executor)
-        lf = source.scan(start=Position(pos), end=Position(hi), with_offset=OFFSET)
         for o in fresh:
             lf = o.process(lf, ctx)
-        rows += lf.collect().height
-        pos = hi
+        lf.collect()
     got = replayer.state_frame().sort("key")
     want = saved.sort("key")
     if got.height != want.height:
@@ -259,7 +389,18 @@ def _replay(
                 "run(from_checkpoint=0) so that one machine produced all of it"
             )
         return False, f"replayed state differs for {diff.height:,} keys, e.g. {sample}{why}"
+    how = "" if batches is None else f" in {len(batches):,} batches of the files they read"
     return (
         True,
-        f"replayed {cp.position - start:,} source rows: state identical ({got.height:,} keys)",
+        f"replayed {cp.position - start:,} source rows{how}: state identical ({got.height:,} keys)",
     )
+
+
+def _gone(source: Any, batches: list[dict[str, Any]]) -> list[str]:
+    """Files the ``batches`` read that are no longer in the FileLog's folder."""
+    paths = dict.fromkeys(str(item[0]) for desc in batches for item in desc["files"])
+    if not paths:
+        return []
+    nested = any("/" in p for p in paths)
+    present = {str(d["path"]) for d in source.filesystem.find_details(recursive=nested)}
+    return [p for p in paths if p not in present]

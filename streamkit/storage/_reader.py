@@ -327,7 +327,12 @@ def decoded_size(data: bytes, columns: Sequence[str] | None = None) -> tuple[int
 
 
 def read_parquet_checked(
-    data: bytes, columns: Sequence[str] | None, *, where: str, rows: int | None = None
+    data: bytes,
+    columns: Sequence[str] | None,
+    *,
+    where: str,
+    rows: int | None = None,
+    remedy: str | None = None,
 ) -> pl.DataFrame:
     """Decode a Parquet file whose decoded size is bounded, else refuse it.
 
@@ -345,6 +350,10 @@ def read_parquet_checked(
         The file, for error messages.
     rows : int, optional
         Rows its commit recorded; a file declaring another count is refused.
+    remedy : str, optional
+        What the reader should do about a refused file, ending every message
+        (default: restore it from a backup or drop it with truncate/retract,
+        right for a log's segments; a FileLog says to remove or replace it).
 
     Raises
     ------
@@ -363,17 +372,17 @@ def read_parquet_checked(
     ...
     streamkit.errors.CorruptFileError: corrupt file b.parquet: not a readable Parquet file ...
     """
+    fix = remedy or "restore it from a backup or drop it with truncate/retract"
     try:
         size, declared = decoded_size(data, columns)
     except ValueError as exc:
         raise CorruptFileError(
-            f"corrupt file {where}: not a readable Parquet file ({exc}); restore it from a "
-            "backup or drop it with truncate/retract"
+            f"corrupt file {where}: not a readable Parquet file ({exc}); {fix}"
         ) from None
     if rows is not None and declared != rows:
         raise CorruptFileError(
             f"corrupt file {where}: expected {rows} rows (recorded at commit), the file "
-            f"declares {declared}; restore it from a backup or drop it with truncate/retract"
+            f"declares {declared}; {fix}"
         )
     limit = max(DECODE_FLOOR, DECODE_RATIO * len(data))
     if size > limit:
@@ -381,13 +390,12 @@ def read_parquet_checked(
             f"refused to decode {where}: its {len(data):,} bytes would decode to about "
             f"{size:,} bytes, over the bound of {limit:,} (the larger of "
             f"{DECODE_FLOOR // 2**20} MiB and {DECODE_RATIO}x the stored size): a "
-            "decompression bomb, or data so repetitive that it should be appended in "
-            "smaller batches"
+            "decompression bomb, or data so repetitive that it should be "
+            + (f"split into smaller files; {remedy}" if remedy else "appended in smaller batches")
         )
     try:
         return pl.read_parquet(data, columns=None if columns is None else list(columns))
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         raise CorruptFileError(
-            f"corrupt file {where}: Parquet decoding failed ({type(exc).__name__}: {exc}); "
-            "restore it from a backup or drop it with truncate/retract"
+            f"corrupt file {where}: Parquet decoding failed ({type(exc).__name__}: {exc}); {fix}"
         ) from None

@@ -35,8 +35,9 @@ from streamkit.errors import (
     SchemaError,
 )
 from streamkit.storage._fs import FileSystem
+from streamkit.storage._ipc import read_ipc_checked
 from streamkit.storage._manifest import Segment
-from streamkit.storage._reader import Piece, scan_pieces
+from streamkit.storage._reader import Piece, read_parquet_checked, scan_pieces
 from streamkit.storage.log import _as_offset, _check_schema, _key_ok, _segments_frame, _time_ok
 from streamkit.storage.position import FileCursor, FileMark, Position, Transaction
 
@@ -69,6 +70,8 @@ _CACHE_BYTES = 64 * 2**20
 #: Files fetched per concurrent request group on an object store.
 _FETCH_CHUNK = 128
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: What to do about a file that cannot be decoded (ends the error message).
+_REMEDY = "move the file out of the FileLog's folder, or replace it with a readable one"
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +237,11 @@ class FileLog:
         return self._fs.url
 
     @property
+    def filesystem(self) -> FileSystem:
+        """The file system rooted at the folder (as ``Log.filesystem``)."""
+        return self._fs
+
+    @property
     def window(self) -> int:
         """Consumed files a position lists above its watermark."""
         return self._window
@@ -246,35 +254,11 @@ class FileLog:
     # ---------------------------------------------------------------- listing
     def _listing(self) -> list[FileMark]:
         """Matching files with their identities, in path order."""
-        nested = "/" in self._pattern
-        fs = self._fs
-        marks: list[FileMark] = []
-        if fs.is_local:
-            with fs._boundary("list", ""):
-                for rel, st in _local_files(fs.root, nested):
-                    if fnmatch.fnmatchcase(rel, self._pattern):
-                        marks.append(FileMark(rel, st.st_size, str(st.st_mtime_ns), st.st_mtime_ns))
-            return sorted(marks, key=lambda m: m.path)
-        full = fs.full_path("")
-        with fs._boundary("list", ""):
-            fs._forget(full)
-            try:
-                if nested:
-                    entries = list(fs.fsspec.find(full, detail=True).values())
-                else:
-                    entries = list(fs.fsspec.ls(full, detail=True))
-            except FileNotFoundError:
-                entries = []
-            finally:
-                fs._forget(full)
-        root = fs.root.strip("/")
-        for entry in entries:
-            if entry.get("type", "file") != "file":
-                continue
-            name = fs.fsspec._strip_protocol(entry["name"]).strip("/")
-            rel = name[len(root) :].lstrip("/") if root else name
+        marks = []
+        for d in self._fs.find_details(recursive="/" in self._pattern):
+            rel = str(d["path"])
             if fnmatch.fnmatchcase(rel, self._pattern):
-                marks.append(_remote_mark(rel, entry))
+                marks.append(_mark(rel, int(d["size"]), d["etag"], d["mtime"]))
         return sorted(marks, key=lambda m: m.path)
 
     def _format_of(self, path: str) -> Format:
@@ -302,21 +286,28 @@ class FileLog:
                 "then rename or upload)"
             )
         fmt = self._format_of(mark.path)
-        try:
-            if fmt == "parquet":
-                frame = pl.read_parquet(data)
-            elif fmt == "ipc":
-                frame = pl.read_ipc(data)
-            elif fmt == "csv":
-                frame = pl.read_csv(
-                    io.BytesIO(data), try_parse_dates=True, schema=dict(schema) if schema else None
-                )
-            else:
-                frame = pl.read_ndjson(io.BytesIO(data), schema=dict(schema) if schema else None)
-        except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-            raise SchemaError(
-                f"cannot read {where} as {fmt}: {type(exc).__name__}: {exc}"
-            ) from None
+        # Parquet and compressed Arrow IPC can be decompression bombs: their
+        # decoded size is bounded before anything is inflated
+        if fmt == "parquet":
+            frame = read_parquet_checked(data, None, where=where, remedy=_REMEDY)
+        elif fmt == "ipc":
+            frame = read_ipc_checked(data, where=where, remedy=_REMEDY)
+        else:
+            try:
+                if fmt == "csv":
+                    frame = pl.read_csv(
+                        io.BytesIO(data),
+                        try_parse_dates=True,
+                        schema=dict(schema) if schema else None,
+                    )
+                else:
+                    frame = pl.read_ndjson(
+                        io.BytesIO(data), schema=dict(schema) if schema else None
+                    )
+            except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+                raise SchemaError(
+                    f"cannot read {where} as {fmt}: {type(exc).__name__}: {exc}"
+                ) from None
         return self._normalize(frame, where, schema)
 
     def _normalize(self, frame: pl.DataFrame, where: str, schema: pl.Schema | None) -> pl.DataFrame:
@@ -1076,56 +1067,11 @@ def _cursor(
     )
 
 
-def _local_files(root: str, nested: bool) -> Iterable[tuple[str, os.stat_result]]:
-    """(relative path, stat) of regular files below ``root``."""
-    if not os.path.isdir(root):
-        return
-    if not nested:
-        with os.scandir(root) as it:
-            for entry in it:
-                try:
-                    if entry.is_file():
-                        yield entry.name, entry.stat()
-                except FileNotFoundError:
-                    continue
-        return
-    for dirpath, _dirs, names in os.walk(root):
-        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
-        for name in names:
-            try:
-                st = os.stat(os.path.join(dirpath, name))
-            except FileNotFoundError:
-                continue
-            yield (name if rel_dir == "." else f"{rel_dir}/{name}"), st
-
-
-def _remote_mark(rel: str, info: Mapping[str, Any]) -> FileMark:
-    """A file's identity from an fsspec listing entry (s3fs, gcsfs, adlfs, memory)."""
-    mtime = None
-    for field in ("LastModified", "last_modified", "mtime", "updated", "modified", "created"):
-        if info.get(field) is not None:
-            mtime = _to_ns(info[field])
-            if mtime is not None:
-                break
-    etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
-    tag = str(etag).strip('"') if etag else ("" if mtime is None else str(mtime))
-    return FileMark(rel, int(info.get("size") or 0), tag, mtime)
-
-
-def _to_ns(value: Any) -> int | None:
-    """A listing's modification time as nanoseconds since the epoch."""
-    if isinstance(value, str):
-        try:
-            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return int((value - _EPOCH) // dt.timedelta(microseconds=1)) * 1000
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return round(value * 1_000_000) * 1000  # seconds, to the microsecond
-    return None
+def _mark(rel: str, size: int, etag: str | None, mtime: int | None) -> FileMark:
+    """A file's identity: its ETag where the backend gives one, else its
+    modification time (local disk: in nanoseconds)."""
+    tag = etag if etag else ("" if mtime is None else str(mtime))
+    return FileMark(rel, size, tag, mtime)
 
 
 def _describe(mark: FileMark) -> str:
