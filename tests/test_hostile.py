@@ -9,6 +9,7 @@ names that try to leave the store.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -548,6 +549,131 @@ def test_bombs_and_huge_rows_in_bounded_memory() -> None:
     assert got["bomb"] < 64 * 2**20, got
     assert got["huge_row"] < 10 * 50_000_000, got
     assert got["rows"] == [2, 1, 1] and got["reasons"] == ["undefined"], got
+
+
+def bomb_ipc(rows: int) -> bytes:
+    """An Arrow IPC file (zstd buffers) with Int64 columns k, t, v of ``rows``
+    zeros each: about 50 KiB per 1.5 GiB decoded."""
+    zeros = pa.py_buffer(bytes(8 * rows))  # calloc'd: pages never written cost no memory
+    column = pa.Array.from_buffers(pa.int64(), rows, [None, zeros])
+    table = pa.table({"k": column, "t": column, "v": column})
+    sink = pa.BufferOutputStream()
+    options = pa_ipc.IpcWriteOptions(compression="zstd")
+    with pa_ipc.new_file(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue())
+
+
+def _drop_bombs(folder: Path) -> dict[str, bytes]:
+    """A FileLog folder with a good file and a Parquet and an IPC bomb."""
+    folder.mkdir()
+    pl.DataFrame({"k": [1], "t": [1], "v": [1]}).write_parquet(folder / "a-good.parquet")
+    bombs = {"b-bomb.parquet": bomb_parquet(1 << 27), "b-bomb.arrow": bomb_ipc(1 << 26)}
+    for name, data in bombs.items():
+        (folder / name).write_bytes(data)
+        assert len(data) * 100 < DECODE_FLOOR  # the floor is what applies here
+    return bombs
+
+
+@pytest.mark.parametrize("name", ["b-bomb.parquet", "b-bomb.arrow"])
+def test_decompression_bombs_dropped_in_a_filelog_folder_are_refused(
+    tmp_path: Path, name: str
+) -> None:
+    """A Parquet or compressed Arrow IPC bomb among dropped files: refused before
+    inflating, named, with the way out (move it out of the folder) -- which works."""
+    folder = tmp_path / "drops"
+    _drop_bombs(folder)
+    files = sk.FileLog(str(folder), f"*{Path(name).suffix}", key="k", time="t")
+    store = sk.Store(str(tmp_path / "lake"))
+    pipe = sk.Pipeline("p", store).read(files).write(store.log("out", key="k", time="t"))
+    for attempt in (files.end, lambda: pipe.run(progress=False)):
+        with pytest.raises(sk.CorruptFileError) as info:
+            attempt()
+        message = str(info.value)
+        assert f"refused to decode {folder}/{name}" in message, message
+        assert "move the file out of the FileLog's folder" in message, message
+    assert pipe.checkpoints().height == 0
+    (folder / name).rename(tmp_path / name)
+    rows = 1 if name.endswith(".parquet") else 0
+    assert pipe.run(progress=False).rows_in == rows
+
+
+_FILELOG_MEMORY_SCRIPT = """
+import json, resource, sys
+import streamkit as sk
+
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+folder = sys.argv[1]
+sk.FileLog(folder, "a-good.parquet", key="k", time="t").scan().collect()  # warm up
+base = peak()
+refused = []
+for pattern in ("b-bomb.parquet", "b-bomb.arrow", "*"):
+    try:
+        sk.FileLog(folder, pattern, key="k", time="t").end()
+    except sk.CorruptFileError as exc:
+        refused.append(str(exc).split(":")[0])
+    else:
+        sys.exit(f"the bomb {pattern} was decoded")
+print(json.dumps({"peak": peak() - base, "refused": refused}))
+"""
+
+
+def test_bombs_in_a_filelog_folder_are_refused_in_bounded_memory(tmp_path: Path) -> None:
+    """Peak RSS in a fresh process: listing a folder that holds a 3 GiB Parquet
+    bomb and a 1.5 GiB Arrow IPC bomb (zstd, ~50 KiB each) costs next to nothing."""
+    folder = tmp_path / "drops"
+    _drop_bombs(folder)
+    done = subprocess.run(
+        [sys.executable, "-c", _FILELOG_MEMORY_SCRIPT, str(folder)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["peak"] < 64 * 2**20, got
+    assert got["refused"] == [
+        f"refused to decode {folder}/b-bomb.{ext}" for ext in ("parquet", "arrow", "arrow")
+    ], got
+
+
+def test_damaged_files_dropped_in_a_filelog_folder_are_named_never_a_panic() -> None:
+    """Random byte damage to dropped Parquet and Arrow IPC files (no checksums
+    guard them): each read returns rows or a streamkit error naming the file,
+    never a Polars panic or another exception from deep inside."""
+    import random
+
+    frame = pl.DataFrame({"k": list(range(300)), "t": list(range(300)), "s": ["x"] * 300})
+    files = {}
+    buf = io.BytesIO()
+    frame.write_parquet(buf, row_group_size=100)
+    files["parquet"] = buf.getvalue()
+    buf = io.BytesIO()
+    frame.write_ipc(buf, compression="zstd")
+    files["arrow"] = buf.getvalue()
+    url = "memory://hostile-filelog-damage"
+    fs = sk.Store(url).filesystem
+    rng = random.Random(7)
+    outcomes: dict[str, int] = {}
+    for trial in range(600):
+        ext = ("parquet", "arrow")[trial % 2]
+        data = bytearray(files[ext])
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        name = f"{trial:04d}.{ext}"
+        fs.put(name, bytes(data))
+        try:
+            sk.FileLog(url, name, key="k", time="t").scan().collect()
+            outcome = "read"
+        except (sk.CorruptFileError, sk.SchemaError) as exc:
+            assert f"{url}/{name}" in str(exc), exc
+            outcome = type(exc).__name__
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    assert outcomes["CorruptFileError"] > 300, outcomes
 
 
 # ---------------------------------------------------------------------- schema drift

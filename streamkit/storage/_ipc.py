@@ -169,6 +169,8 @@ def _batch_size(
         if not compressed or length == 0:
             total += length
             continue
+        if length < 8:
+            raise ValueError(f"a compressed buffer of {length} bytes has no length prefix")
         raw = _read(data, body + start, "<q")
         if raw < -1:
             raise ValueError(f"a compressed buffer declares {raw} bytes")
@@ -235,7 +237,8 @@ def read_ipc_checked(data: bytes, *, where: str, remedy: str) -> pl.DataFrame:
         )
     try:
         return pl.read_ipc(data)
-    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+    # Polars panics on some malformed files (a Rust panic, not an Exception)
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, ValueError) as exc:
         raise CorruptFileError(
             f"corrupt file {where}: Arrow IPC decoding failed ({type(exc).__name__}: {exc}); "
             f"{remedy}"

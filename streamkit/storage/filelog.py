@@ -289,7 +289,13 @@ class FileLog:
         # Parquet and compressed Arrow IPC can be decompression bombs: their
         # decoded size is bounded before anything is inflated
         if fmt == "parquet":
-            frame = read_parquet_checked(data, None, where=where, remedy=_REMEDY)
+            try:
+                frame = read_parquet_checked(data, None, where=where, remedy=_REMEDY)
+            except pl.exceptions.PanicException as exc:  # Polars panics on some damage
+                raise CorruptFileError(
+                    f"corrupt file {where}: Parquet decoding failed (PanicException: {exc}); "
+                    f"{_REMEDY}"
+                ) from None
         elif fmt == "ipc":
             frame = read_ipc_checked(data, where=where, remedy=_REMEDY)
         else:
@@ -304,7 +310,12 @@ class FileLog:
                     frame = pl.read_ndjson(
                         io.BytesIO(data), schema=dict(schema) if schema else None
                     )
-            except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+            except (
+                pl.exceptions.PolarsError,
+                pl.exceptions.PanicException,
+                OSError,
+                ValueError,
+            ) as exc:
                 raise SchemaError(
                     f"cannot read {where} as {fmt}: {type(exc).__name__}: {exc}"
                 ) from None

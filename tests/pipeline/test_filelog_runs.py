@@ -15,6 +15,7 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -212,26 +213,38 @@ def test_rewinding_reads_every_file_once_more(tmp_path: Path) -> None:
     assert _out_ids(store) == _all_ids("a", "b", "c")
 
 
-def test_a_machine_over_late_files_matches_the_oracle_in_arrival_order(tmp_path: Path) -> None:
+def _order_parts() -> list[pl.DataFrame]:
     orders = generate_orders(150, span="3h", seed=11).sort("ts")
     step = -(-orders.height // 6)
-    parts = [orders.slice(i * step, step) for i in range(6)]
+    return [orders.slice(i * step, step) for i in range(6)]
+
+
+def _fsm_pipe(store: sk.Store, folder: Path) -> sk.Pipeline:
+    files = sk.FileLog(str(folder), "*.parquet", key="order_id", time="ts", window=2)
+    return (
+        sk.Pipeline("fsm", store, batch_rows=40)
+        .read(files)
+        .with_columns(event=pl.col("type").str.to_lowercase())
+        .transitions(order_machine(), event="event")
+        .write(store.log("history", key="key", time="time"))
+    )
+
+
+#: Parts of the orders dropped per run: out of name order.
+_ARRIVALS = ([0, 2, 4], [1, 5], [3])
+
+
+def test_a_machine_over_late_files_matches_the_oracle_in_arrival_order(tmp_path: Path) -> None:
+    parts = _order_parts()
     folder = tmp_path / "drop"
     folder.mkdir()
     store = sk.Store(str(tmp_path / "lake"))
 
     def pipe() -> sk.Pipeline:
-        files = sk.FileLog(str(folder), "*.parquet", key="order_id", time="ts", window=2)
-        return (
-            sk.Pipeline("fsm", store, batch_rows=40)
-            .read(files)
-            .with_columns(event=pl.col("type").str.to_lowercase())
-            .transitions(order_machine(), event="event")
-            .write(store.log("history", key="key", time="time"))
-        )
+        return _fsm_pipe(store, folder)
 
     arrived: list[pl.DataFrame] = []
-    for batch in ([0, 2, 4], [1, 5], [3]):
+    for batch in _ARRIVALS:
         for i in batch:
             parts[i].write_parquet(folder / f"part-{i}.parquet")
         arrived += [parts[i].sort("ts", maintain_order=True) for i in sorted(batch)]
@@ -251,6 +264,51 @@ def test_a_machine_over_late_files_matches_the_oracle_in_arrival_order(tmp_path:
     )
     assert len(want["quarantine"]) > 0  # the late parts' events really were late
     assert pipe().verify().ok
+
+
+def _check(report: sk.VerifyReport, name: str) -> tuple[bool, str]:
+    check = next(c for c in report.checks if c.name == name)
+    return check.ok, check.message
+
+
+def test_verify_and_replay_follow_the_files_each_batch_read(tmp_path: Path) -> None:
+    """Files arrive out of name order, a rewind redoes some, consumed files are
+    deleted, one is rewritten, one arrives too late: verify judges the recorded
+    position (not the files present) and replays the batches in arrival order."""
+    parts = _order_parts()
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    store = sk.Store(str(tmp_path / "lake"))
+    for batch in _ARRIVALS:
+        for i in batch:
+            parts[i].write_parquet(folder / f"part-{i}.parquet")
+        _fsm_pipe(store, folder).run(progress=False)
+    pipe = _fsm_pipe(store, folder)
+    report = pipe.verify(replay=True)
+    assert report.ok, report  # a replay in name order differs: files arrived out of it
+    assert "16 batches of the files they read" in _check(report, "replay")[1]
+    assert pipe.verify(checkpoint=9, replay=True).ok  # an older checkpoint: its batches only
+    # a rewind retracts batches 10-16 and reads their files again (in path order
+    # now) as batches 18 on: the replay follows the current line
+    assert pipe.run(progress=False, from_checkpoint=9).checkpoint == 23
+    assert pipe.verify(replay=True).ok, pipe.verify(replay=True)
+
+    # consumed files may go: the position still holds, but nothing can replay them
+    (folder / "part-0.parquet").unlink()
+    report = pipe.verify(replay=True)
+    assert _check(report, "source position")[0], report
+    ok, message = _check(report, "replay")
+    assert not ok and "cannot replay: 1 file(s)" in message and "'part-0.parquet'" in message
+
+    # a consumed file that changes, or a file arriving too late, is named (no traceback)
+    parts[1].head(5).write_parquet(folder / "part-5.parquet")
+    ok, message = _check(pipe.verify(), "source position")
+    assert not ok and re.search(r"drop/part-5\.parquet changed after it was consumed", message)
+    (folder / "part-5.parquet").unlink()
+    assert pipe.verify().ok
+    parts[1].head(5).write_parquet(folder / "part-2b.parquet")  # below the watermark
+    ok, message = _check(pipe.verify(), "source position")
+    assert not ok and "part-2b.parquet appeared below the read position's watermark" in message
 
 
 # ------------------------------------------------------------ drops in rounds

@@ -15,7 +15,13 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import streamkit as sk
-from streamkit.errors import CheckpointError, ConfigurationError, CorruptFileError, SchemaError
+from streamkit.errors import (
+    CheckpointError,
+    ConfigurationError,
+    CorruptFileError,
+    SchemaError,
+    StorageError,
+)
 from streamkit.storage import FileLog, Position
 from streamkit.storage._fs import FileSystem
 from streamkit.storage.position import FileCursor, FileMark
@@ -349,3 +355,124 @@ def test_a_batch_cannot_consume_a_file_twice(drop: Drop) -> None:
     batch = plan.batch(0, 1)
     with pytest.raises(CheckpointError, match=r"a\.parquet again"):
         flog.advance(plan.end, {**batch, "start": 1, "end": 2})
+
+
+# ------------------------------------------------------------------ listing
+def test_find_details_lists_the_files_as_they_are_now(drop: Drop) -> None:
+    """One listing with sizes and change tags; a listing cached by the backend
+    (s3fs keeps one per directory) never hides a file another process wrote."""
+    drop.put("a.parquet", [0])
+    drop.put("sub/b.parquet", [1, 2])
+    got = drop.fs.find_details()
+    assert [d["path"] for d in got] == ["a.parquet", "sub/b.parquet"]
+    assert [d["size"] for d in got] == [len(drop.fs.get(d["path"])) for d in got]
+    assert all(isinstance(d["mtime"], int) and d["mtime"] > 0 for d in got)
+    assert all((d["etag"] is not None) == (drop.fs.protocol == "s3") for d in got)
+    assert [d["path"] for d in drop.fs.find_details(recursive=False)] == ["a.parquet"]
+    assert drop.fs.find_details("nowhere") == []
+    raw, root = drop.fs.fsspec, drop.fs.root
+    if drop.fs.protocol == "s3":  # another client, as another process would have
+        import s3fs
+
+        raw = s3fs.S3FileSystem(skip_instance_cache=True, **drop.options)
+        assert len(drop.fs.fsspec.ls(root, detail=True)) == 2  # fills s3fs' listing cache
+    before = {d["path"]: d for d in got}
+    raw.pipe_file(f"{root}/c.parquet", b"new")
+    raw.pipe_file(f"{root}/a.parquet", b"rewritten" * 100)
+    raw.rm_file(f"{root}/sub/b.parquet")
+    if drop.fs.protocol == "s3":  # the cached listing is stale indeed ...
+        assert len(drop.fs.fsspec.ls(root, detail=True)) == 2
+    now = {d["path"]: d for d in drop.fs.find_details()}  # ... find_details is not
+    assert sorted(now) == ["a.parquet", "c.parquet"]
+    assert drop.fs.find_details(recursive=False) == [now["a.parquet"], now["c.parquet"]]
+    assert now["a.parquet"]["size"] == 900 != before["a.parquet"]["size"]
+    assert drop.fs.protocol != "s3" or now["a.parquet"]["etag"] != before["a.parquet"]["etag"]
+
+
+def test_find_details_errors_name_the_folder_not_the_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fs = FileSystem(f"memory://streamkit-find-details-{uuid.uuid4().hex}", {"secret": "hunter22"})
+
+    def broken(*_a: Any, **_k: Any) -> Any:
+        raise ConnectionError("reset by peer (secret=hunter22)")
+
+    monkeypatch.setattr(fs.fsspec, "find", broken)
+    with pytest.raises(StorageError, match=r"cannot list memory://streamkit-find-details-\w+/d: "):
+        fs.find_details("d")
+    with pytest.raises(StorageError) as info:
+        fs.find_details()
+    assert "hunter22" not in str(info.value) and "***" in str(info.value)
+
+
+def test_storage_exports_what_a_filelog_hands_out(folder: FileSystem) -> None:
+    import streamkit.storage as storage
+
+    assert storage.__all__ == sorted(storage.__all__)
+    assert {"FileCursor", "FileLog", "FileMark", "FilePlan"} <= set(storage.__all__)
+    folder.put("a.csv", b"k,t\n1,1\n")
+    flog = FileLog(folder.url, "*.csv", key="k", time="t")
+    end = flog.end()
+    assert isinstance(flog.plan(), storage.FilePlan)
+    assert isinstance(end.files, storage.FileCursor)
+    assert isinstance(end.files.files[0], storage.FileMark)
+    assert flog.filesystem.url == folder.url
+
+
+# ------------------------------------------------------------------ damaged and compressed files
+def _ipc(df: pl.DataFrame, compression: str = "uncompressed") -> bytes:
+    buf = io.BytesIO()
+    df.write_ipc(buf, compression=compression)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def test_compressed_ipc_is_read_and_damaged_files_are_named(folder: FileSystem) -> None:
+    frame = pl.DataFrame({"k": [1, 2, 3], "t": [3, 1, 2], "s": ["x", None, "zz"]})
+    for i, compression in enumerate(("uncompressed", "lz4", "zstd")):
+        folder.put(f"{i}.arrow", _ipc(frame, compression))
+    flog = FileLog(folder.url, "*.arrow", key="k", time="t")
+    assert flog.scan().collect()["t"].to_list() == [1, 2, 3] * 3
+    good = _parquet(frame)
+    for name, data in (("cut.parquet", good[: len(good) // 2]), ("cut.arrow", _ipc(frame)[:-40])):
+        folder.put(name, data)
+        with pytest.raises(CorruptFileError) as info:
+            FileLog(folder.url, name, key="k", time="t").end()
+        message = str(info.value)
+        assert f"corrupt file {folder.url}/{name}: not a readable" in message, message
+        assert "move the file out of the FileLog's folder" in message, message
+        assert "truncate/retract" not in message
+
+
+def test_ipc_decoded_size_covers_what_polars_allocates() -> None:
+    """The estimate from the IPC metadata is at least what decoding takes, for
+    every column kind, compressed or not, in several batches; garbage is refused."""
+    import pyarrow as pa
+    import pyarrow.ipc as pa_ipc
+
+    from streamkit.storage._ipc import ipc_decoded_size
+
+    n = 20_000
+    table = pa.table(
+        {
+            "i": pa.array(range(n), pa.int64()),
+            "s": pa.array([f"v{i % 97}" for i in range(n)]),
+            "ls": pa.array([f"w{i}" for i in range(n)], pa.large_string()),
+            "d": pa.array([f"z{i % 7}" for i in range(n)]).dictionary_encode(),
+            "l": pa.array([[i, i + 1] for i in range(n)]),
+            "st": pa.array([{"a": i, "b": str(i)} for i in range(n)]),
+            "b": pa.array([i % 2 == 0 for i in range(n)]),
+        }
+    )
+    for compression in (None, "lz4", "zstd"):
+        sink = io.BytesIO()
+        options = pa_ipc.IpcWriteOptions(compression=compression)
+        with pa_ipc.new_file(sink, table.schema, options=options) as writer:
+            for batch in table.to_batches(max_chunksize=6_000):
+                writer.write_batch(batch)
+        data = sink.getvalue()
+        size, rows = ipc_decoded_size(data)
+        decoded = pl.read_ipc(data).estimated_size()
+        assert rows == n and decoded <= size < 4 * decoded, (compression, size, decoded)
+    for bad in (b"", b"ARROW1\x00\x00" + b"\x00" * 20 + b"ARROW1", data[:-10] + data[-6:]):
+        with pytest.raises(ValueError):
+            ipc_decoded_size(bad)
