@@ -129,6 +129,12 @@ class FileLog:
     Producers must write files atomically (write elsewhere, then rename or
     upload): a file that is still growing looks like a changed file.
 
+    Parquet and Arrow IPC files may decode to at most 256 MiB or 100 times
+    their size, whichever is larger; a file over that bound (a decompression
+    bomb) or one that cannot be decoded is refused before it is inflated, with
+    :class:`~streamkit.errors.CorruptFileError` naming it. CSV and NDJSON
+    files are not compressed: they decode to about their size.
+
     Parameters
     ----------
     url : str
