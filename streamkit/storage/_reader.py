@@ -395,7 +395,8 @@ def read_parquet_checked(
         )
     try:
         return pl.read_parquet(data, columns=None if columns is None else list(columns))
-    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, ValueError) as exc:
+        # Polars panics (PanicException is no Exception) on some damaged files
         raise CorruptFileError(
             f"corrupt file {where}: Parquet decoding failed ({type(exc).__name__}: {exc}); {fix}"
         ) from None

@@ -295,13 +295,7 @@ class FileLog:
         # Parquet and compressed Arrow IPC can be decompression bombs: their
         # decoded size is bounded before anything is inflated
         if fmt == "parquet":
-            try:
-                frame = read_parquet_checked(data, None, where=where, remedy=_REMEDY)
-            except pl.exceptions.PanicException as exc:  # Polars panics on some damage
-                raise CorruptFileError(
-                    f"corrupt file {where}: Parquet decoding failed (PanicException: {exc}); "
-                    f"{_REMEDY}"
-                ) from None
+            frame = read_parquet_checked(data, None, where=where, remedy=_REMEDY)
         elif fmt == "ipc":
             frame = read_ipc_checked(data, where=where, remedy=_REMEDY)
         else:
