@@ -74,8 +74,10 @@ class OutcomeUnknownError(StorageError):
 
     Raised when a write failed ambiguously (the response was lost) and reading
     the name back failed too. Whoever wrote files for that commit must keep
-    them: a committed version may reference them. Retrying the operation is
-    safe; :meth:`~streamkit.Log.vacuum` removes what no version references.
+    them: a committed version may reference them. Retrying is safe for an
+    idempotent operation (an append with ``writer=``/``seq=``, a pipeline run);
+    the message of a plain append says how to check whether it landed.
+    :meth:`~streamkit.Log.vacuum` removes files no version references.
     """
 
 

@@ -431,8 +431,8 @@ class FileSystem:
                 detail = self._scrub(f"{type(failure).__name__}: {failure}")
                 raise OutcomeUnknownError(
                     f"cannot tell whether {self._shown(path)} was created: the write "
-                    f"failed ({detail}) and reading it back failed too; files it "
-                    "references are kept, retry the operation"
+                    f"failed ({detail}) and reading it back failed too; the store may "
+                    "hold it"
                 ) from None
             if stored is not None:
                 return stored == data
@@ -461,7 +461,7 @@ class FileSystem:
         except StorageError as exc:
             raise OutcomeUnknownError(
                 f"{exc}; {self._shown(path)} exists but cannot be read back to tell "
-                "whether this write created it; retry the operation"
+                "whether this write created it"
             ) from None
         return stored == data
 

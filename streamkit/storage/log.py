@@ -642,7 +642,7 @@ class Log:
 
         try:
             committed = self._commit(build)
-        except OutcomeUnknownError:
+        except OutcomeUnknownError as exc:
             # The version may have landed (a lost response the store cannot
             # confirm): never delete files a committed version may reference.
             # Unreferenced ones are removed by vacuum() after its retention.
@@ -652,7 +652,18 @@ class Log:
                 self._name,
                 len(written),
             )
-            raise
+            if writer is not None:
+                advice = (
+                    f"retrying the same append (writer={writer!r}, seq={seq}) is safe: it "
+                    "is a no-op if this one landed"
+                )
+            else:
+                advice = (
+                    "it may have committed: check whether log.end() moved past "
+                    f"{self._state.next_offset} (the end this append saw) before appending "
+                    "again, or append with writer=/seq= so that a retry is always safe"
+                )
+            raise OutcomeUnknownError(f"{where}: {exc}; {advice}") from None
         except BaseException:
             self._discard([w.path for w in written])  # refused: no version holds them
             raise

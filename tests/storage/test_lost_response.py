@@ -188,7 +188,7 @@ def test_append_whose_outcome_is_unknown_keeps_its_segments(lossy: Any) -> None:
     log = sk.Store("lossymem://unknown").log("l", key="k", time="t")
     log.append(_frame(5, 0))
     lossy.reset({2: "dark"})  # the version file of the next append (after 1 segment)
-    with pytest.raises(OutcomeUnknownError):
+    with pytest.raises(OutcomeUnknownError, match=r"seq=7\) is safe"):
         log.append(_frame(5, 1), writer="w", seq=7)
     lossy.dark = False
     assert log.count() == 10  # it did land, and its segment is still there
@@ -236,3 +236,14 @@ def test_pipeline_run_with_any_create_answer_lost_equals_a_clean_run(
         assert report.caught_up, f"create {k}"
         assert _outcome(store) == reference, f"{fault} answer to create {k}"
         assert _pipeline(store).verify(replay=True).ok
+
+
+def test_a_plain_append_whose_outcome_is_unknown_says_how_to_check(lossy: Any) -> None:
+    log = sk.Store("lossymem://unknown-plain").log("l", key="k", time="t")
+    log.append(_frame(5, 0))
+    lossy.reset({2: "dark"})
+    with pytest.raises(OutcomeUnknownError, match=r"log.end\(\) moved past 5") as info:
+        log.append(_frame(5, 1))
+    assert "is safe" not in str(info.value)  # a blind retry would append twice
+    lossy.dark = False
+    assert log.end().offset == 10  # it landed: the user must not append again
