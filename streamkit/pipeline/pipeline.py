@@ -761,6 +761,50 @@ class Pipeline:
             }
         )
 
+    def vacuum(self, retain: timedelta = timedelta(hours=1)) -> list[str]:
+        """Delete files of the pipeline's output and quarantine logs that no version references.
+
+        Crashed or overtaken batches leave segment files that no committed
+        version references; they are invisible to every reader and safe to
+        delete. Only files older than ``retain`` go, so batches in flight are
+        never touched. (Unreferenced state files are removed by checkpoint
+        retention during runs.)
+
+        Parameters
+        ----------
+        retain : timedelta
+            Keep unreferenced files younger than this (default one hour).
+
+        Returns
+        -------
+        list of str
+            Deleted files, as ``<log name>/<path in the log>``.
+
+        Examples
+        --------
+        >>> import datetime as dt
+        >>> import polars as pl
+        >>> import streamkit as sk
+        >>> store = sk.Store("memory://streamkit-doc-pipe-vacuum")
+        >>> log = store.log("orders", key="order_id", time="ts")
+        >>> _ = log.append(sk.datasets.generate_orders(10, seed=1))
+        >>> pipe = (
+        ...     sk.Pipeline("p", store)
+        ...     .read(log)
+        ...     .with_columns(event=pl.col("type").str.to_lowercase())
+        ...     .transitions(sk.datasets.order_machine(), event="event")
+        ...     .write(store.log("history", key="key", time="time"))
+        ... )
+        >>> _ = pipe.run(progress=False)
+        >>> pipe.vacuum(retain=dt.timedelta(0))  # nothing was left behind
+        []
+        """
+        removed: list[str] = []
+        for log in (self.sink, self._quarantine_log_if_any()):
+            if log is not None:
+                removed += [f"{log.name}/{path}" for path in log.vacuum(retain=retain)]
+        return removed
+
     def verify(self, checkpoint: int | None = None, *, replay: bool = False) -> VerifyReport:
         """Check a checkpoint independently: files, checksums, schemas, positions, counts.
 
