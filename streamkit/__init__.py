@@ -35,7 +35,7 @@ from streamkit.errors import (
 )
 
 if TYPE_CHECKING:
-    from streamkit import analytics, datasets, plot
+    from streamkit import analytics, datasets, machines, plot
     from streamkit.machines import Machine, Problem, ValidationReport
     from streamkit.pipeline import DaskExecutor, Pipeline, RunReport, VerifyReport
     from streamkit.storage import AppendResult, FileLog, Log, Position, Store
@@ -58,7 +58,7 @@ _LAZY = {
     "ValidationReport": "streamkit.machines",
     "VerifyReport": "streamkit.pipeline",
 }
-_LAZY_MODULES = ("analytics", "datasets", "plot")
+_LAZY_MODULES = ("analytics", "datasets", "machines", "plot")
 
 __all__ = [
     "AppendResult",
@@ -86,6 +86,7 @@ __all__ = [
     "__version__",
     "analytics",
     "datasets",
+    "machines",
     "plot",
 ]
 

@@ -10,6 +10,7 @@ CONTRACT = {
     "MachineError", "Pipeline", "Position", "Problem", "RunReport", "SchemaError",
     "StorageError", "Store", "StreamkitError", "UndefinedTransitionError",
     "ValidationReport", "VerifyReport", "__version__", "analytics", "datasets", "plot",
+    "machines",  # the machines shipped with the package: sk.machines.load("order")
 }  # fmt: skip
 
 

@@ -67,7 +67,8 @@ def order_machine() -> Machine:
     States ``new`` (initial), ``created``, ``paid``, ``shipped``, ``delivered``,
     ``cancelled`` and ``returned``; final states ``delivered``, ``cancelled`` and
     ``returned`` (a delivered order may still be returned). An order left unpaid
-    for 30 minutes is cancelled by a timeout.
+    for 30 minutes is cancelled by a timeout. It is the same machine as
+    ``sk.machines.load("order")``, read from the YAML file shipped in the package.
 
     Returns
     -------
@@ -83,23 +84,9 @@ def order_machine() -> Machine:
     >>> m.validate().ok
     True
     """
-    from streamkit.machines import Machine
+    from streamkit.machines.library import load
 
-    return Machine(
-        "order",
-        states=["new", "created", "paid", "shipped", "delivered", "cancelled", "returned"],
-        initial="new",
-        final=["delivered", "cancelled", "returned"],
-        transitions=[
-            ("new", "create", "created"),
-            ("created", "pay", "paid"),
-            ("paid", "ship", "shipped"),
-            ("shipped", "deliver", "delivered"),
-            (["created", "paid"], "cancel", "cancelled"),
-            ("delivered", "return", "returned"),
-        ],
-        timeouts=[("created", "30m", "cancelled")],
-    )
+    return load("order")
 
 
 def _parse_span(span: str | timedelta) -> timedelta:
