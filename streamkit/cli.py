@@ -178,6 +178,12 @@ def demo(store_dir: str, orders: int) -> None:
     help="Rewind to checkpoint ID (0: the start) and reprocess from there.",
 )
 @click.option("--progress/--no-progress", default=None, help="Progress bar or log lines.")
+@click.option(
+    "--take-over",
+    is_flag=True,
+    default=False,
+    help="Start even while another run of this pipeline is alive; it stops at its next commit.",
+)
 @_errors
 def run(
     target: str,
@@ -185,6 +191,7 @@ def run(
     batch_rows: int | None,
     from_checkpoint: int | None,
     progress: bool | None,
+    take_over: bool,
 ) -> None:
     """Run the pipeline object NAME (default: pipeline) defined in FILE.py.
 
@@ -200,6 +207,7 @@ def run(
         batch_rows=batch_rows,
         from_checkpoint=from_checkpoint,
         progress=progress,
+        take_over=take_over,
     )
     click.echo(str(report))
 

@@ -2,9 +2,15 @@
 
 Layout under ``<store>/_pipelines/<name>/``::
 
-    epochs/000000000042.json       claimed with create-if-absent; the newest run wins
+    epochs/000000000042.json       claimed with create-if-absent by one run
+    epochs/000000000042.beat       that run's heartbeat (advisory, overwritten)
     checkpoints/000000000007.json  one per committed batch, create-if-absent
     state/<uuid>.arrow             Arrow IPC files referenced by checkpoints
+
+A run claims epoch N+1 only when epoch N's holder is gone: its heartbeat is
+older than the holder's lease timeout, or says the run released it (or the
+caller takes over). Who waits depends on clocks; correctness never does: every
+commit is fenced by ``check_lease`` and by the checkpoint ids themselves.
 
 A checkpoint is self-describing JSON and carries a CRC-32 of its own canonical
 body, so a flipped bit is detected even when the JSON still parses.
@@ -15,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -41,6 +48,10 @@ _IPC_OPTIONS = pa_ipc.IpcWriteOptions(compression=pa.Codec("zstd", compression_l
 
 def _name(n: int) -> str:
     return f"{n:0{_ID_WIDTH}d}.json"
+
+
+def _beat_name(n: int) -> str:
+    return f"{n:0{_ID_WIDTH}d}.beat"
 
 
 def _parse_id(name: str) -> int | None:
@@ -196,14 +207,33 @@ class CheckpointStore:
         return f"{self.fs.url.rstrip('/')}/{path}"
 
     # ---------------------------------------------------------------- epochs
-    def claim_epoch(self, info: dict[str, Any]) -> int:
-        """Claim the next run epoch; any older run is fenced from now on."""
+    def claim_epoch(
+        self, info: dict[str, Any], *, lease_timeout: float = 30.0, take_over: bool = False
+    ) -> int:
+        """Claim the next run epoch; any older run is fenced from now on.
+
+        Unless ``take_over``, a LeaseError is raised, and nothing claimed,
+        while the latest epoch's holder is alive (see ``live_holder``).
+        """
         for _ in range(1000):
             latest = self.latest_epoch()
+            if not take_over:
+                holder = self.live_holder(latest)
+                if holder is not None:
+                    raise LeaseError(
+                        f"pipeline {self.pipeline!r}: another run holds the lease ({holder}); "
+                        "this run stepped aside without doing anything. Run again later, "
+                        "or take over now with take_over=True (streamkit run --take-over): "
+                        "the other run then stops at its next commit"
+                    )
             epoch = latest + 1
             # a unique id: put_new recognises a claim of ours whose response was lost
             body = dict(
-                info, epoch=epoch, claimed=datetime.now(UTC).isoformat(), claim=uuid.uuid4().hex
+                info,
+                epoch=epoch,
+                claimed=datetime.now(UTC).isoformat(),
+                claim=uuid.uuid4().hex,
+                lease_timeout=lease_timeout,
             )
             if self.fs.put_new(f"epochs/{_name(epoch)}", _canonical(body)):
                 self._prune_epochs(epoch)
@@ -213,6 +243,53 @@ class CheckpointStore:
     def latest_epoch(self) -> int:
         ids = [i for i in (_parse_id(n) for n in self.fs.ls("epochs")) if i is not None]
         return max(ids, default=0)
+
+    def beat(self, epoch: int, lease_timeout: float, *, released: bool = False) -> None:
+        """Write epoch ``epoch``'s heartbeat: alive now, or released for good."""
+        body = {"epoch": epoch, "at": time.time(), "timeout": lease_timeout, "released": released}
+        self.fs.put(f"epochs/{_beat_name(epoch)}", _canonical(body))
+
+    def live_holder(self, epoch: int, now: float | None = None) -> str | None:
+        """Describe the holder of ``epoch`` if it is alive, else None.
+
+        Alive: its heartbeat (or, before the first one, its claim) is younger
+        than the lease timeout the holder declared, and it did not release
+        the lease. A heartbeat that cannot be read counts as stale: waiting is
+        advisory, the fencing of every commit is what keeps results correct.
+        """
+        if epoch <= 0:
+            return None
+        now = time.time() if now is None else now
+        try:
+            claim = json.loads(self.fs.get(f"epochs/{_name(epoch)}"))
+        except (FileNotFoundError, StorageError, ValueError):
+            return None
+        if not isinstance(claim, dict):
+            return None
+        try:
+            beat = json.loads(self.fs.get(f"epochs/{_beat_name(epoch)}"))
+        except FileNotFoundError:
+            beat = None  # claimed, first heartbeat not written yet (or an older streamkit)
+        except (StorageError, ValueError):
+            return None
+        try:
+            if isinstance(beat, dict):
+                if beat.get("released"):
+                    return None
+                at, timeout = float(beat["at"]), float(beat["timeout"])
+            else:
+                at = datetime.fromisoformat(str(claim["claimed"])).timestamp()
+                timeout = float(claim.get("lease_timeout", 30.0))
+        except (KeyError, TypeError, ValueError):
+            return None
+        age = now - at
+        if age >= timeout:
+            return None
+        who = f"pid {claim.get('pid')} on {claim.get('host')!s}"
+        return (
+            f"epoch {epoch}, {who}, heartbeat {max(age, 0.0):.1f} s old; "
+            f"its lease expires {timeout - age:.1f} s after its last heartbeat"
+        )
 
     def check_lease(self, epoch: int) -> None:
         """Raise LeaseError when a newer run of the pipeline has started."""
@@ -227,7 +304,7 @@ class CheckpointStore:
         old = [
             f"epochs/{n}"
             for n in self.fs.ls("epochs")
-            if (i := _parse_id(n)) is not None and i <= epoch - keep
+            if (i := _parse_id(n.replace(".beat", ".json"))) is not None and i <= epoch - keep
         ]
         if old:
             with contextlib.suppress(StorageError, FileNotFoundError):  # best effort
@@ -491,3 +568,60 @@ def _check_state_schema(schema: pa.Schema, where: str) -> None:
                 "streamkit or was tampered with: restore it, or rewind to an older "
                 "checkpoint with run(from_checkpoint=N)"
             )
+
+
+class Heartbeat:
+    """Keeps a claimed epoch's heartbeat fresh from a daemon thread.
+
+    Beats every quarter of ``lease_timeout``; ``release()`` stops the thread and
+    marks the lease released so the next run starts at once. A failed beat is
+    logged and retried at the next interval: the heartbeat only decides who
+    waits, never what is committed.
+    """
+
+    def __init__(self, ckpts: CheckpointStore, epoch: int, lease_timeout: float) -> None:
+        self.ckpts, self.epoch, self.timeout = ckpts, epoch, lease_timeout
+        self._stop = threading.Event()
+        self._beat()
+        origin = threading.current_thread().name
+        self._thread = threading.Thread(
+            target=self._loop, name=f"{origin}/streamkit-heartbeat", daemon=True
+        )
+        self._thread.start()
+
+    def _beat(self, *, released: bool = False) -> None:
+        try:
+            self.ckpts.beat(self.epoch, self.timeout, released=released)
+        except (StorageError, OSError) as exc:
+            _logger.warning(
+                "pipeline %r: could not write the heartbeat of run epoch %d: %s",
+                self.ckpts.pipeline,
+                self.epoch,
+                exc,
+            )
+
+    def _loop(self) -> None:
+        while not self._stop.wait(max(self.timeout / 4, 0.05)):
+            self._beat()
+
+    def release(self) -> None:
+        """Stop beating and mark the lease released (idempotent)."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join()
+        for attempt in range(3):  # a lost release only delays the next run
+            try:
+                self.ckpts.beat(self.epoch, self.timeout, released=True)
+                return
+            except (StorageError, OSError) as exc:
+                _logger.warning(
+                    "pipeline %r: could not release run epoch %d (attempt %d of 3): %s; "
+                    "the next run waits until this run's heartbeat is %s s old",
+                    self.ckpts.pipeline,
+                    self.epoch,
+                    attempt + 1,
+                    exc,
+                    self.timeout,
+                )
+                time.sleep(0.2)

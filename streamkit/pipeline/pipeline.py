@@ -24,6 +24,7 @@ from streamkit.pipeline._checkpoints import (
     Checkpoint,
     CheckpointStore,
     FileRef,
+    Heartbeat,
     initial_checkpoint,
 )
 from streamkit.pipeline._executor import Executor, LocalExecutor
@@ -69,6 +70,11 @@ class Pipeline:
     keep_checkpoints : int
         How many recent checkpoints to retain (default 20; the one in use is
         always kept).
+    lease_timeout : float
+        Seconds after its last heartbeat that a run counts as dead (default
+        30). A run's heartbeat is rewritten every ``lease_timeout / 4`` s; a
+        new run steps aside (``LeaseError``) while another run's heartbeat is
+        fresh, and takes over at once from a dead or finished one.
 
     Examples
     --------
@@ -97,6 +103,7 @@ class Pipeline:
         *,
         batch_rows: int = 1_000_000,
         keep_checkpoints: int = 20,
+        lease_timeout: float = 30.0,
     ) -> None:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ConfigurationError(
@@ -107,10 +114,13 @@ class Pipeline:
             raise ConfigurationError(f"batch_rows must be >= 1, got {batch_rows}")
         if keep_checkpoints < 1:
             raise ConfigurationError(f"keep_checkpoints must be >= 1, got {keep_checkpoints}")
+        if not lease_timeout > 0:
+            raise ConfigurationError(f"lease_timeout must be > 0 seconds, got {lease_timeout}")
         self.name = name
         self.store = store
         self.batch_rows = batch_rows
         self.keep_checkpoints = keep_checkpoints
+        self.lease_timeout = float(lease_timeout)
         self.source: Any = None
         self.sink: Log | None = None
         self.operators: list[Operator] = []
@@ -374,6 +384,7 @@ class Pipeline:
         batch_rows: int | None = None,
         executor: Executor | None = None,
         progress: bool | None = None,
+        take_over: bool = False,
     ) -> RunReport:
         """Process what arrived since the last checkpoint, then return.
 
@@ -394,6 +405,10 @@ class Pipeline:
         progress : bool, optional
             Show a progress bar (tqdm.auto) or log lines; default: a bar when
             interactive, log lines otherwise. ``False`` silences it.
+        take_over : bool
+            Start even while another run of this pipeline is alive (its
+            heartbeat is fresh): that run then stops with ``LeaseError`` at its
+            next commit. Default False: step aside instead.
 
         Returns
         -------
@@ -402,8 +417,11 @@ class Pipeline:
         Raises
         ------
         LeaseError
-            A newer run of this pipeline started; this one stopped without
-            committing its current batch.
+            Another run of this pipeline is alive (its heartbeat is younger than
+            its ``lease_timeout``): this run stepped aside without claiming or
+            committing anything. Or a newer run took over (``take_over=True``)
+            while this one worked: it stopped without committing its current
+            batch.
         UndefinedTransitionError
             With ``on_undefined="error"``: nothing of the offending batch is committed.
         """
@@ -425,100 +443,110 @@ class Pipeline:
         executor = executor or LocalExecutor()
         started = _time.perf_counter()
         ckpts = self._ckpts()
-        epoch = ckpts.claim_epoch({"pid": os.getpid(), "host": socket.gethostname()})
-        latest: Checkpoint | None
-        if from_checkpoint is not None:  # a rewind also gets past damaged newest checkpoints
-            latest = self._rewind(ckpts, ckpts.latest_readable(), int(from_checkpoint), epoch)
-        else:
-            latest = ckpts.latest()
-        cp = latest or initial_checkpoint(self.source.start().offset)
+        epoch = ckpts.claim_epoch(
+            {"pid": os.getpid(), "host": socket.gethostname()},
+            lease_timeout=self.lease_timeout,
+            take_over=take_over,
+        )
+        heartbeat = Heartbeat(ckpts, epoch, self.lease_timeout)  # released when the run ends
         try:
-            self._check_source(cp)
-            self._open_operators(cp, ckpts)
-            view = _SourceView(self.source)
-            pending = self._reconcile(cp)
-        except CheckpointError:
-            # A newer run may have moved on since ``latest`` was read (output past
-            # it, its state pruned): then this run was overtaken, nothing is damaged.
-            ckpts.check_lease(epoch)
-            raise
-        if pending is not None:
-            pending = view.redo(cp, pending)
-        view.replan(cp, pending)
-        end = view.end
-        report = RunReport(self.name, checkpoint=latest.id if latest else None)
-        report.start_offset = report.end_offset = cp.position
-        bar = _Progress(self.name, cp.position, max(end, cp.position), progress)
-        # Batch N+1 is computed while batch N's outputs, state and checkpoint are
-        # written by one worker thread, and batch N+2 is read by another: commits
-        # stay strictly in order, and nothing of N+1 is written before N's
-        # checkpoint is committed (reading ahead writes nothing).
-        origin = threading.current_thread().name  # workers named after their run's thread
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{origin}/streamkit")
-        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{origin}/streamkit-read")
-        ahead: tuple[_Todo, Future[pl.DataFrame]] | None = None
-        inflight: Future[Checkpoint] | None = None
-        next_pos, planned = cp.position, 0
-        plan = self._plan()  # stored in every checkpoint; computed once per run
-        try:
-            while True:
-                prepared: _Batch | None = None
-                todo: _Todo | None = None
-                if pending is not None:
-                    todo, pending = pending, None
-                elif next_pos < end and (max_batches is None or planned < max_batches):
-                    todo = view.cut(next_pos, rows_per_batch)
-                elif inflight is None:
-                    break
-                t0 = _time.perf_counter()
-                if todo is not None:  # else nothing left to prepare: land the last batch
-                    hi = todo.hi
-                    read = ahead[1] if ahead is not None and ahead[0] == todo else None
-                    ahead = None
-                    if hi < end and (max_batches is None or planned + 1 < max_batches):
-                        nxt = view.cut(hi, rows_per_batch)
-                        ahead = (nxt, reader.submit(view.read, nxt))
-                    try:
-                        batch = read.result() if read is not None else None
-                        prepared = self._prepare(todo, executor, view, batch)
-                    except BaseException:
-                        if inflight is not None:  # let the previous batch land first
-                            cp = inflight.result()
+            latest: Checkpoint | None
+            if from_checkpoint is not None:  # a rewind also gets past damaged newest checkpoints
+                latest = self._rewind(ckpts, ckpts.latest_readable(), int(from_checkpoint), epoch)
+            else:
+                latest = ckpts.latest()
+            cp = latest or initial_checkpoint(self.source.start().offset)
+            try:
+                self._check_source(cp)
+                self._open_operators(cp, ckpts)
+                view = _SourceView(self.source)
+                pending = self._reconcile(cp)
+            except CheckpointError:
+                # A newer run may have moved on since ``latest`` was read (output past
+                # it, its state pruned): then this run was overtaken, nothing is damaged.
+                ckpts.check_lease(epoch)
+                raise
+            if pending is not None:
+                pending = view.redo(cp, pending)
+            view.replan(cp, pending)
+            end = view.end
+            report = RunReport(self.name, checkpoint=latest.id if latest else None)
+            report.start_offset = report.end_offset = cp.position
+            bar = _Progress(self.name, cp.position, max(end, cp.position), progress)
+            # Batch N+1 is computed while batch N's outputs, state and checkpoint are
+            # written by one worker thread, and batch N+2 is read by another: commits
+            # stay strictly in order, and nothing of N+1 is written before N's
+            # checkpoint is committed (reading ahead writes nothing).
+            origin = threading.current_thread().name  # workers named after their run's thread
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{origin}/streamkit")
+            reader = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"{origin}/streamkit-read"
+            )
+            ahead: tuple[_Todo, Future[pl.DataFrame]] | None = None
+            inflight: Future[Checkpoint] | None = None
+            next_pos, planned = cp.position, 0
+            plan = self._plan()  # stored in every checkpoint; computed once per run
+            try:
+                while True:
+                    prepared: _Batch | None = None
+                    todo: _Todo | None = None
+                    if pending is not None:
+                        todo, pending = pending, None
+                    elif next_pos < end and (max_batches is None or planned < max_batches):
+                        todo = view.cut(next_pos, rows_per_batch)
+                    elif inflight is None:
+                        break
+                    t0 = _time.perf_counter()
+                    if todo is not None:  # else nothing left to prepare: land the last batch
+                        hi = todo.hi
+                        read = ahead[1] if ahead is not None and ahead[0] == todo else None
+                        ahead = None
+                        if hi < end and (max_batches is None or planned + 1 < max_batches):
+                            nxt = view.cut(hi, rows_per_batch)
+                            ahead = (nxt, reader.submit(view.read, nxt))
+                        try:
+                            batch = read.result() if read is not None else None
+                            prepared = self._prepare(todo, executor, view, batch)
+                        except BaseException:
+                            if inflight is not None:  # let the previous batch land first
+                                cp = inflight.result()
+                                inflight = None
+                            raise
+                        planned += 1
+                    if inflight is not None:
+                        try:
+                            cp = self._landed(inflight, ckpts, epoch, report, bar)
+                        except _BatchConflict as conflict:
+                            # An overtaken run wrote that batch for another source range
+                            # (or other files): drop what was computed after it, redo
+                            # exactly that batch and plan what follows it afresh.
+                            self._open_operators(cp, ckpts)
+                            pending = view.redo(cp, conflict.todo)
+                            view.replan(cp, pending)
+                            end, next_pos = view.end, pending.hi
+                            planned -= prepared is not None
+                            continue
+                        finally:
                             inflight = None
-                        raise
-                    planned += 1
+                    if prepared is not None:
+                        inflight = pool.submit(
+                            self._commit, ckpts, cp, epoch, prepared, report, plan, view
+                        )
+                        next_pos = hi
+                        report.batch_seconds.append(_time.perf_counter() - t0)
+            finally:
                 if inflight is not None:
-                    try:
-                        cp = self._landed(inflight, ckpts, epoch, report, bar)
-                    except _BatchConflict as conflict:
-                        # An overtaken run wrote that batch for another source range
-                        # (or other files): drop what was computed after it, redo
-                        # exactly that batch and plan what follows it afresh.
-                        self._open_operators(cp, ckpts)
-                        pending = view.redo(cp, conflict.todo)
-                        view.replan(cp, pending)
-                        end, next_pos = view.end, pending.hi
-                        planned -= prepared is not None
-                        continue
-                    finally:
-                        inflight = None
-                if prepared is not None:
-                    inflight = pool.submit(
-                        self._commit, ckpts, cp, epoch, prepared, report, plan, view
-                    )
-                    next_pos = hi
-                    report.batch_seconds.append(_time.perf_counter() - t0)
+                    with contextlib.suppress(BaseException):
+                        inflight.result()
+                pool.shutdown(wait=True)
+                reader.shutdown(wait=True, cancel_futures=True)
+                bar.close()
+            self._prune(ckpts, epoch, cp)
+            report.caught_up = cp.position >= end
+            report.seconds = _time.perf_counter() - started
+            logger.debug("%s", report)
         finally:
-            if inflight is not None:
-                with contextlib.suppress(BaseException):
-                    inflight.result()
-            pool.shutdown(wait=True)
-            reader.shutdown(wait=True, cancel_futures=True)
-            bar.close()
-        self._prune(ckpts, epoch, cp)
-        report.caught_up = cp.position >= end
-        report.seconds = _time.perf_counter() - started
-        logger.debug("%s", report)
+            heartbeat.release()
         return report
 
     def _landed(

@@ -188,7 +188,7 @@ def test_a_newer_run_redoes_the_files_an_overtaken_run_wrote(
     _rows("b", 10, 50).write_parquet(buf)
     fs.pipe(f"/{root}/b.parquet", buf.getvalue())  # B's plan has it, A's has not
     newer = _copy_pipe(sk.Store(url), folder, batch_rows=100)
-    b = run_in_thread("B", lambda: newer.run(progress=False), results)
+    b = run_in_thread("B", lambda: newer.run(progress=False, take_over=True), results)
     a.join()
     b.join()
     assert isinstance(results["A"], sk.LeaseError)

@@ -125,7 +125,7 @@ def test_a_newer_run_redoes_the_batch_an_overtaken_run_wrote_for_another_range(
     results: dict[str, Any] = {}
     a = run_in_thread("A", lambda: older.run(progress=False), results)
     a_paused.wait(10)
-    b = run_in_thread("B", lambda: newer.run(progress=False), results)
+    b = run_in_thread("B", lambda: newer.run(progress=False, take_over=True), results)
     a.join()
     b.join()
     assert isinstance(results["A"], sk.LeaseError)
@@ -156,7 +156,9 @@ def test_an_overtaken_append_after_a_newer_rewind_is_retracted_at_once(
     monkeypatch.setattr(sk.Pipeline, "_reconcile", reconcile)
     threads["A"] = run_in_thread("A", lambda: older.run(progress=False, max_batches=1), results)
     a_paused.wait(10)
-    b = run_in_thread("B", lambda: newer.run(progress=False, from_checkpoint=1), results)
+    b = run_in_thread(
+        "B", lambda: newer.run(progress=False, from_checkpoint=1, take_over=True), results
+    )
     b.join()
     assert isinstance(results["A"], sk.LeaseError)
     out = output(url)
@@ -332,7 +334,9 @@ def test_a_run_overtaken_before_it_reconciles_stops_with_lease_error(
     )
     b_paused.wait(10)
     c = run_in_thread(
-        "C", lambda: pipeline(url, keep_checkpoints=keep).run(progress=False), results
+        "C",
+        lambda: pipeline(url, keep_checkpoints=keep).run(progress=False, take_over=True),
+        results,
     )
     c.join()
     c_done.set()

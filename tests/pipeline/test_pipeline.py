@@ -233,7 +233,8 @@ def test_lease_error_when_a_newer_run_starts(orders: pl.DataFrame) -> None:
                 deadline = time.monotonic() + 30
                 while pipe._ckpts().latest() is None and time.monotonic() < deadline:
                     time.sleep(0.01)
-                pipe._ckpts().claim_epoch({"who": "newer"})
+                newer = pipe._ckpts().claim_epoch({"who": "newer"}, take_over=True)
+                pipe._ckpts().beat(newer, 30.0, released=True)  # ...and finishes
             return super().run_batch(*a, **kw)
 
     with pytest.raises(sk.LeaseError, match="overtaken"):

@@ -380,7 +380,8 @@ def _pipe_setup(store: sk.Store) -> None:
 
 
 def _pipe_run(store: sk.Store) -> None:
-    _pipeline(store, batch_rows=_PIPE_BATCH).run(progress=False)
+    # take_over: a crashed phase never released its lease; recovery must not wait for it
+    _pipeline(store, batch_rows=_PIPE_BATCH).run(progress=False, take_over=True)
 
 
 def pipeline_outcome(pipe: sk.Pipeline) -> Outcome:
@@ -455,7 +456,7 @@ def _compact_setup(store: sk.Store) -> None:
 
 
 def _compact_run(store: sk.Store) -> None:
-    _compact_pipe(store).run(progress=False)
+    _compact_pipe(store).run(progress=False, take_over=True)  # as _pipe_run
 
 
 def _compact_outcome(store: sk.Store) -> Outcome:

@@ -301,7 +301,8 @@ def _env(url: str, options: Options) -> dict[str, str]:
 
 
 def _spawn_run(url: str, options: Options) -> _Proc:
-    args = [sys.executable, "-m", "streamkit", "run", str(JOB), "--no-progress"]
+    # --take-over: a killed run never released its lease; the next one must not wait
+    args = [sys.executable, "-m", "streamkit", "run", str(JOB), "--no-progress", "--take-over"]
     return _Proc(args, env=_env(url, options))
 
 
