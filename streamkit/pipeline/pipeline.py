@@ -61,8 +61,16 @@ class Pipeline:
     Parameters
     ----------
     name : str
-        The pipeline's identity: its checkpoints live under
-        ``<store>/_pipelines/<name>/``.
+        The pipeline's identity, 1-128 letters, digits, ``-``, ``_`` and ``.``,
+        starting with a letter or digit (``"order-lifecycle"``, ``"orders.v2"``);
+        anything else raises ``ConfigurationError``. Its checkpoints, state and
+        quarantine live under ``<store>/_pipelines/<name>/`` and its outputs are
+        appended as writer :attr:`writer_id` (``"pipeline:<name>"``). Two
+        ``Pipeline`` objects with the same name and store are the same pipeline
+        (they resume each other's checkpoints); a renamed pipeline starts over
+        from the beginning of its source and, writing to the same sink, appends
+        its output again. Names that differ only in case should not share a
+        store: a case-insensitive disk would mix their files.
     store : Store
         Where checkpoints, state and the quarantine are kept.
     batch_rows : int
@@ -170,6 +178,27 @@ class Pipeline:
     ) -> Pipeline:
         """Run ``machine`` per key of the source log; the frame becomes the history.
 
+        Each key (the source log's ``key`` column) starts in ``machine.initial``
+        and moves on its events in ``(time, append order)``. The frame that
+        leaves this operator -- what :meth:`write` appends -- is the transition
+        history, with exactly these columns:
+
+        ``key``
+            The event's key (the source key column's type, renamed to ``key``).
+        ``time``
+            The event's time, or ``since + after`` for a timeout (the source time
+            column's type, renamed to ``time``).
+        ``event``
+            The event's name (String); ``"timeout"`` for a timeout that fired.
+        ``from_state``, ``to_state``
+            The key's state before and after (String).
+
+        One row per event that fired a declared transition (self-loops included)
+        and one per timeout that fired, in per-key order. The events' other
+        columns are not carried over. Events with no declared transition follow
+        ``on_undefined``; events older than their key's last processed event go
+        to :meth:`quarantine` with ``reason="late"``.
+
         Parameters
         ----------
         machine : Machine
@@ -177,17 +206,97 @@ class Pipeline:
         event : str or pl.Expr
             Column (or expression) holding each event's name.
         on_undefined : {"quarantine", "ignore", "error"}
-            What an event without a declared transition does.
+            What an event without a declared transition does: kept in
+            :meth:`quarantine` with a reason (default), counted and dropped, or
+            the run stops with ``UndefinedTransitionError``.
         tick : timedelta, optional
-            For integer time columns: the duration of one unit (default 1 s),
-            used to convert timeouts.
+            For integer time columns: the duration of one unit, used to convert
+            timeouts; required when the machine has timeouts.
+
+        Returns
+        -------
+        Pipeline
+            A new pipeline; end it with ``.write(store.log(NAME, key="key",
+            time="time"))``.
+
+        Raises
+        ------
+        MachineError
+            The machine does not pass ``check()``.
+        ConfigurationError
+            The pipeline already has a ``.transitions(...)`` or a sink, or no source.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> import streamkit as sk
+        >>> store = sk.Store("memory://doc-transitions")
+        >>> doors = store.log("doors", key="door", time="t")
+        >>> _ = doors.append(pl.DataFrame({"door": ["a", "a"], "t": [1, 2],
+        ...                                "ev": ["open", "close"], "who": ["x", "y"]}))
+        >>> m = sk.Machine("door", states=["closed", "opened"], initial="closed",
+        ...                final=["closed"], transitions=[("closed", "open", "opened"),
+        ...                                               ("opened", "close", "closed")])
+        >>> history = store.log("door-history", key="key", time="time")
+        >>> pipe = sk.Pipeline("doors", store).read(doors).transitions(m, event="ev")
+        >>> _ = pipe.write(history).run(progress=False)
+        >>> history.scan().collect().columns
+        ['key', 'time', 'event', 'from_state', 'to_state']
+        >>> history.scan().collect().rows()
+        [('a', 1, 'open', 'closed', 'opened'), ('a', 2, 'close', 'opened', 'closed')]
         """
         if any(isinstance(op, Transitions) for op in self.operators):
             raise ConfigurationError("a pipeline runs one .transitions(...) operator")
         return self._add(Transitions(machine, event=event, on_undefined=on_undefined, tick=tick))
 
     def write(self, log: Log) -> Pipeline:
-        """Append each batch's output to ``log`` exactly once."""
+        """Append each batch's output to ``log`` exactly once.
+
+        Parameters
+        ----------
+        log : Log
+            The sink: any log but the source, in this store or another. Its key and
+            time must be the output's columns. After ``.transitions(...)`` the
+            output is the transition history, so the sink must be keyed
+            ``store.log(NAME, key="key", time="time")``; without it the output keeps
+            the source's columns and the sink takes the source's key and time
+            (e.g. ``key="order_id", time="ts"``). An existing sink must also hold
+            exactly the output's columns and types.
+
+        Returns
+        -------
+        Pipeline
+            A new pipeline ending in this sink: no operator may follow.
+
+        Raises
+        ------
+        ConfigurationError
+            ``log`` is the pipeline's own source or is not writable, or
+            ``.read(...)`` did not come first.
+
+        Notes
+        -----
+        The sink's key and time are checked when the first batch is appended: a
+        sink keyed on anything else makes ``run()`` raise ``SchemaError``
+        (``expected a key column 'order_id', found columns ['key', 'time',
+        ...]``) before anything is committed -- no output, no checkpoint. A log
+        keeps the key and time it was created with (reopening it with others
+        raises ``SchemaError``), so write to a log of another name and run again.
+        Each batch is appended with ``writer=`` :attr:`writer_id` and
+        ``seq=<checkpoint id>``, which is what makes a retried batch land once.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> import streamkit as sk
+        >>> store = sk.Store("memory://doc-write")
+        >>> clicks = store.log("clicks", key="user", time="ts")
+        >>> _ = clicks.append(pl.DataFrame({"user": ["a", "b"], "ts": [1, 2], "ok": [True, False]}))
+        >>> pipe = (sk.Pipeline("good-clicks", store).read(clicks).filter(pl.col("ok"))
+        ...         .write(store.log("good-clicks", key="user", time="ts")))
+        >>> pipe.run(progress=False).rows_out
+        1
+        """
         if self.source is None:
             raise ConfigurationError("start a pipeline with .read(log) before .write(log)")
         if not hasattr(log, "append"):
@@ -248,6 +357,20 @@ class Pipeline:
     # ------------------------------------------------------------ internals
     @property
     def writer_id(self) -> str:
+        """The writer name of this pipeline's appends: ``"pipeline:<name>"``.
+
+        Each batch goes to the sink and the quarantine with ``writer=writer_id``
+        and ``seq=<checkpoint id>`` (see :meth:`~streamkit.Log.append`), so a batch
+        retried after a crash lands exactly once, and
+        ``sink.transaction(pipe.writer_id)`` tells the last batch a log holds.
+        Other writers of the same sink must use other names.
+
+        Examples
+        --------
+        >>> import streamkit as sk
+        >>> sk.Pipeline("order-lifecycle", sk.Store("memory://doc-writer-id")).writer_id
+        'pipeline:order-lifecycle'
+        """
         return f"pipeline:{self.name}"
 
     def _ckpts(self) -> CheckpointStore:
