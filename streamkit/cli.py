@@ -11,8 +11,10 @@ import importlib.util
 import json
 import logging
 import sys
+import sysconfig
+import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -24,6 +26,7 @@ from streamkit.errors import (
     LogNotFoundError,
     MachineError,
     SchemaError,
+    StorageError,
     StreamkitError,
 )
 
@@ -36,6 +39,72 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _verbose() -> bool:
+    """Whether ``streamkit -v`` was given."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().params.get("verbose"))
+
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_LIBRARY_DIRS = tuple(
+    sorted({str(Path(sysconfig.get_paths()[k]).resolve()) for k in ("stdlib", "purelib")})
+)
+
+
+def _is_user_file(filename: str) -> bool:
+    """A frame of the user's code: not streamkit's, not the standard library's or a package's."""
+    if filename.startswith("<"):  # <frozen importlib._bootstrap>, <string>
+        return False
+    where = str(Path(filename).resolve())
+    return not where.startswith((_PACKAGE_DIR, *_LIBRARY_DIRS))
+
+
+def _user_frame(exc: BaseException) -> str:
+    """The innermost frame of the user's code in ``exc``'s traceback, as indented lines.
+
+    Empty when the traceback holds no user frame.
+    """
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if _is_user_file(f.filename)]
+    if not frames:
+        return ""
+    f = frames[-1]
+    text = f"\n  File {f.filename}:{f.lineno}, in {f.name}"
+    if f.line:
+        text += f"\n    {f.line.strip()}"
+    return text
+
+
+def _fail_exc(exc: BaseException, message: str, code: int, *, frame: bool = True) -> NoReturn:
+    """Fail with ``message`` about ``exc``: the user's frame (if ``frame``), or with ``-v``
+    the whole traceback."""
+    if _verbose():
+        click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
+        _fail(message, code)
+    where = _user_frame(exc) if frame else ""
+    hint = "\n  (run with -v for the whole traceback)" if where else ""
+    _fail(f"{message}{where}{hint}", code)
+
+
+def _storage_hint(message: str) -> tuple[str, int]:
+    """A missing-credentials StorageError: add how to give credentials (exit 2)."""
+    if "NoCredentialsError" not in message and "Unable to locate credentials" not in message:
+        return message, EXIT_FAILURE
+    ctx = click.get_current_context(silent=True)
+    takes_options = ctx is not None and any(p.name == "options" for p in ctx.command.params)
+    how = (
+        "--option key=ACCESS_KEY --option secret=SECRET_KEY (and "
+        '--option \'client_kwargs={"endpoint_url": "http://HOST:PORT"}\' for a store '
+        "other than AWS)"
+        if takes_options
+        else "sk.Store(url, storage_options={'key': ..., 'secret': ...}) in the pipeline file"
+    )
+    return (
+        f"{message}; no S3 credentials were found: give them with {how}, or set "
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)",
+        EXIT_USAGE,
+    )
+
+
 def _errors(fn: F) -> F:
     """Map streamkit errors to exit codes and one clear line on stderr."""
 
@@ -44,19 +113,19 @@ def _errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except LeaseError as exc:
-            _fail(str(exc), EXIT_LEASE)
+            _fail_exc(exc, str(exc), EXIT_LEASE, frame=False)
         except (ConfigurationError, SchemaError, MachineError, LogNotFoundError) as exc:
-            _fail(str(exc), EXIT_USAGE)
+            _fail_exc(exc, str(exc), EXIT_USAGE)
+        except StorageError as exc:
+            _fail_exc(exc, *_storage_hint(str(exc)))
         except StreamkitError as exc:
-            _fail(str(exc), EXIT_FAILURE)
+            _fail_exc(exc, str(exc), EXIT_FAILURE)
         except KeyboardInterrupt:
             _fail("interrupted", EXIT_FAILURE)
         except click.exceptions.Exit:
             raise
-        except Exception as exc:  # last resort: one line, the traceback only with -v
-            if logging.getLogger().isEnabledFor(logging.INFO):
-                raise
-            _fail(f"{type(exc).__name__}: {exc} (run with -v for the traceback)", EXIT_FAILURE)
+        except Exception as exc:  # the user's code (or a bug): its frame, all of it with -v
+            _fail_exc(exc, f"{type(exc).__name__}: {exc}", EXIT_FAILURE)
 
     return wrapper  # type: ignore[return-value]
 
@@ -81,7 +150,10 @@ def _options(pairs: tuple[str, ...]) -> dict[str, Any]:
 def _store(url: str, options: tuple[str, ...]) -> Any:
     from streamkit.storage import Store
 
-    return Store(url, storage_options=_options(options) or None)
+    try:
+        return Store(url, storage_options=_options(options) or None)
+    except StorageError as exc:  # unknown protocol, missing backend package: configuration
+        _fail(str(exc), EXIT_USAGE)
 
 
 def _load_pipeline(target: str) -> Any:
@@ -99,10 +171,14 @@ def _load_pipeline(target: str) -> Any:
     sys.path.insert(0, str(path.resolve().parent))
     try:
         spec.loader.exec_module(module)
+    except StorageError as exc:
+        if str(exc).startswith("cannot open store "):  # unknown protocol: configuration
+            _fail_exc(exc, str(exc), EXIT_USAGE, frame=False)
+        raise
     except StreamkitError:
         raise
     except Exception as exc:
-        _fail(f"{path_s}: {type(exc).__name__}: {exc}", EXIT_USAGE)
+        _fail_exc(exc, f"{path_s}: {type(exc).__name__}: {exc}", EXIT_USAGE)
     finally:
         sys.path.pop(0)
     obj = getattr(module, name, None)
@@ -195,7 +271,16 @@ def run(
 ) -> None:
     """Run the pipeline object NAME (default: pipeline) defined in FILE.py.
 
-    Processes what arrived since the last checkpoint, then exits.
+    Processes what arrived since the last checkpoint, prints the run's report,
+    then exits. An error in FILE.py shows the line of FILE.py it came from
+    (streamkit -v run ...: the whole traceback).
+
+    \b
+    A source log that has never had an append (often a typo in its name:
+    store.log(name, key=..., time=...) creates a missing log) is reported by a
+    warning on stderr naming the log and its store, and in the report; the exit
+    code stays 0, as for any run with nothing new to process, so that a pipeline
+    may be scheduled before its producer starts.
     """
     if progress is not False:
         logging.getLogger("streamkit").setLevel(logging.INFO)
@@ -242,22 +327,53 @@ def log_group() -> None:
     """Inspect logs in a store."""
 
 
+def _echo_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], right: set[int]) -> None:
+    """Print ``rows`` under ``header`` in aligned columns (``right``: right-aligned ones)."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        cells = (
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        click.echo("  ".join(cells).rstrip())
+
+
+def _quarantine_logs(store: Any) -> list[tuple[str, str]]:
+    """``(pipeline, path)`` of every pipeline quarantine log in ``store``."""
+    from streamkit.storage._manifest import version_path
+
+    fs = store.filesystem
+    if not fs.exists("_pipelines"):
+        return []
+    found = []
+    for name in sorted(fs.ls("_pipelines")):
+        path = f"_pipelines/{name}/quarantine"
+        if fs.exists(f"{path}/{version_path(0)}"):
+            found.append((name, path))
+    return found
+
+
 @log_group.command("ls")
 @click.argument("store_url")
 @click.option("--option", "options", multiple=True, help="fsspec storage option key=value.")
 @_errors
 def log_ls(store_url: str, options: tuple[str, ...]) -> None:
-    """List the logs of STORE_URL with their extent."""
+    """List the logs of STORE_URL with their extent, pipelines' quarantine logs included."""
     store = _store(store_url, options)
+    if "://" not in store_url and Path(store_url).is_file():
+        _fail(f"{store_url!r} is a file, not a store folder", EXIT_USAGE)
     if "://" not in store_url and not Path(store_url).is_dir():
         _fail(f"store {store_url!r} does not exist (no such folder)", EXIT_USAGE)
-    names = store.logs()
-    if not names:
+    logs = [(name, store.log(name), "") for name in store.logs()]
+    logs += [
+        (path, store._internal_log(path), f"quarantine of pipeline {pipeline!r}")
+        for pipeline, path in _quarantine_logs(store)
+    ]
+    if not logs:
         click.echo(f"no logs in {store.url}")
         return
     rows = []
-    for name in names:
-        lg = store.log(name)
+    for name, lg, note in logs:
         segs = lg.segments()
         rows.append(
             (
@@ -266,13 +382,12 @@ def log_ls(store_url: str, options: tuple[str, ...]) -> None:
                 str(segs.height),
                 str(segs["min_time"].min()) if segs.height else "-",
                 str(segs["max_time"].max()) if segs.height else "-",
-                str(lg.end().offset),
+                f"{lg.end().offset:,}",
+                note,
             )
         )
-    header = ("log", "rows", "segments", "first time", "last time", "end offset")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, *rows]:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    header = ("log", "rows", "segments", "first time", "last time", "end offset", "")
+    _echo_table(header, rows, right={1, 2, 5})
 
 
 @main.command()
@@ -281,16 +396,35 @@ def log_ls(store_url: str, options: tuple[str, ...]) -> None:
 @click.option("--option", "options", multiple=True, help="fsspec storage option key=value.")
 @_errors
 def checkpoints(store_url: str, pipeline: str, options: tuple[str, ...]) -> None:
-    """List the checkpoints of PIPELINE in STORE_URL."""
-    import polars as pl
+    """List the checkpoints of PIPELINE in STORE_URL, oldest first.
 
+    Columns: id, kind (batch, rewind, damaged...), created (UTC), position (the
+    source offset read up to), and the pipeline's totals at that checkpoint:
+    batches, rows_in, rows_out, quarantined. ``Pipeline.checkpoints()`` has all
+    the fields.
+    """
     from streamkit.pipeline import Pipeline
 
     table = Pipeline(pipeline, _store(store_url, options)).checkpoints()
     if table.height == 0:
         _fail(f"pipeline {pipeline!r} has no checkpoints in {store_url}", EXIT_FAILURE)
-    with pl.Config(tbl_rows=200, tbl_cols=20, tbl_width_chars=200):
-        click.echo(str(table))
+    columns = ("id", "kind", "created", "position", "batches", "rows_in", "rows_out", "quarantined")
+    rows = []
+    for row in table.sort("id").iter_rows(named=True):
+        cells = []
+        for c in columns:
+            v = row.get(c)
+            if v is None:
+                cells.append("-")
+            elif c == "created":
+                cells.append(v.strftime("%Y-%m-%d %H:%M:%S"))
+            elif isinstance(v, int) and c != "id":
+                cells.append(f"{v:,}")
+            else:
+                cells.append(str(v))
+        rows.append(tuple(cells))
+    header = tuple("created (UTC)" if c == "created" else c for c in columns)
+    _echo_table(header, rows, right={0, 3, 4, 5, 6, 7})
 
 
 @main.command()

@@ -7,7 +7,6 @@ prints a summary and writes the plots as PNG files next to the store.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -100,25 +99,18 @@ def run_demo(
     echo(f"appended day {day + 1}: {frame.height:,} order events to {store.url}/orders")
 
     pipe = demo_pipeline(store)
-    t0 = time.perf_counter()
     report = pipe.run(batch_rows=max(frame.height // 4, 1), progress=False)
-    seconds = time.perf_counter() - t0
+    echo(f"\nthis run (the events of day {day + 1}):")
     echo(str(report))
 
     state = pipe.state()
     counts = state.group_by("state").agg(pl.len().alias("orders")).sort("orders", descending=True)
-    quarantine = pipe.quarantine()
-    reasons = (
-        quarantine.group_by("reason").agg(pl.len().alias("events")).sort("reason")
-        if quarantine.height
-        else pl.DataFrame({"reason": [], "events": []})
-    )
-    echo("\norders by state:")
+    reasons = quarantine_by_reason(pipe.quarantine(), report.start_offset, report.end_offset)
+    days = "day 1" if day == 0 else f"days 1-{day + 1}"
+    echo(f"\norders by state after this run (all orders of {days}):")
     echo(_table(counts))
-    echo("\nquarantined events by reason:")
+    echo("\nquarantined events by reason, this run and all runs so far:")
     echo(_table(reasons))
-    rate = report.rows_in / seconds if seconds > 0 else 0.0
-    echo(f"\nthroughput: {report.rows_in:,} events in {seconds:.2f} s ({rate:,.0f} events/s)")
 
     paths: list[Path] = []
     if plots:
@@ -131,6 +123,25 @@ def run_demo(
         "or open notebooks/01-quickstart.ipynb."
     )
     return {"report": report, "states": counts, "quarantine": reasons, "plots": paths}
+
+
+def quarantine_by_reason(quarantine: pl.DataFrame, start: int, end: int) -> pl.DataFrame:
+    """Quarantined events per reason: from source offsets ``[start, end)`` and in all.
+
+    Examples
+    --------
+    >>> q = pl.DataFrame({"reason": ["late", "undefined", "late"], "offset": [1, 5, 7]})
+    >>> quarantine_by_reason(q, 5, 8).rows()
+    [('late', 1, 2), ('undefined', 1, 1)]
+    """
+    this_run = pl.col("offset").is_between(start, end, closed="left")
+    return (
+        quarantine.group_by("reason")
+        .agg(this_run.sum().cast(pl.Int64).alias("this run"), pl.len().alias("all runs"))
+        .sort("reason")
+        if quarantine.height
+        else pl.DataFrame(schema={"reason": pl.String, "this run": pl.Int64, "all runs": pl.Int64})
+    )
 
 
 def _table(df: pl.DataFrame) -> str:

@@ -138,3 +138,138 @@ def test_demo_twice(tmp_path: Path, runner: CliRunner) -> None:
         "timeline.png",
         "transition_matrix.png",
     ]
+
+
+def test_an_error_in_the_pipeline_file_shows_its_line(runner: CliRunner, tmp_path: Path) -> None:
+    job = tmp_path / "raises2.py"
+    job.write_text('d = {}\n\n\ndef f():\n    return d["missing"]\n\n\nx = f()\n')
+    r = runner.invoke(main, ["run", str(job)])
+    assert r.exit_code == 2
+    assert "KeyError: 'missing'" in r.output
+    assert f"{job}:5, in f" in r.output and 'return d["missing"]' in r.output
+    assert "Traceback" not in r.output and "-v" in r.output
+    r = runner.invoke(main, ["-v", "run", str(job)])
+    assert r.exit_code == 2
+    assert "Traceback (most recent call last)" in r.output
+    assert "line 8, in <module>" in r.output and "line 5, in f" in r.output
+    # a pipeline factory failing when called: a runtime error (exit 1), same frame
+    job.write_text('def pipeline():\n    return {}["nope"]\n')
+    r = runner.invoke(main, ["run", str(job)])
+    assert r.exit_code == 1
+    assert f"{job}:2, in pipeline" in r.output and "KeyError: 'nope'" in r.output
+
+
+def test_store_urls_in_messages_and_exit_codes(runner: CliRunner, tmp_path: Path) -> None:
+    r = runner.invoke(main, ["log", "ls", "http://127.0.0.1:1/lake"])  # closed port
+    assert r.exit_code == 1
+    assert "cannot list http://127.0.0.1:1/lake" in r.output and "http://http" not in r.output
+    r = runner.invoke(main, ["log", "ls", "nosuchprotocol://x/lake"])
+    assert r.exit_code == 2 and "nosuchprotocol" in r.output  # configuration, like a bad folder
+    r = runner.invoke(main, ["checkpoints", "nosuchprotocol://x/lake", "p"])
+    assert r.exit_code == 2
+    afile = tmp_path / "afile"
+    afile.write_text("not a store")
+    r = runner.invoke(main, ["log", "ls", str(afile)])
+    assert r.exit_code == 2 and "is a file, not a store folder" in r.output
+
+
+def test_s3_without_credentials_says_how_to_give_them(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("s3fs")
+    for var in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance metadata lookups
+    endpoint = 'client_kwargs={"endpoint_url": "http://127.0.0.1:1"}'
+    r = runner.invoke(main, ["log", "ls", "s3://nocreds/lake", "--option", endpoint])
+    assert r.exit_code == 2, r.output
+    assert "NoCredentialsError" in r.output
+    assert "--option key=" in r.output and "--option secret=" in r.output
+    assert "AWS_ACCESS_KEY_ID" in r.output
+
+
+def test_checkpoints_table_unknown_checkpoint_and_nothing_new(runner: CliRunner, lake: str) -> None:
+    from streamkit.pipeline._report import format_ids
+
+    r = runner.invoke(main, ["run", JOB, "--no-progress"])
+    assert r.exit_code == 0, r.output
+    ids = sk.Pipeline("crashy", sk.Store(lake)).checkpoints()["id"].to_list()
+    assert len(ids) > 2
+    r = runner.invoke(main, ["checkpoints", lake, "crashy"])
+    assert r.exit_code == 0
+    lines = r.output.strip().splitlines()
+    assert lines[0].split() == [
+        "id",
+        "kind",
+        "created",
+        "(UTC)",
+        "position",
+        "batches",
+        "rows_in",
+        "rows_out",
+        "quarantined",
+    ]
+    assert len(lines) == len(ids) + 1 and max(map(len, lines)) < 100
+    assert lines[-1].split()[0] == str(ids[-1]) and lines[-1].split()[5] == str(len(ids))
+    r = runner.invoke(main, ["run", JOB, "--no-progress", "--from-checkpoint", "99"])
+    assert r.exit_code == 1
+    assert f"existing: {format_ids(ids)})" in r.output and "..." not in r.output
+    r = runner.invoke(main, ["run", JOB, "--no-progress"])
+    assert r.exit_code == 0
+    assert f"nothing new since checkpoint {ids[-1]}" in r.output and "None" not in r.output
+
+
+def test_log_ls_lists_quarantine_logs(runner: CliRunner, lake: str) -> None:
+    assert runner.invoke(main, ["run", JOB, "--no-progress"]).exit_code == 0
+    quarantined = sk.Pipeline("crashy", sk.Store(lake)).checkpoints()["quarantined"].max()
+    assert quarantined
+    r = runner.invoke(main, ["log", "ls", lake])
+    assert r.exit_code == 0
+    (line,) = [ln for ln in r.output.splitlines() if "quarantine" in ln]
+    assert line.split()[:2] == ["_pipelines/crashy/quarantine", str(quarantined)]
+    assert line.endswith("quarantine of pipeline 'crashy'")
+
+
+def test_a_source_that_never_had_an_append_is_reported(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    lake = tmp_path / "lake"
+    sk.Store(str(lake)).log("orders", key="order_id", time="ts").append(
+        generate_orders(5, span="1h")
+    )
+    job = tmp_path / "typo.py"
+    job.write_text(
+        "import streamkit as sk\n"
+        "from streamkit.datasets import order_machine\n"
+        f"store = sk.Store({str(lake)!r})\n"
+        "pipeline = sk.Pipeline('typo', store).read(\n"
+        "    store.log('ordres', key='order_id', time='ts')\n"
+        ").transitions(order_machine(), event='type')\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "streamkit", "run", str(job), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr  # documented in `streamkit run --help`
+    (warning,) = [ln for ln in r.stderr.splitlines() if "WARNING" in ln]
+    assert "'ordres'" in warning and str(lake) in warning and "never had an append" in warning
+    assert "orders" in warning.split("logs in", 1)[1]  # the logs the user may have meant
+    assert "never had an append" in r.stdout and "no checkpoint yet" in r.stdout
+    help_text = CliRunner().invoke(main, ["run", "--help"]).output
+    assert "never had an append" in help_text and "exit" in help_text

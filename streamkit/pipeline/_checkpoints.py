@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.ipc as pa_ipc
 
 from streamkit.errors import CheckpointError, CorruptFileError, LeaseError, StorageError
+from streamkit.pipeline._report import format_ids
 from streamkit.storage._fs import crc32
 from streamkit.storage._manifest import safe_relpath
 
@@ -332,7 +333,7 @@ class CheckpointStore:
         except FileNotFoundError as exc:
             raise CheckpointError(
                 f"pipeline {self.pipeline!r} has no checkpoint {cid} "
-                f"(existing: {self.ids()[-5:]}...)"
+                f"(existing: {format_ids(self.ids())})"
             ) from exc
         where = self._where(path)
         try:

@@ -595,6 +595,7 @@ class Pipeline:
             end = view.end
             report = RunReport(self.name, checkpoint=latest.id if latest else None)
             report.start_offset = report.end_offset = cp.position
+            report._note_source(self.source, end, self.store)
             bar = _Progress(self.name, cp.position, max(end, cp.position), progress)
             # Batch N+1 is computed while batch N's outputs, state and checkpoint are
             # written by one worker thread, and batch N+2 is read by another: commits
@@ -820,7 +821,10 @@ class Pipeline:
 
     # ------------------------------------------------------------- queries
     def checkpoints(self) -> pl.DataFrame:
-        """One row per retained checkpoint: id, parent, kind, created, position, counts.
+        """One row per retained checkpoint: id, parent, kind, created, position, totals.
+
+        The totals (``batches``, ``rows_in``, ``rows_out``, ``quarantined``) count
+        everything the pipeline did up to that checkpoint.
 
         A checkpoint file that fails verification is listed with kind ``"damaged"``.
         """
@@ -841,6 +845,7 @@ class Pipeline:
                     "epoch": cp.epoch,
                     "created": datetime.fromisoformat(cp.created),
                     "position": cp.position,
+                    "batches": cp.counts.get("batches", 0),
                     "batch_start": cp.batch[0] if cp.batch else None,
                     "batch_end": cp.batch[1] if cp.batch else None,
                     "rows_in": cp.counts.get("rows_in", 0),
@@ -857,6 +862,7 @@ class Pipeline:
             "epoch": pl.Int64(),
             "created": pl.Datetime("us", "UTC"),
             "position": pl.Int64(),
+            "batches": pl.Int64(),
             "batch_start": pl.Int64(),
             "batch_end": pl.Int64(),
             "rows_in": pl.Int64(),

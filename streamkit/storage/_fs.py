@@ -932,7 +932,19 @@ def _secret_values(options: Mapping[str, Any]) -> list[str]:
 
 
 def _display(url: str) -> str:
-    """A URL safe to show: any ``user:password@`` part removed."""
+    """A URL safe to show: any ``user:password@`` part removed.
+
+    Backends whose paths keep their protocol (http) give ``http://http://...``
+    when prefixed: the inner URL is shown.
+
+    Examples
+    --------
+    >>> _display("http://http://user:pw@localhost:1/lake")
+    'http://***@localhost:1/lake'
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", rest):
+        url = rest
     if "://" in url and "@" in url.split("://", 1)[1].split("/", 1)[0]:
         scheme, rest = url.split("://", 1)
         host = rest.split("@", 1)[1]
