@@ -343,10 +343,8 @@ def _quarantine_logs(store: Any) -> list[tuple[str, str]]:
     from streamkit.storage._manifest import version_path
 
     fs = store.filesystem
-    if not fs.exists("_pipelines"):
-        return []
     found = []
-    for name in sorted(fs.ls("_pipelines")):
+    for name in fs.ls("_pipelines"):  # [] when there is no pipeline
         path = f"_pipelines/{name}/quarantine"
         if fs.exists(f"{path}/{version_path(0)}"):
             found.append((name, path))

@@ -198,6 +198,18 @@ def test_s3_without_credentials_says_how_to_give_them(
     assert "NoCredentialsError" in r.output
     assert "--option key=" in r.output and "--option secret=" in r.output
     assert "AWS_ACCESS_KEY_ID" in r.output
+    # run has no --option: the hint names the Store's storage_options instead
+    job = tmp_path / "s3job.py"
+    job.write_text(
+        "import streamkit as sk\n"
+        "options = {'client_kwargs': {'endpoint_url': 'http://127.0.0.1:1'}}\n"
+        "store = sk.Store('s3://nocreds/lake', storage_options=options)\n"
+        "log = store.log('orders', key='order_id', time='ts')\n"
+    )
+    r = runner.invoke(main, ["run", str(job)])
+    assert r.exit_code == 2, r.output
+    assert "storage_options=" in r.output and "AWS_ACCESS_KEY_ID" in r.output
+    assert f"{job}:4" in r.output  # the line that touched the store
 
 
 def test_checkpoints_table_unknown_checkpoint_and_nothing_new(runner: CliRunner, lake: str) -> None:
@@ -273,3 +285,31 @@ def test_a_source_that_never_had_an_append_is_reported(tmp_path: Path) -> None:
     assert "never had an append" in r.stdout and "no checkpoint yet" in r.stdout
     help_text = CliRunner().invoke(main, ["run", "--help"]).output
     assert "never had an append" in help_text and "exit" in help_text
+
+
+def test_unknown_protocol_in_a_pipeline_file_is_configuration(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    job = tmp_path / "proto.py"
+    job.write_text("import streamkit as sk\nstore = sk.Store('nosuchprotocol://x/lake')\n")
+    r = runner.invoke(main, ["run", str(job)])
+    assert r.exit_code == 2
+    assert "cannot open store nosuchprotocol://x/lake" in r.output
+
+
+def test_run_report_of_a_source_that_never_had_an_append(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = sk.Store(str(tmp_path / "lake"))
+    pipe = (
+        sk.Pipeline("typo", store)
+        .read(store.log("ordres", key="order_id", time="ts"))
+        .transitions(sk.machines.load("order"), event="type")
+    )
+    with caplog.at_level("WARNING", logger="streamkit"):
+        report = pipe.run(progress=False)
+    assert report.source_empty and report.source == "ordres"
+    assert "never had an append" in str(report) and "never had an append" in report._repr_html_()
+    (record,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "'ordres'" in record.getMessage() and store.url in record.getMessage()
+    assert "no checkpoint yet" in str(report)
