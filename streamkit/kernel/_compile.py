@@ -407,6 +407,9 @@ def compile(
     >>> cm.table.tolist(), cm.timeout_after.tolist(), cm.timeout_to.tolist()
     ([[1], [-1]], [1800, -1], [1, -1])
     """
+    from streamkit.kernel._numba import ensure_compiled
+
+    ensure_compiled()  # the kernel runs next: compile it now (once per process), saying so
     tick_ns = tick_nanoseconds(tick)
     states = tuple(machine.states)
     events = tuple(machine.events)

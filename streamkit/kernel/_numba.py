@@ -30,6 +30,9 @@ Zipf keys):
 
 from __future__ import annotations
 
+import logging
+import sys
+import threading
 import time
 from typing import Any, NoReturn
 
@@ -51,7 +54,17 @@ from streamkit.kernel._parallel import (
 from streamkit.kernel._result import BatchResult, readonly
 from streamkit.kernel._state import KeyState, records
 
-__all__ = ["check_batch", "run_batch", "warmup"]
+__all__ = ["check_batch", "ensure_compiled", "run_batch", "warmup"]
+
+_logger = logging.getLogger("streamkit.kernel")
+_COMPILING_NOTE = (
+    "compiling the state-machine kernel (first run after installing or changing "
+    "streamkit: a few seconds, once; cached on disk for later runs and processes)"
+)
+# "ready": this process has compiled or loaded the kernel; "warming": ensure_compiled
+# is running warmup(), whose own run_batch calls (and any other thread's) pass through.
+_kernel = {"ready": False, "warming": False}
+_kernel_lock = threading.Lock()
 
 _I64_MIN = np.iinfo(np.int64).min
 _I64_MAX = np.iinfo(np.int64).max
@@ -796,6 +809,7 @@ def run_batch(
     >>> r2.equals(r) and st2.equals(st)
     True
     """
+    ensure_compiled()
     k, e, t = check_batch(cm, key_ids, events, times, state, threads=threads)
     carried = _check_watermark(watermark)
     given = _check_given_wm(wm, t)
@@ -849,3 +863,74 @@ def warmup() -> float:
                 )
             history_arrays(result, ids, t, e, timeout_code=1)
     return time.perf_counter() - start
+
+
+def _kernel_dispatchers() -> list[Any]:
+    """The kernel's cached numba functions that compile on their own (not inlined)."""
+    from numba.core.dispatcher import Dispatcher
+
+    from streamkit.kernel import _hashmap, _history, _names, _parallel
+
+    return [
+        obj
+        for mod in (sys.modules[__name__], _hashmap, _history, _names, _parallel)
+        for obj in vars(mod).values()
+        if isinstance(obj, Dispatcher)
+        and obj.py_func.__module__ == mod.__name__
+        and obj.targetoptions.get("inline") != "always"
+    ]
+
+
+def cache_is_cold() -> bool:
+    """Whether the kernel would compile (not load from numba's disk cache) now.
+
+    True when a kernel function has no cache entry for its current source
+    (never compiled on this machine, or streamkit changed since). Reads
+    numba's cache index; if that internal API changes, answers False (then
+    the compile happens without the note).
+
+    Examples
+    --------
+    >>> isinstance(cache_is_cold(), bool)
+    True
+    """
+    try:
+        return any(not d._cache._cache_file._load_index() for d in _kernel_dispatchers())
+    except Exception:  # numba internals: a wrong guess only skips the note
+        return False
+
+
+def ensure_compiled() -> None:
+    """Compile (or load from cache) the kernel once per process, saying so if it compiles.
+
+    On a cold cache the first call writes one line, "compiling the
+    state-machine kernel ...", as an INFO log record of ``streamkit.kernel``
+    when that logger shows INFO, else on stderr; then it compiles every
+    kernel function at once with :func:`warmup`, so that they all land in
+    numba's disk cache and later processes load them in well under a second.
+    On a warm cache it does nothing: the functions load as they are first used.
+    ``run_batch`` and ``compile`` call it; later calls return at once.
+
+    Examples
+    --------
+    >>> ensure_compiled(); ensure_compiled()
+    """
+    if _kernel["ready"] or _kernel["warming"]:
+        return
+    with _kernel_lock:
+        if _kernel["ready"]:
+            return
+        if not cache_is_cold():
+            _kernel["ready"] = True
+            return
+        if _logger.isEnabledFor(logging.INFO) and _logger.hasHandlers():
+            _logger.info("%s", _COMPILING_NOTE)
+        else:
+            print(f"streamkit: {_COMPILING_NOTE}", file=sys.stderr, flush=True)
+        _kernel["warming"] = True
+        try:
+            took = warmup()
+        finally:
+            _kernel["warming"] = False
+        _kernel["ready"] = True
+        _logger.debug("compiled the state-machine kernel in %.1f s", took)

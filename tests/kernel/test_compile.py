@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace as NS
 
 import numpy as np
@@ -230,3 +235,64 @@ def test_compiled_real_machine_runs() -> None:
     # Order 0 was shipped at 1 min; 2h later (<= 3h) it times out into delivered.
     assert cm.state_names(result.t_to).to_list() == ["delivered"]
     assert result.t_time.tolist() == [minute + 120 * minute]
+
+
+# ------------------------------------------------------- compiling the kernel, once
+_FIRST_RUN = """
+import json, sys
+import numpy as np
+import polars as pl
+import streamkit as sk
+from streamkit.kernel import _numba
+
+store = sk.Store("memory://first-run")
+log = store.log("ev", key="k", time="t")
+log.append(pl.DataFrame({"k": ["a", "b", "a"], "t": [1, 2, 3], "ev": ["open", "open", "close"]}))
+door = sk.Machine("door", states=["closed", "opened"], initial="closed", final=["closed"],
+                  transitions=[("closed", "open", "opened"), ("opened", "close", "closed")])
+pipe = (sk.Pipeline("p", store).read(log).transitions(door, event="ev")
+        .write(store.log("out", key="key", time="time")))
+pipe.run(progress=False)
+pipe.run(progress=False, from_checkpoint=0)  # a second run in the same process
+stats = [d.stats for d in _numba._kernel_dispatchers()]
+print(json.dumps({
+    "misses": sum(sum(s.cache_misses.values()) for s in stats),
+    "hits": sum(sum(s.cache_hits.values()) for s in stats),
+}))
+"""
+
+
+def _first_run(cache: Path) -> tuple[dict[str, int], str]:
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST_RUN],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1]), done.stderr
+
+
+def test_the_first_run_says_it_compiles_once_and_later_processes_load_the_cache(
+    tmp_path: Path,
+) -> None:
+    # A fresh process on a cold cache: one line says the kernel compiles, and
+    # every kernel function is compiled (a cache miss) and stored.
+    first, err = _first_run(tmp_path)
+    assert err.count("compiling the state-machine kernel") == 1, err
+    assert first["misses"] > 0
+    # The next process compiles nothing: every function loads from the cache.
+    second, err = _first_run(tmp_path)
+    assert "compiling" not in err, err
+    assert second == {"misses": 0, "hits": second["hits"]} and second["hits"] > 0
+
+
+def test_ensure_compiled_is_quiet_on_a_warm_cache(capsys: pytest.CaptureFixture[str]) -> None:
+    from streamkit.kernel import _numba
+
+    assert not _numba.cache_is_cold()  # the session's warmup() filled the cache
+    _numba.ensure_compiled()
+    assert capsys.readouterr().err == ""
