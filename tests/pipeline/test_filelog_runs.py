@@ -382,8 +382,17 @@ class _Drops:
         )
 
     def start_run(self) -> subprocess.Popen[bytes]:
+        # --take-over: the run killed before it never released its lease
         return subprocess.Popen(
-            [sys.executable, "-m", "streamkit", "run", str(self.job), "--no-progress"],
+            [
+                sys.executable,
+                "-m",
+                "streamkit",
+                "run",
+                str(self.job),
+                "--no-progress",
+                "--take-over",
+            ],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -466,13 +475,13 @@ def _drop_in_rounds(drops: _Drops, n_files: int, rounds: int, seed: int) -> dict
             drops.put({names[victim]: _file([-1, -2, -3, -4, -5], rng)})
             # consumed and listed: CorruptFileError; below the watermark: CheckpointError
             with pytest.raises(sk.CheckpointError, match=names[victim].replace(".", r"\.")):
-                drops.pipeline().run(progress=False)
+                drops.pipeline().run(progress=False, take_over=True)
             drops.rm([names[victim]])
             live.discard(victim)
             rewrites += 1
         if r % 2 == 1:  # another run in a subprocess, killed or not
             drops.run_and_kill(within=rng.uniform(0.0, 2 * drops.run_seconds))
-        drops.pipeline().run(progress=False)
+        drops.pipeline().run(progress=False, take_over=True)  # a killed run may hold the lease
         consumed += batch
         live |= set(batch)
         gone = rng.sample(sorted(live), len(live) * 3 // 10)
