@@ -255,15 +255,17 @@ class CheckpointStore:
 
         Alive: its heartbeat (or, before the first one, its claim) is younger
         than the lease timeout the holder declared, and it did not release
-        the lease. A heartbeat that cannot be read counts as stale: waiting is
-        advisory, the fencing of every commit is what keeps results correct.
+        the lease. A heartbeat whose content does not parse counts as stale:
+        waiting is advisory, the fencing of every commit is what keeps results
+        correct. A storage error propagates (a transient failure must not make
+        a run take over from a live one).
         """
         if epoch <= 0:
             return None
         now = time.time() if now is None else now
         try:
             claim = json.loads(self.fs.get(f"epochs/{_name(epoch)}"))
-        except (FileNotFoundError, StorageError, ValueError):
+        except (FileNotFoundError, ValueError):
             return None
         if not isinstance(claim, dict):
             return None
@@ -271,7 +273,7 @@ class CheckpointStore:
             beat = json.loads(self.fs.get(f"epochs/{_beat_name(epoch)}"))
         except FileNotFoundError:
             beat = None  # claimed, first heartbeat not written yet (or an older streamkit)
-        except (StorageError, ValueError):
+        except ValueError:
             return None
         try:
             if isinstance(beat, dict):
@@ -288,8 +290,8 @@ class CheckpointStore:
             return None
         who = f"pid {claim.get('pid')} on {claim.get('host')!s}"
         return (
-            f"epoch {epoch}, {who}, heartbeat {max(age, 0.0):.1f} s old; "
-            f"its lease expires {timeout - age:.1f} s after its last heartbeat"
+            f"run epoch {epoch}, {who}: last heartbeat {max(age, 0.0):.1f} s ago, "
+            f"lease timeout {timeout:g} s"
         )
 
     def check_lease(self, epoch: int) -> None:
