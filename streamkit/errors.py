@@ -12,7 +12,7 @@ FileNotFoundError`` keeps working for code that does not know streamkit::
     │   └── CorruptFileError (OSError)            a stored file whose size or checksum is wrong
     ├── StorageError (OSError)                    a backend failure, translated at the boundary
     │   └── OutcomeUnknownError                   a write the store may or may not have applied
-    ├── LeaseError (RuntimeError)                 a run overtaken by a newer run of its pipeline
+    ├── LeaseError (RuntimeError)                 another run of the pipeline holds the lease
     ├── UndefinedTransitionError (ValueError)     ``on_undefined="error"`` met an undefined event
     └── ConfigurationError (ValueError)           bad options or a pipeline that cannot run
 
@@ -82,7 +82,13 @@ class OutcomeUnknownError(StorageError):
 
 
 class LeaseError(StreamkitError, RuntimeError):
-    """A newer run of the same pipeline took over; this run stopped without committing."""
+    """Another run of the same pipeline holds the lease (CLI exit code 3).
+
+    Raised when a new run steps aside because a live run's heartbeat is fresh
+    (nothing was claimed or written), and when a running run finds that a newer
+    run took over (``take_over=True`` / ``--take-over``, or after its heartbeat
+    went stale): it stops without committing its current batch.
+    """
 
 
 class UndefinedTransitionError(StreamkitError, ValueError):

@@ -35,7 +35,7 @@ from __future__ import annotations
 from streamkit.kernel._compile import CompiledMachine, compile, tick_nanoseconds
 from streamkit.kernel._history import history_arrays
 from streamkit.kernel._keys import KeyIndex
-from streamkit.kernel._numba import run_batch, warmup
+from streamkit.kernel._numba import ensure_compiled, run_batch, warmup
 from streamkit.kernel._result import (
     FIRED,
     LATE,
@@ -56,6 +56,7 @@ __all__ = [
     "KeyIndex",
     "KeyState",
     "compile",
+    "ensure_compiled",
     "history_arrays",
     "history_order",
     "run_batch",

@@ -16,6 +16,7 @@ def test_exported_members() -> None:
         "KeyIndex",
         "KeyState",
         "compile",
+        "ensure_compiled",
         "history_arrays",
         "history_order",
         "run_batch",
