@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from streamkit.machines._duration import format_duration
 
@@ -22,11 +22,12 @@ if TYPE_CHECKING:
 
 __all__ = ["draw_machine", "figure_size", "layout", "new_axes"]
 
-X_GAP = 2.4  # data units between layers (widened by draw_machine for long labels)
+X_GAP = 2.5  # data units between layers (widened by draw_machine for long labels)
 Y_GAP = 1.9  # data units between states of a layer
 RADIUS = 0.55
 INCH_PER_UNIT = 0.85  # figure_size scale: keeps 8-point names inside the circles
-_CHAR = 0.075  # width of one edge-label character in data units at that scale
+_CHAR = 0.085  # width of one 8-point edge-label character in data units at that scale
+_LINE = 0.2  # height of one 8-point line of text in data units at that scale
 _SWEEPS = 4
 
 _NODE_FACE = "#e3f2fd"
@@ -63,7 +64,7 @@ def layout(machine: Machine) -> dict[str, tuple[float, float]]:
     >>> m = Machine("m", states=["a", "b", "c"], initial="a", final=["c"],
     ...             transitions=[("a", "x", "b"), ("b", "y", "c")])
     >>> {s: x for s, (x, _) in layout(m).items()}
-    {'a': 0.0, 'b': 2.4, 'c': 4.8}
+    {'a': 0.0, 'b': 2.5, 'c': 5.0}
     """
     nodes, edges = _nodes_and_edges(machine)
     succ: dict[str, list[str]] = {v: [] for v in nodes}
@@ -117,8 +118,11 @@ def layout(machine: Machine) -> dict[str, tuple[float, float]]:
     return {v: positions[v] for v in nodes}
 
 
-def figure_size(machine: Machine) -> tuple[float, float]:
+def figure_size(machine: Machine, **options: Any) -> tuple[float, float]:
     """A figure size in inches that keeps state names and edge labels legible.
+
+    ``options`` are those of :func:`draw_machine` (labels change the extent). The
+    size is rounded up, so text keeps (at least) its nominal 8-point size.
 
     Examples
     --------
@@ -129,14 +133,14 @@ def figure_size(machine: Machine) -> tuple[float, float]:
     from matplotlib.figure import Figure
 
     # Draw once on a throwaway figure to learn the extent (labels, loops, marker).
-    ax = draw_machine(machine, Figure().add_subplot())
+    ax = draw_machine(machine, Figure().add_subplot(), **options)
     x0, x1 = ax.get_xlim()
     y0, y1 = ax.get_ylim()
     width = (x1 - x0) * INCH_PER_UNIT / 0.98 + 0.1
     height = (y1 - y0) * INCH_PER_UNIT / 0.92 + 0.1
     return (
-        float(min(max(round(width, 1), 4.0), 40.0)),
-        float(min(max(round(height, 1), 3.0), 40.0)),
+        float(min(max(math.ceil(width * 10) / 10, 4.0), 40.0)),
+        float(min(max(math.ceil(height * 10) / 10, 3.0), 40.0)),
     )
 
 
@@ -147,18 +151,23 @@ def _stretch(
     need = X_GAP
     for (u, v), text in labels:
         if u in pos and v in pos and abs(pos[u][0] - pos[v][0]) > X_GAP / 2:
-            need = max(need, 2 * RADIUS + 0.4 + _CHAR * len(text))
+            need = max(need, 2 * RADIUS + 0.4 + _CHAR * _columns(text))
     factor = need / X_GAP
     return {v: (x * factor, y) for v, (x, y) in pos.items()}
 
 
-def new_axes(machine: Machine) -> Axes:
-    """A fresh pyplot figure sized for ``machine``; returns its Axes."""
+def new_axes(machine: Machine, **options: Any) -> Axes:
+    """A fresh pyplot figure sized for ``machine`` drawn with ``options``; returns its Axes."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=figure_size(machine))
+    fig, ax = plt.subplots(figsize=figure_size(machine, **options))
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93)
     return ax
+
+
+def _columns(text: str) -> int:
+    """Characters in the longest line of ``text``."""
+    return max(len(line) for line in text.split("\n"))
 
 
 def _wrap(name: str, width: int = 10) -> str:
@@ -193,6 +202,7 @@ def draw_machine(
     extra_edges: Mapping[tuple[str, str], str] | None = None,
     state_labels: Mapping[str, str] | None = None,
     highlight: Iterable[str] = (),
+    merge_parallel: bool = False,
 ) -> Axes:
     """Draw ``machine``'s state diagram on ``ax`` and return ``ax``.
 
@@ -220,6 +230,10 @@ def draw_machine(
         A second line under the names of the listed states.
     highlight
         States drawn in red (problems).
+    merge_parallel
+        Draw a pair with both transitions and a timeout as one solid edge whose
+        label lists both (``"cancel, timeout 30m"``), instead of a solid and a
+        dashed edge with two labels.
 
     Returns
     -------
@@ -256,6 +270,9 @@ def draw_machine(
     waits: dict[tuple[str, str], list[str]] = {}
     for tt in machine.timeouts:
         waits.setdefault((tt.state, tt.target), []).append(f"timeout {format_duration(tt.after)}")
+    if merge_parallel:
+        for pair in set(events) & set(waits):
+            events[pair] = events[pair] + waits.pop(pair)
     labels: dict[tuple[str, str], str] = {}
     for pair, names in events.items():
         labels[pair] = edge_labels.get(pair, ", ".join(names))
@@ -290,9 +307,10 @@ def draw_machine(
     placed: list[tuple[float, float, float, float]] = []  # label boxes: x0, y0, x1, y1
 
     def box(x: float, y: float, text: str, ha: str) -> tuple[float, float, float, float]:
-        width = _CHAR * len(text) + 0.1
+        width = _CHAR * _columns(text) + 0.1
+        half = (_LINE * (text.count("\n") + 1) + 0.08) / 2
         x0 = {"center": x - width / 2, "left": x, "right": x - width}[ha]
-        return (x0, y - 0.14, x0 + width, y + 0.14)
+        return (x0, y - half, x0 + width, y + half)
 
     def free(x: float, y: float, text: str, ha: str) -> bool:
         b = box(x, y, text, ha)
@@ -313,15 +331,16 @@ def draw_machine(
             x,
             y,
             text,
-            fontsize=_FONT - 1,
+            fontsize=_FONT,
             color=colour,
             ha=ha,
             va="center",
+            multialignment="center",
             zorder=5,
             bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
         )
-        bounds.add(b[0], y, 0.15)
-        bounds.add(b[2], y, 0.15)
+        bounds.add(b[0], b[1], 0.1)
+        bounds.add(b[2], b[3], 0.1)
 
     def edge(
         u: str, v: str, label: str, colour: str, style: str, *, rad: float, below: bool
@@ -414,9 +433,7 @@ def draw_machine(
         text = _wrap(v)
         if v in state_labels:
             text += "\n" + state_labels[v]
-        longest = max(len(line) for line in text.split("\n"))
-        size = _FONT if longest <= 10 else max(5.0, _FONT * 10 / longest)
-        ax.text(x, y, text, fontsize=size, ha="center", va="center", zorder=4, color="#0d1b2a")
+        ax.text(x, y, text, fontsize=_FONT, ha="center", va="center", zorder=4, color="#0d1b2a")
 
     if machine.initial in pos:
         x, y = pos[machine.initial]

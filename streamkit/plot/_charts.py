@@ -15,6 +15,11 @@ from streamkit.plot import _common as c
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+    from streamkit.machines import Machine
+
+#: Legend text of the hatched bars of :func:`timeline`.
+OPEN_LABEL = "hatched: still open at\nthe end of the data"
+
 
 def timeline(
     history: pl.DataFrame | pl.LazyFrame,
@@ -23,13 +28,17 @@ def timeline(
     max_keys: int = 40,
     until: datetime | int | None = None,
     seed: int = c.SAMPLE_SEED,
+    machine: Machine | None = None,
     ax: Axes | None = None,
 ) -> Axes:
     """Per-key Gantt chart of the states each key was in.
 
     One row per key, one horizontal bar per state visit (``enter`` to ``exit``), one
-    colour per state. Open visits (the keys' current states) run to ``until`` (by
-    default the last event time of the keys shown) and are hatched. Zero-length
+    colour per state. The keys' current states run to ``until`` (by default the
+    last event time of the keys shown). Those that are open, still running at the
+    end of the data in a state that is not final, are hatched; a key that reached
+    a final state is done, and its last bar is solid. Final states are the
+    ``machine``'s, or else the states no key of the history ever left. Zero-length
     visits (such as the initial state's, see :func:`streamkit.analytics.visits`)
     have no width and are not drawn.
 
@@ -47,6 +56,8 @@ def timeline(
         the keys shown).
     seed
         Seed of the key sample.
+    machine
+        The machine of the history: its final states are never drawn as open.
     ax
         Axes to draw on; a new figure by default.
 
@@ -77,6 +88,11 @@ def timeline(
     if max_keys < 1:
         raise ValueError(f"timeline: max_keys must be at least 1; got {max_keys}")
     v = analytics.visits(h)
+    if machine is not None:
+        finals = list(machine.final)
+    else:
+        left = set(h.filter(pl.col("from_state") != pl.col("to_state"))["from_state"].to_list())
+        finals = [s for s in c.state_order(h) if s not in left]
     all_keys = v["key"].unique(maintain_order=True).to_list()
     if keys is not None:
         known = set(all_keys)
@@ -100,7 +116,7 @@ def timeline(
     row_of = {k: i for i, k in enumerate(shown)}
     v = v.filter(pl.col("key").is_in(shown)).with_columns(
         row=pl.col("key").replace_strict(row_of, return_dtype=pl.Int64),
-        is_open=pl.col("exit").is_null(),
+        is_open=pl.col("exit").is_null() & ~pl.col("state").is_in(finals),
     )
     if end is not None:
         limit = pl.lit(end).cast(h.schema["time"])
@@ -108,7 +124,7 @@ def timeline(
     v = v.with_columns(duration=pl.col("exit") - pl.col("enter")).filter(
         pl.col("duration").is_not_null() & (pl.col("duration").cast(pl.Int64) > 0)
     )
-    states = c.state_order(h)
+    states = c.state_order(h, machine)
     colors = c.state_colors(states)
     for state in states:
         part = v.filter(pl.col("state") == state)
@@ -143,7 +159,10 @@ def timeline(
 
         drawn = [str(cont.get_label()) for cont in ax.containers]
         handles = [Patch(facecolor=colors[s], label=s) for s in drawn]
-        handles.append(Patch(facecolor="white", edgecolor="grey", hatch="///", label="(open)"))
+        if v["is_open"].any():
+            handles.append(
+                Patch(facecolor="white", edgecolor="grey", hatch="///", label=OPEN_LABEL)
+            )
         c.state_legend(ax, handles)
     return ax
 
@@ -152,14 +171,18 @@ def occupancy(
     history: pl.DataFrame | pl.LazyFrame,
     every: str | timedelta | int = "1h",
     *,
+    stacked: bool = True,
     ax: Axes | None = None,
 ) -> Axes:
-    """Stacked areas of the number of keys in each state over time.
+    """Stacked areas (or lines) of the number of keys in each state over time.
 
     The values are :func:`streamkit.analytics.occupancy`: the keys in each state at
     the start of each bucket (a snapshot, not a time average), aggregated over all
     keys, so the plot stays readable for any number of keys. States that never
-    hold a key at a bucket start are left out.
+    hold a key at a bucket start are left out. The legend gives each state's peak
+    count, so a state too small to see in the stack still shows how many keys it
+    held; ``stacked=False`` draws one step line per state on a log count axis
+    instead, where small states are as visible as large ones.
 
     Parameters
     ----------
@@ -168,6 +191,8 @@ def occupancy(
     every
         Bucket width: ``"15m"``, ``"1h"``, a ``timedelta`` (Datetime times) or an
         int (integer times).
+    stacked
+        Stacked areas (default); False for one line per state, log count axis.
     ax
         Axes to draw on; a new figure by default.
 
@@ -201,19 +226,30 @@ def occupancy(
     times = occ["time"].unique().sort()
     x = c.to_x(times)
     bottom = np.zeros(len(times))
+    from matplotlib.patches import Patch
+
+    handles: list[Any] = []
     for state in states:
         ys = occ.filter(pl.col("state") == state).sort("time")["keys"].cast(pl.Float64).to_numpy()
-        top = bottom + ys
-        ax.fill_between(x, bottom, top, step="post", color=colors[state], label=state, lw=0)
-        bottom = top
+        legend = f"{state} (peak {int(ys.max()):,})"
+        if stacked:
+            top = bottom + ys
+            ax.fill_between(x, bottom, top, step="post", color=colors[state], label=state, lw=0)
+            bottom = top
+            handles.append(Patch(facecolor=colors[state], label=legend))
+        else:
+            (line,) = ax.step(x, ys, where="post", color=colors[state], label=legend, lw=1.5)
+            handles.append(line)
     width = every if isinstance(every, str) else c.format_duration(every)
     c.time_axis(ax, h, f", buckets of {width}")
-    ax.set_ylabel("keys in state (count)")
+    ax.set_ylabel("keys in state (count" + ("" if stacked else ", log scale") + ")")
     ax.set_title(f"occupancy: keys per state at each bucket start ({c.keys_of(h)}, aggregated)")
     if states:
-        handles, _ = ax.get_legend_handles_labels()
-        c.state_legend(ax, handles[::-1])  # top of the stack first
-    ax.set_ylim(bottom=0)
+        c.state_legend(ax, handles[::-1] if stacked else handles)  # top of the stack first
+    if stacked:
+        ax.set_ylim(bottom=0)
+    else:
+        ax.set_yscale("log")
     return ax
 
 
@@ -296,7 +332,12 @@ def dwell_times(
         ax.set_yscale("log")
     ax.set_xlabel("state")
     ax.set_ylabel(f"time in state per visit ({unit}{', log scale' if log else ''})")
-    note = f"; {c.counted(omitted, 'zero-length visit')} not shown" if omitted else ""
+    note = (
+        f";\n{c.counted(omitted, 'visit')} shorter than the time resolution"
+        " (same-timestamp transitions) not shown"
+        if omitted
+        else ""
+    )
     ax.set_title(
         f"dwell times ({c.counted(v.height, 'closed visit')} of {c.keys_of(h)}; "
         f"whiskers 5-95%{note})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -147,16 +148,52 @@ def sample_keys(keys: Sequence[Any], k: int, seed: int = SAMPLE_SEED) -> list[An
     return [keys[int(i)] for i in idx]
 
 
+_HUMAN_UNITS: tuple[tuple[str, float], ...] = (
+    ("d", 86_400.0),
+    ("h", 3_600.0),
+    ("min", 60.0),
+    ("s", 1.0),
+    ("ms", 1e-3),
+    ("µs", 1e-6),
+)
+
+
+def human_seconds(seconds: float) -> str:
+    """Seconds as short text in the largest unit that keeps the number at least 1.
+
+    Units are ``d``, ``h``, ``min``, ``s``, ``ms`` and ``µs``, with up to three
+    significant digits (``"1.5 h"``, ``"12 µs"``, ``"0 s"``).
+
+    Examples
+    --------
+    >>> human_seconds(1.2e-05), human_seconds(0.0021), human_seconds(1800.0)
+    ('12 µs', '2.1 ms', '30 min')
+    >>> human_seconds(0.0), human_seconds(5400.0), human_seconds(-90.0)
+    ('0 s', '1.5 h', '-1.5 min')
+    """
+    if seconds == 0 or not math.isfinite(seconds):
+        return "0 s" if seconds == 0 else str(seconds)
+    sign = "-" if seconds < 0 else ""
+    size_s = abs(seconds)
+    for name, size in _HUMAN_UNITS:
+        if size_s >= size * 0.9995:  # what would round up to 1000 ms is "1 s"
+            return f"{sign}{_sig3(size_s / size)} {name}"
+    return f"{sign}{_sig3(size_s / 1e-6)} µs"
+
+
+def _sig3(value: float) -> str:
+    text = f"{value:.3g}"
+    if "e" in text:  # 1000+ days: plain digits, no exponent
+        text = f"{value:,.0f}"
+    return text
+
+
 def format_duration(value: Any) -> str:
-    """Short text for a duration (``timedelta``) or an integer time span."""
+    """Short text for a duration (``timedelta``, see :func:`human_seconds`) or a time span."""
     if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-        for name, size in (("d", 86_400.0), ("h", 3_600.0), ("m", 60.0)):
-            if seconds >= size:
-                return f"{seconds / size:.3g}{name}"
-        return f"{seconds:.3g}s"
+        return human_seconds(value.total_seconds())
     if isinstance(value, float):
-        return f"{value:.3g}"
+        return _sig3(value)
     return str(value)
 
 

@@ -159,6 +159,19 @@ def _observed_machine(h: pl.DataFrame) -> Machine:
     return Machine("observed", states=states, initial=initial, final=final, transitions=transitions)
 
 
+def _lines(parts: list[str], width: int = 26) -> str:
+    """``parts`` joined by ", ", broken into lines of about ``width`` characters."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + 2 + len(part) <= width:
+            lines[-1] += ", " + part
+        else:
+            if lines:
+                lines[-1] += ","
+            lines.append(part)
+    return "\n".join(lines)
+
+
 def process_map(
     history: pl.DataFrame | pl.LazyFrame,
     machine: Machine | None = None,
@@ -167,14 +180,19 @@ def process_map(
 ) -> Axes:
     """The machine's state diagram annotated with what the history shows.
 
-    Each edge ``from → to`` seen in the history is labelled with its events and
-    counts and the median time keys spent in ``from`` before taking it (e.g.
-    ``"pay (812) · med 4.1m"``), and drawn wider the more often it was taken;
-    transitions seen in the data but absent from the machine are drawn as extra
+    States are laid out in layers by their distance from the initial state (left
+    to right). Each edge ``from → to`` seen in the history is labelled with its
+    events and counts and, on a second line, the median time keys spent in
+    ``from`` before taking it (e.g. ``"pay (812)\\nmed 4.1 min"``), and drawn wider
+    the more often it was taken. Events and a timeout between the same two states
+    share one edge and one label (``"cancel (49), timeout 30m (142)"``).
+    Transitions seen in the data but absent from the machine are drawn as extra
     dotted orange edges. Under each state's name: the keys in it now (at the end
     of the history). Without a machine, a minimal one is built from the observed
     states and transitions (initial: the most common first state; final: states
     no key ever left). Aggregated over all keys, so readable for any number.
+    On a new figure (no ``ax``) the figure is sized to the diagram so every text
+    is at least 8 points; on a given small Axes the text shrinks with the drawing.
 
     Parameters
     ----------
@@ -203,10 +221,11 @@ def process_map(
     ... })
     >>> ax = sk.plot.process_map(history)
     >>> sorted(t.get_text() for t in ax.texts if "med" in t.get_text())
-    ['pay (2) · med 0', 'ship (1) · med 5']
+    ['pay (2)\\nmed 0', 'ship (1)\\nmed 5']
     >>> plt.close("all")
     """
-    from streamkit.machines._draw import draw_machine
+    from streamkit.machines._draw import draw_machine, new_axes
+    from streamkit.machines._duration import format_duration
 
     h = c.collect(history, "process_map")
     m = machine if machine is not None else _observed_machine(h)
@@ -229,9 +248,15 @@ def process_map(
     labels: dict[tuple[str, str], str] = {}
     widths: dict[tuple[str, str], float] = {}
     extra: dict[tuple[str, str], str] = {}
+    waits = {(t.state, t.target): format_duration(t.after) for t in m.timeouts}
     for src, dst, n, median in per_pair.iter_rows():
-        text = ", ".join(f"{e} ({k:,})" for e, k in events[(src, dst)])
-        label = f"{text} · med {c.format_duration(median)}"
+        parts = [
+            f"timeout {waits[(src, dst)]} ({k:,})"
+            if e == "timeout" and (src, dst) in waits
+            else f"{e} ({k:,})"
+            for e, k in events[(src, dst)]
+        ]
+        label = f"{_lines(parts)}\nmed {c.format_duration(median)}"
         if (src, dst) in declared:
             labels[(src, dst)] = label
             widths[(src, dst)] = 0.8 + 3.2 * math.log1p(n) / math.log1p(peak)
@@ -246,17 +271,16 @@ def process_map(
         .agg(pl.len().alias("n"))
     )
     state_labels = {s: f"{n:,} now" for s, n in now.iter_rows()}
+    options = {
+        "edge_labels": labels,
+        "edge_widths": widths,
+        "extra_edges": extra,
+        "state_labels": state_labels,
+        "merge_parallel": True,
+    }
     if ax is None:
-        n_states = len(set(m.states) | {s for pair in extra for s in pair})
-        ax = c.axes(None, (min(4.0 + 2.2 * n_states, 30.0), 6.0))
-    draw_machine(
-        m,
-        ax,
-        edge_labels=labels,
-        edge_widths=widths,
-        extra_edges=extra,
-        state_labels=state_labels,
-    )
+        ax = new_axes(m, **options)
+    draw_machine(m, ax, **options)  # type: ignore[arg-type]
     observed = "" if machine is not None else ", machine inferred from the data"
     unseen = f", {c.counted(len(extra), 'undeclared edge')} dotted" if extra else ""
     ax.set_title(

@@ -21,6 +21,7 @@ from matplotlib.patches import Rectangle
 import streamkit as sk
 from streamkit import analytics
 from streamkit.machines import Machine
+from streamkit.plot._charts import OPEN_LABEL
 from streamkit.plot._graphs import UNDECLARED_GID
 
 T0 = datetime(2026, 1, 1)
@@ -125,10 +126,37 @@ def test_timeline_bars_are_the_visits(small: pl.DataFrame) -> None:
             for k, enter, duration in expected.select("key", "enter", "duration").iter_rows()
         )
         assert np.allclose(np.array(got), np.array(want)), state
-    # Open visits (the current states) are hatched; closed ones are not.
-    open_rects = [r for r in bars["cancelled"] if r.get_hatch()]
-    assert len(open_rects) == 1
+    # Open visits (current, not final) are hatched; closed ones and final states are not:
+    # cancelled and delivered were never left, so they are final.
+    assert [bool(r.get_hatch()) for r in bars["cancelled"]] == [False]
+    assert [bool(r.get_hatch()) for r in bars["delivered"]] == [False]
+    assert [bool(r.get_hatch()) for r in bars["created"]] == [True]  # o3 came back
     assert not any(r.get_hatch() for r in bars["paid"])
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[-1] == OPEN_LABEL
+    assert "(open)" not in legend
+
+
+def test_timeline_machine_finals_are_not_open() -> None:
+    h = history([("k", 0, "go", "a", "b"), ("j", 0, "go", "a", "c")])
+    m = Machine(
+        "m",
+        states=["a", "b", "c"],
+        initial="a",
+        final=["b"],
+        transitions=[("a", "go", "b"), ("a", "go2", "c")],
+    )
+    hatched = {
+        s: [bool(r.get_hatch()) for r in rs]
+        for s, rs in bars_by_state(sk.plot.timeline(h, until=5, machine=m)).items()
+    }
+    assert hatched == {"b": [False], "c": [True]}
+    # Without the machine, both are states no key left: final, so nothing is hatched.
+    plain = bars_by_state(sk.plot.timeline(h, until=5))
+    assert not any(r.get_hatch() for rs in plain.values() for r in rs)
+    assert plt.gca().get_legend() is None or OPEN_LABEL not in [
+        t.get_text() for t in plt.gca().get_legend().get_texts()
+    ]
 
 
 def test_timeline_integer_times_and_chosen_keys() -> None:
@@ -175,6 +203,18 @@ def test_occupancy_areas_equal_analytics(small: pl.DataFrame) -> None:
                 assert np.isclose(at_x, top).any(), (poly.get_label(), i)
     assert ax.get_ylabel() == "keys in state (count)"
     assert "3 keys, aggregated" in ax.get_title()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    peak = int(occ["created"].max())  # type: ignore[arg-type]
+    assert legend[-1] == f"created (peak {peak})"  # top of the stack first, with its peak
+
+
+def test_occupancy_lines_show_small_states() -> None:
+    rows = [(str(k), 0, "go", "a", "big") for k in range(1000)] + [("x", 0, "go", "a", "tiny")]
+    ax = sk.plot.occupancy(history(rows), every=1, stacked=False)
+    assert ax.get_yscale() == "log"
+    peaks = {line.get_label(): max(line.get_ydata()) for line in ax.lines}
+    assert peaks == {"big (peak 1,000)": 1000, "tiny (peak 1)": 1}
+    assert ax.get_ylabel() == "keys in state (count, log scale)"
 
 
 def test_occupancy_at_10000_keys_is_aggregated(big: pl.DataFrame) -> None:
@@ -250,7 +290,7 @@ def test_dwell_times_one_box_per_state(small: pl.DataFrame) -> None:
     )
     want = {s: d / timedelta(hours=1) for s, d in expected.iter_rows()}
     assert medians == pytest.approx({s: want[s] for s in states})
-    assert "zero-length visits not shown" in ax.get_title()
+    assert "3 visits shorter than the time resolution (same-timestamp" in ax.get_title()
 
 
 def test_dwell_times_linear_integer(big: pl.DataFrame) -> None:
@@ -263,10 +303,12 @@ def test_dwell_times_linear_integer(big: pl.DataFrame) -> None:
 def test_process_map_labels_observed_counts(small: pl.DataFrame) -> None:
     ax = sk.plot.process_map(small, machine())
     texts = [t.get_text() for t in ax.texts]
-    assert "pay (2) · med 0s" in texts  # keys enter created at their first event
-    assert "ship (2) · med 2h" in texts
-    assert "deliver (1) · med 3h" in texts
-    assert "oops (1) · med 3h" in texts  # undeclared: drawn as an extra edge
+    assert "pay (2)\nmed 0 s" in texts  # keys enter created at their first event
+    assert "ship (2)\nmed 2 h" in texts
+    assert "deliver (1)\nmed 3 h" in texts
+    assert "oops (1)\nmed 3 h" in texts  # undeclared: drawn as an extra edge
+    # The timeout and the events of created -> cancelled share one edge and label.
+    assert "timeout 30m (1)\nmed 0 s" in texts
     assert "1 undeclared edge dotted" in ax.get_title()
     assert any(t.startswith("created\n") and t.endswith("now") for t in texts)
 
@@ -275,7 +317,7 @@ def test_process_map_infers_a_machine(big: pl.DataFrame) -> None:
     ax = sk.plot.process_map(big)
     texts = [t.get_text() for t in ax.texts]
     paid = big.filter(pl.col("event") == "pay").height
-    assert any(t.startswith(f"pay ({paid:,}) ·") for t in texts)
+    assert any(t.startswith(f"pay ({paid:,})\nmed ") for t in texts)
     assert "machine inferred from the data" in ax.get_title()
     assert "10,000 keys" in ax.get_title()
 
