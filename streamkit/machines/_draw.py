@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from streamkit.machines._duration import format_duration
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
 
     from streamkit.machines.machine import Machine
 
@@ -324,10 +326,20 @@ def draw_machine(
                 return False
         return True
 
-    def label_at(x: float, y: float, text: str, colour: str, ha: str = "center") -> None:
+    # Each label with the other points it may move to if, once drawn, it overlaps.
+    movable: list[tuple[Text, list[tuple[float, float]]]] = []
+
+    def label_at(
+        x: float,
+        y: float,
+        text: str,
+        colour: str,
+        ha: str = "center",
+        others: Sequence[tuple[float, float]] = (),
+    ) -> None:
         b = box(x, y, text, ha)
         placed.append(b)
-        ax.text(
+        artist = ax.text(
             x,
             y,
             text,
@@ -339,6 +351,7 @@ def draw_machine(
             zorder=5,
             bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
         )
+        movable.append((artist, [(x, y), *(o for o in others if o != (x, y))]))
         bounds.add(b[0], b[1], 0.1)
         bounds.add(b[2], b[3], 0.1)
 
@@ -347,6 +360,7 @@ def draw_machine(
     ) -> None:
         width = edge_widths.get((u, v), 1.2)
         ux, uy = pos[u]
+        others: list[tuple[float, float]] = []
         if u == v:
             sign = -1.0 if below else 1.0
             a, b = math.radians(115), math.radians(65)
@@ -356,6 +370,7 @@ def draw_machine(
             c2 = (ux + 0.95 * RADIUS, uy + sign * 2.3 * RADIUS)
             path = Path([start, c1, c2, end], [Path.MOVETO, Path.CURVE4, Path.CURVE4, Path.CURVE4])
             top = (ux, uy + sign * 2.05 * RADIUS)
+            others = [top, (ux, uy + sign * 2.5 * RADIUS)]
             ha = "center"
             bounds.add(top[0], top[1], 0.35)
         else:
@@ -374,14 +389,19 @@ def draw_machine(
             if abs(dx) < 1e-9:
                 ha, shift = ("left", 0.08) if cx > ux else ("right", -0.08)
             top = (0.0, 0.0)
-            for t in (0.5, 0.38, 0.62, 0.28, 0.72, 0.5):
+            for t in (0.5, 0.38, 0.62, 0.28, 0.72, 0.2, 0.8, 0.5):
                 a0, a1, a2 = (1 - t) ** 2, 2 * (1 - t) * t, t * t
-                top = (
+                point = (
                     a0 * start[0] + a1 * cx + a2 * end[0] + shift,
                     a0 * start[1] + a1 * cy + a2 * end[1],
                 )
-                if free(top[0], top[1], label, ha):
-                    break
+                others.append(point)
+                if top == (0.0, 0.0) and free(point[0], point[1], label, ha):
+                    top = point
+            if top == (0.0, 0.0):
+                top = others[0]
+            # Last resorts: just above or below the curve.
+            others += [(x, y + d) for d in (0.3, -0.3) for x, y in others[:5]]
         ax.add_patch(
             FancyArrowPatch(
                 path=path,
@@ -393,7 +413,7 @@ def draw_machine(
                 zorder=2,
             )
         )
-        label_at(top[0], top[1], label, colour, ha)
+        label_at(top[0], top[1], label, colour, ha, others)
 
     def curvature(u: str, v: str, kind_rank: int) -> float:
         straight = abs(layer[u] - layer[v]) == 1 and (v, u) not in pairs
@@ -472,4 +492,39 @@ def draw_machine(
     factor = min(max(per_unit / INCH_PER_UNIT, 0.35), 1.3)
     for label in ax.texts:
         label.set_fontsize(float(label.get_fontsize()) * factor)
+    _separate(ax, movable)
     return ax
+
+
+def _separate(ax: Axes, movable: Sequence[tuple[Text, Sequence[tuple[float, float]]]]) -> None:
+    """Move edge labels that overlap (as drawn) to their first free alternative point.
+
+    The placement while drawing estimates text sizes; this pass measures the drawn
+    text (when the figure's canvas has a renderer, as pyplot and Agg figures do)
+    and tries each label's other points along its edge, keeping the one that
+    overlaps the fewest other labels and state texts and circles.
+    """
+    from matplotlib.patches import Circle
+
+    root = ax.get_figure(root=True)
+    get_renderer = getattr(getattr(root, "canvas", None), "get_renderer", None)
+    if root is None or get_renderer is None or not movable:
+        return
+    renderer = get_renderer()
+    labels = {id(artist) for artist, _ in movable}
+    fixed = [t.get_window_extent(renderer) for t in ax.texts if id(t) not in labels]
+    fixed += [p.get_window_extent(renderer) for p in ax.patches if isinstance(p, Circle)]
+    done: list[Bbox] = []
+    for artist, points in movable:
+        best: tuple[int, int] | None = None
+        choice = points[0]
+        for i, point in enumerate(points):
+            artist.set_position(point)
+            extent = artist.get_window_extent(renderer).padded(2.0)
+            hits = sum(extent.overlaps(other) for other in done + fixed)
+            if best is None or (hits, i) < best:
+                best, choice = (hits, i), point
+            if hits == 0:
+                break
+        artist.set_position(choice)
+        done.append(artist.get_window_extent(renderer))
