@@ -31,6 +31,7 @@ INCH_PER_UNIT = 0.85  # figure_size scale: keeps 8-point names inside the circle
 _CHAR = 0.085  # width of one 8-point edge-label character in data units at that scale
 _LINE = 0.2  # height of one 8-point line of text in data units at that scale
 _SWEEPS = 4
+_HUB = 4  # a final state with at least this many predecessors is drawn below the layers
 
 _NODE_FACE = "#e3f2fd"
 _NODE_EDGE = "#1565c0"
@@ -77,6 +78,23 @@ def layout(machine: Machine) -> dict[str, tuple[float, float]]:
             neighbours[u].add(v)
             neighbours[v].add(u)
 
+    # Hubs (final states that many states lead to, such as "reset" or "closed")
+    # go in a row of their own below the layers: in a layer their edges from
+    # everywhere would cross the whole diagram.
+    preds: dict[str, set[str]] = {v: set() for v in nodes}
+    for u, v in edges:
+        if u != v:
+            preds[v].add(u)
+    finals = set(machine.final)
+    hubs = [v for v in nodes if v in finals and len(preds[v]) >= _HUB and v != machine.initial]
+    if len(hubs) == len(nodes):
+        hubs = []
+    for v in hubs:
+        for u in nodes:
+            succ[u] = [w for w in succ[u] if w != v]
+            neighbours[u].discard(v)
+        neighbours[v] = set()
+
     layer_of: dict[str, int] = {}
     layers: list[list[str]] = []
 
@@ -96,7 +114,7 @@ def layout(machine: Machine) -> dict[str, tuple[float, float]]:
     if machine.initial in succ:
         bfs(machine.initial, 0)
     for v in nodes:
-        if v not in layer_of:
+        if v not in layer_of and v not in hubs:
             bfs(v, len(layers))
 
     index = {v: i for layer in layers for i, v in enumerate(layer)}
@@ -117,6 +135,15 @@ def layout(machine: Machine) -> dict[str, tuple[float, float]]:
         middle = (len(layer) - 1) / 2
         for i, v in enumerate(layer):
             positions[v] = (li * X_GAP, (middle - i) * Y_GAP)
+    if hubs:
+        bottom = min(y for _, y in positions.values()) - 1.3 * Y_GAP
+        wanted = sorted(
+            (round(sum(positions[u][0] for u in preds[v]) / len(preds[v]) / X_GAP), v) for v in hubs
+        )
+        column = -1
+        for want, v in wanted:
+            column = max(want, column + 1)
+            positions[v] = (column * X_GAP, bottom)
     return {v: positions[v] for v in nodes}
 
 

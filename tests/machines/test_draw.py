@@ -256,3 +256,24 @@ def test_any_machine_draws(
     waits = {(t.state, t.target) for t in m.timeouts}
     nodes = set(layout(m))
     assert len(ax.texts) == len(nodes) + len(pairs) + len(waits)
+
+
+def test_final_hubs_go_in_a_row_below_the_layers() -> None:
+    # "reset" is final and reached from four states: it goes below, not in layer 1,
+    # so its edges do not cross the chain; "done" (one predecessor) stays in a layer.
+    m = Machine(
+        "m",
+        states=["a", "b", "c", "d", "done", "reset"],
+        initial="a",
+        final=["done", "reset"],
+        transitions=[("a", "x", "b"), ("b", "x", "c"), ("c", "x", "d"), ("d", "x", "done")]
+        + [(s, "rst", "reset") for s in ["a", "b", "c", "d"]]
+        + [("reset", "again", "a")],
+    )
+    pos = layout(m)
+    chain = ["a", "b", "c", "d", "done"]
+    assert [pos[s][0] for s in chain] == sorted(pos[s][0] for s in chain)
+    assert len({pos[s][1] for s in chain}) == 1  # one straight row: nothing pulls it aside
+    assert pos["reset"][1] < min(pos[s][1] for s in chain)
+    assert min(pos[s][0] for s in chain) < pos["reset"][0] < max(pos[s][0] for s in chain)
+    assert len(set(pos.values())) == len(pos)
