@@ -527,17 +527,23 @@ def _separate(ax: Axes, movable: Sequence[tuple[Text, Sequence[tuple[float, floa
     """Move edge labels that overlap (as drawn) to their first free alternative point.
 
     The placement while drawing estimates text sizes; this pass measures the drawn
-    text (when the figure's canvas has a renderer, as pyplot and Agg figures do)
-    and tries each label's other points along its edge, keeping the one that
-    overlaps the fewest other labels and state texts and circles.
+    text (with the figure's renderer, or an Agg one for a bare ``Figure``) and
+    tries each label's other points along its edge, keeping the one that overlaps
+    the fewest other labels and state texts and circles.
     """
     from matplotlib.patches import Circle
 
     root = ax.get_figure(root=True)
-    get_renderer = getattr(getattr(root, "canvas", None), "get_renderer", None)
-    if root is None or get_renderer is None or not movable:
+    if root is None or not movable:
         return
-    renderer = get_renderer()
+    get_renderer = getattr(root.canvas, "get_renderer", None)
+    if get_renderer is not None:
+        renderer = get_renderer()
+    else:  # a bare Figure (no pyplot, no canvas yet): measure as Agg will draw it
+        from matplotlib.backends.backend_agg import RendererAgg
+
+        width, height = root.get_size_inches() * root.dpi
+        renderer = RendererAgg(int(width), int(height), root.dpi)  # type: ignore[no-untyped-call]
     labels = {id(artist) for artist, _ in movable}
     fixed = [t.get_window_extent(renderer) for t in ax.texts if id(t) not in labels]
     fixed += [p.get_window_extent(renderer) for p in ax.patches if isinstance(p, Circle)]

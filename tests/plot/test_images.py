@@ -157,3 +157,15 @@ def test_process_map_on_the_default_figure_is_not_mostly_empty() -> None:
     frame = figure.bbox
     # The diagram fills most of the figure: not 1800x500 px of mostly white space.
     assert drawn.width * drawn.height > 0.6 * frame.width * frame.height
+
+
+def test_process_map_on_a_bare_figure_separates_labels_too() -> None:
+    # The demo draws on matplotlib.figure.Figure (no pyplot, no canvas renderer).
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(15.0, 8.3))
+    ax = sk.plot.process_map(tcp(), machine=tcp_machine(), ax=figure.add_subplot())
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in edge_labels(ax, list(tcp_machine().states))]
+    assert [(a, b) for a, b in itertools.combinations(boxes, 2) if a.overlaps(b)] == []
