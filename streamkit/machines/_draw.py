@@ -517,6 +517,8 @@ def draw_machine(
         frame.height / dpi / (bounds.y1 - bounds.y0 + 2 * margin),
     )
     factor = min(max(per_unit / INCH_PER_UNIT, 0.35), 1.3)
+    if factor >= 0.85:  # a little short of room: keep 8 points, labels are separated below
+        factor = max(factor, 1.0)
     for label in ax.texts:
         label.set_fontsize(float(label.get_fontsize()) * factor)
     _separate(ax, movable)

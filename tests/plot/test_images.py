@@ -169,3 +169,13 @@ def test_process_map_on_a_bare_figure_separates_labels_too() -> None:
     renderer = FigureCanvasAgg(figure).get_renderer()
     boxes = [t.get_window_extent(renderer) for t in edge_labels(ax, list(tcp_machine().states))]
     assert [(a, b) for a, b in itertools.combinations(boxes, 2) if a.overlaps(b)] == []
+
+
+def test_process_map_on_the_demo_figure_keeps_8_points() -> None:
+    # `streamkit demo` draws the order map on an 18 x 5 inch Figure, a bit short of
+    # room for it once the title and margins are taken: the text stays at 8 points.
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(18.0, 5.0))
+    ax = sk.plot.process_map(orders(), machine=order_machine(), ax=figure.add_subplot())
+    assert min(t.get_fontsize() for t in ax.texts) >= MIN_POINTS
