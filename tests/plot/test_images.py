@@ -56,8 +56,17 @@ def tcp() -> pl.DataFrame:
     return pl.read_parquet(DATA / "tcp_history.parquet")
 
 
+def timeline_keys() -> list[str]:
+    """Eight keys still open at the end of the data (hatched) and eight that finished."""
+    last = orders().group_by("key").agg(pl.col("to_state").last()).sort("key")
+    done = pl.col("to_state").is_in(order_machine().final)
+    return sorted(
+        last.filter(~done)["key"].head(8).to_list() + last.filter(done)["key"].head(8).to_list()
+    )
+
+
 PLOTS: dict[str, Callable[[], Axes]] = {
-    "timeline": lambda: sk.plot.timeline(orders(), max_keys=15, machine=order_machine()),
+    "timeline": lambda: sk.plot.timeline(orders(), keys=timeline_keys(), machine=order_machine()),
     "occupancy": lambda: sk.plot.occupancy(orders(), every="1h"),
     "occupancy_lines": lambda: sk.plot.occupancy(orders(), every="1h", stacked=False),
     "transition_matrix": lambda: sk.plot.transition_matrix(orders(), machine=order_machine()),
