@@ -9,6 +9,10 @@ temporary folder as working directory, and writes the executed copies to
 figures. A cell that raises fails the build. The S3 notebook starts its own
 throwaway SeaweedFS server on 127.0.0.1 (or uses ``STREAMKIT_S3_ENDPOINT``).
 
+The docstrings use Sphinx roles (:class:`~streamkit.Log`); ``on_page_content``
+turns each into a link to the API page where the target is documented (plain code
+otherwise), instead of showing the role's markup.
+
 ``STREAMKIT_DOCS_EXECUTE=0`` copies the notebooks without running them (a quick
 preview; the pages then show no outputs).
 """
@@ -16,17 +20,23 @@ preview; the pages then show no outputs).
 from __future__ import annotations
 
 import concurrent.futures
+import html
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from mkdocs.exceptions import PluginError
+
 log = logging.getLogger("mkdocs.hooks.notebooks")
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "notebooks"
+#: A Sphinx role as mkdocstrings renders it: ``:class:<code>~streamkit.Log</code>``.
+ROLE = re.compile(r":(?:class|meth|func|mod|attr|data|exc|obj):<code>(~?)([\w.]+)</code>")
 
 
 def _kernel_env() -> dict[str, str]:
@@ -60,6 +70,8 @@ def on_config(config: Any) -> Any:
     target = Path(config["docs_dir"]) / "notebooks"
     target.mkdir(exist_ok=True)
     paths = sorted(SOURCE.glob("*.ipynb"))
+    for stale in set(target.glob("*.ipynb")) - {target / p.name for p in paths}:
+        stale.unlink()  # a notebook removed from notebooks/ leaves no page behind
     if os.environ.get("STREAMKIT_DOCS_EXECUTE", "1") == "0":
         for path in paths:
             shutil.copyfile(path, target / path.name)
@@ -84,10 +96,30 @@ def on_config(config: Any) -> Any:
                     for p, w in zip(paths, workdirs, strict=True)
                 }
                 for future in concurrent.futures.as_completed(futures):
-                    log.info("executed %s in %.1f s", futures[future].name, future.result())
+                    name = futures[future].name
+                    try:
+                        log.info("executed %s in %.1f s", name, future.result())
+                    except Exception as exc:
+                        raise PluginError(f"notebooks/{name} failed to run: {exc}") from exc
         finally:
             if previous is None:
                 os.environ.pop("JUPYTER_PATH", None)
             else:
                 os.environ["JUPYTER_PATH"] = previous
     return config
+
+
+def _role(match: re.Match[str]) -> str:
+    tilde, name = match.groups()
+    title = name.rsplit(".", 1)[-1] if tilde else name
+    ident = name if name.startswith("streamkit.") else f"streamkit.{name}"
+    return (
+        f'<autoref identifier="{html.escape(ident)}" optional>'
+        f"<code>{html.escape(title)}</code></autoref>"
+    )
+
+
+def on_page_content(content: str, **kwargs: Any) -> str:
+    # Runs after mkdocstrings rendered the page; mkdocs-autorefs resolves the
+    # <autoref optional> tags once every page is known (unresolved ones stay text).
+    return ROLE.sub(_role, content)
