@@ -2,7 +2,9 @@
 
 ``layout`` places states in BFS layers from the initial state, left to right, and
 orders each layer by the barycentre of its neighbours in the adjacent layers (a
-few down and up sweeps) to reduce crossings. ``draw_machine`` draws on a given
+few down and up sweeps) to reduce crossings; final states many states lead to go
+in a row below. Edge labels are placed where they cover nothing, then measured as
+drawn and moved along their edge if they still overlap. ``draw_machine`` draws on a given
 Axes and is shared by :meth:`Machine.plot` and ``sk.plot.process_map``.
 """
 
@@ -58,7 +60,9 @@ def layout(machine: Machine) -> dict[str, tuple[float, float]]:
     """Positions ``{state: (x, y)}`` for drawing ``machine``, in data units.
 
     Layers are BFS distances from the initial state (x grows left to right);
-    states not reachable from it follow in further layers. Undeclared states that
+    states not reachable from it follow in further layers. Final states that at
+    least four states lead to (hubs such as ``reset``) go in a row below the
+    layers, each under the mean column of the states leading to it. Undeclared states that
     transitions or timeouts name are placed too, so they can be drawn as problems.
 
     Examples
