@@ -277,3 +277,24 @@ def test_final_hubs_go_in_a_row_below_the_layers() -> None:
     assert pos["reset"][1] < min(pos[s][1] for s in chain)
     assert min(pos[s][0] for s in chain) < pos["reset"][0] < max(pos[s][0] for s in chain)
     assert len(set(pos.values())) == len(pos)
+
+
+def test_tcp_machine_plot_is_legible() -> None:
+    # The 12-state conntrack machine at its default size: 8-point text, no label on
+    # another label or on a state name.
+    from streamkit.datasets import tcp_machine
+
+    m = tcp_machine()
+    ax = m.plot()
+    try:
+        assert min(t.get_fontsize() for t in ax.texts) >= 8
+        renderer = ax.figure.canvas.get_renderer()
+        boxes = [t.get_window_extent(renderer) for t in ax.texts]
+        overlaps = [
+            (a.get_text(), b.get_text())
+            for (a, ea), (b, eb) in itertools.combinations(zip(ax.texts, boxes, strict=True), 2)
+            if ea.overlaps(eb)
+        ]
+        assert overlaps == []
+    finally:
+        plt.close(ax.figure)

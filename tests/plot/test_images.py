@@ -107,7 +107,8 @@ def test_plot_matches_baseline(name: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", sorted(PLOTS))
 def test_every_text_is_at_least_8_points(name: str) -> None:
     ax = PLOTS[name]()
-    small = {t.get_text(): t.get_fontsize() for t in texts(ax) if t.get_fontsize() < MIN_POINTS}
+    sizes = {t.get_text(): float(t.get_fontsize()) for t in texts(ax)}
+    small = {text: size for text, size in sizes.items() if size < MIN_POINTS}
     assert small == {}
 
 
@@ -175,7 +176,7 @@ def test_process_map_on_a_bare_figure_separates_labels_too() -> None:
 
     figure = Figure(figsize=(15.0, 8.3))
     ax = sk.plot.process_map(tcp(), machine=tcp_machine(), ax=figure.add_subplot())
-    renderer = FigureCanvasAgg(figure).get_renderer()
+    renderer = FigureCanvasAgg(figure).get_renderer()  # type: ignore[no-untyped-call]
     boxes = [t.get_window_extent(renderer) for t in edge_labels(ax, list(tcp_machine().states))]
     assert [(a, b) for a, b in itertools.combinations(boxes, 2) if a.overlaps(b)] == []
 
@@ -187,4 +188,4 @@ def test_process_map_on_the_demo_figure_keeps_8_points() -> None:
 
     figure = Figure(figsize=(18.0, 5.0))
     ax = sk.plot.process_map(orders(), machine=order_machine(), ax=figure.add_subplot())
-    assert min(t.get_fontsize() for t in ax.texts) >= MIN_POINTS
+    assert min(float(t.get_fontsize()) for t in ax.texts) >= MIN_POINTS
