@@ -88,6 +88,31 @@ def test_notebook_page_shows_its_figures(site: Path, stem: str) -> None:
     assert "Traceback" not in page
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", NOTEBOOKS)
+def test_executed_notebook_is_clean(site: Path, stem: str) -> None:
+    """The copies the build executed: the committed cells, run without errors or stderr.
+
+    The same checks as ``tests/test_notebooks.py`` makes on its own execution, so
+    one of the two executions could go.
+    """
+    nbformat = pytest.importorskip("nbformat")
+    committed = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
+    executed = nbformat.read(ROOT / "docs" / "notebooks" / f"{stem}.ipynb", as_version=4)
+    assert [c.source for c in executed.cells] == [c.source for c in committed.cells]
+    outputs = [
+        (i, out)
+        for i, cell in enumerate(executed.cells)
+        if cell.cell_type == "code"
+        for out in cell.outputs
+    ]
+    errors = [(i, o.ename, o.evalue) for i, o in outputs if o.output_type == "error"]
+    assert not errors, f"{stem}: cells raised {errors}"
+    stderr = [(i, o.text) for i, o in outputs if o.output_type == "stream" and o.name == "stderr"]
+    assert not stderr, f"{stem}: cells wrote to stderr (warnings?): {stderr}"
+    assert any("image/png" in o.get("data", {}) for _, o in outputs), f"{stem}: no figure"
+
+
 def test_site_output_is_git_ignored() -> None:
     for path in ("site/index.html", "docs/notebooks/01-quickstart.ipynb"):
         proc = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT, check=False)
