@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -52,6 +53,8 @@ def _execute(path: Path, out: Path, workdir: Path) -> float:
 
     start = time.perf_counter()
     nb = nbformat.read(path, as_version=4)
+    # A last cell, removed again, proves the kernel ran this Python, not another python3.
+    nb.cells.append(nbformat.v4.new_code_cell("import sys; print(sys.prefix)"))
     client = nbclient.NotebookClient(
         nb,
         kernel_name="python3",
@@ -60,6 +63,10 @@ def _execute(path: Path, out: Path, workdir: Path) -> float:
         resources={"metadata": {"path": str(workdir)}},
     )
     client.execute(env=_kernel_env())
+    probe = nb.cells.pop().outputs
+    ran = probe[0].get("text", "").strip() if probe else "nothing"
+    if ran != sys.prefix:
+        raise PluginError(f"notebooks/{path.name} ran in {ran}, not in {sys.prefix}")
     tmp = out.with_suffix(".ipynb.part")
     nbformat.write(nb, tmp)
     tmp.replace(out)
