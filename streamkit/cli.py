@@ -76,8 +76,10 @@ def _user_frame(exc: BaseException) -> str:
 
 def _fail_exc(exc: BaseException, message: str, code: int, *, frame: bool = True) -> NoReturn:
     """Fail with ``message`` about ``exc``: the user's frame (if ``frame``), or with ``-v``
-    the whole traceback."""
-    if _verbose():
+    the whole traceback -- for the user's code and bugs only: a streamkit error is a
+    complete message, and its backend's exceptions (which may quote requests) are not
+    shown."""
+    if _verbose() and not isinstance(exc, StreamkitError):
         click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
         _fail(message, code)
     where = _user_frame(exc) if frame else ""

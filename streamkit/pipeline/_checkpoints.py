@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
@@ -286,7 +288,7 @@ class CheckpointStore:
         except (KeyError, TypeError, ValueError):
             return None
         age = now - at
-        if age >= timeout:
+        if age >= timeout or _holder_gone(self.fs.url, epoch, claim):
             return None
         who = f"pid {claim.get('pid')} on {claim.get('host')!s}"
         return (
@@ -573,6 +575,39 @@ def _check_state_schema(schema: pa.Schema, where: str) -> None:
             )
 
 
+#: ``(store url, epoch)`` of the runs this process is working on right now.
+_RUNNING: set[tuple[str, int]] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def _holder_gone(url: str, epoch: int, claim: dict[str, Any]) -> bool:
+    """Whether the claim's process is known to have ended, although its heartbeat is fresh.
+
+    Only a holder on this host can be checked: this very process (no run of
+    that epoch is working here any more, e.g. a run that failed and could not
+    write its release) or another process whose pid no longer exists. Anything
+    else -- another host, a pid that exists -- counts as alive. Wrongly taking
+    the holder for dead (a pid namespace shared under one host name) costs no
+    correctness: the holder is fenced at its next commit, as after a take-over.
+    """
+    if claim.get("host") != socket.gethostname():
+        return False
+    try:
+        pid = int(claim["pid"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    if pid == os.getpid():
+        with _RUNNING_LOCK:
+            return (url, epoch) not in _RUNNING
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
+
+
 class Heartbeat:
     """Keeps a claimed epoch's heartbeat fresh from a daemon thread.
 
@@ -584,6 +619,8 @@ class Heartbeat:
 
     def __init__(self, ckpts: CheckpointStore, epoch: int, lease_timeout: float) -> None:
         self.ckpts, self.epoch, self.timeout = ckpts, epoch, lease_timeout
+        with _RUNNING_LOCK:
+            _RUNNING.add((ckpts.fs.url, epoch))
         self._stop = threading.Event()
         self._beat()
         origin = threading.current_thread().name
@@ -613,6 +650,8 @@ class Heartbeat:
             return
         self._stop.set()
         self._thread.join()
+        with _RUNNING_LOCK:
+            _RUNNING.discard((self.ckpts.fs.url, self.epoch))
         for attempt in range(3):  # a lost release only delays the next run
             try:
                 self.ckpts.beat(self.epoch, self.timeout, released=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -133,6 +134,48 @@ def test_a_run_that_fails_releases_the_lease_too(monkeypatch: pytest.MonkeyPatch
     assert store.live_holder(1) is None
     monkeypatch.undo()
     assert pipeline(url).run(progress=False).caught_up
+
+
+def test_a_failed_run_that_could_not_release_is_not_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # e.g. a full disk: the run fails and its release is refused too. Its
+    # heartbeat is fresh, but its process (this one) is known not to run it.
+    url = seeded(f"memory://lease-{uuid.uuid4().hex}")
+
+    def fail(*_a: Any, **_kw: Any) -> None:
+        raise RuntimeError("boom")
+
+    def refuse(*_a: Any, **kw: Any) -> None:
+        if kw.get("released"):
+            raise sk.StorageError("no space left on device")
+
+    monkeypatch.setattr(sk.Pipeline, "_prepare", fail)
+    monkeypatch.setattr(CheckpointStore, "beat", refuse)
+    monkeypatch.setattr("time.sleep", lambda _s: None)
+    with pytest.raises(RuntimeError, match="boom"):
+        pipeline(url).run(progress=False)
+    monkeypatch.undo()
+    store = ckpts(url)
+    assert store.live_holder(1) is None
+    assert pipeline(url).run(progress=False).caught_up
+
+
+def test_a_holder_whose_process_is_gone_is_not_waited_for(tmp_path: Path) -> None:
+    url = seeded(str(tmp_path / "lake"))
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    store = ckpts(url)
+    epoch = store.claim_epoch({"pid": int(gone.stdout), "host": socket.gethostname()})
+    store.beat(epoch, 30.0)  # fresh, never released: a SIGKILLed run on this host
+    assert store.live_holder(epoch) is None
+    other_host = store.claim_epoch({"pid": int(gone.stdout), "host": "elsewhere"}, take_over=True)
+    store.beat(other_host, 30.0)
+    assert store.live_holder(other_host) is not None  # another host: cannot tell, wait
 
 
 def test_a_new_run_steps_aside_while_a_live_run_holds_the_lease(
