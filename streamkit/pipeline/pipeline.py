@@ -573,20 +573,23 @@ class Pipeline:
         )
         heartbeat = Heartbeat(ckpts, epoch, self.lease_timeout)  # released when the run ends
         try:
-            latest: Checkpoint | None
-            if from_checkpoint is not None:  # a rewind also gets past damaged newest checkpoints
-                latest = self._rewind(ckpts, ckpts.latest_readable(), int(from_checkpoint), epoch)
-            else:
-                latest = ckpts.latest()
-            cp = latest or initial_checkpoint(self.source.start().offset)
+            latest: Checkpoint | None = None
             try:
+                if from_checkpoint is not None:  # a rewind also gets past damaged newest ones
+                    latest = self._rewind(
+                        ckpts, ckpts.latest_readable(), int(from_checkpoint), epoch
+                    )
+                else:
+                    latest = ckpts.latest()
+                cp = latest or initial_checkpoint(self.source.start().offset)
                 self._check_source(cp)
                 self._open_operators(cp, ckpts)
                 view = _SourceView(self.source)
                 pending = self._reconcile(cp)
             except CheckpointError:
                 # A newer run may have moved on since ``latest`` was read (output past
-                # it, its state pruned): then this run was overtaken, nothing is damaged.
+                # it, its state or the rewind's target pruned): then this run was
+                # overtaken, nothing is damaged.
                 ckpts.check_lease(epoch)
                 raise
             if pending is not None:

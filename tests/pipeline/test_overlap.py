@@ -345,3 +345,38 @@ def test_a_run_overtaken_before_it_reconciles_stops_with_lease_error(
     assert sorted(output(url)["key"].to_list()) == [f"k{i}" for i in range(8)]
     assert pipeline(url).verify(replay=True).ok
     assert isinstance(results["B"], sk.LeaseError), results["B"]
+
+
+def test_a_rewind_overtaken_before_it_reads_its_target_stops_with_lease_error(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # B asks for run(from_checkpoint=1); before it reads checkpoint 1, a newer run
+    # C takes over, finishes and (keeping one checkpoint) prunes checkpoint 1. B
+    # was overtaken: a LeaseError (exit code 3), not "no checkpoint 1".
+    pipeline(url, keep_checkpoints=20).run(progress=False, max_batches=2)
+    b_paused, c_done = threading.Event(), threading.Event()
+    real_latest_readable = CheckpointStore.latest_readable
+
+    def latest_readable(self: CheckpointStore) -> Any:
+        found = real_latest_readable(self)
+        if _run_thread() == "B":
+            b_paused.set()
+            c_done.wait(10)
+        return found
+
+    monkeypatch.setattr(CheckpointStore, "latest_readable", latest_readable)
+    results: dict[str, Any] = {}
+    b = run_in_thread("B", lambda: pipeline(url).run(progress=False, from_checkpoint=1), results)
+    b_paused.wait(10)
+    c = run_in_thread(
+        "C",
+        lambda: pipeline(url, keep_checkpoints=1).run(progress=False, take_over=True),
+        results,
+    )
+    c.join()
+    c_done.set()
+    b.join()
+    assert isinstance(results["C"], sk.RunReport)
+    assert 1 not in CheckpointStore(sk.Store(url).filesystem.child("_pipelines/p"), "p").ids()
+    assert isinstance(results["B"], sk.LeaseError), results["B"]
+    assert pipeline(url).verify(replay=True).ok
