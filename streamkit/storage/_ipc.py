@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.ipc as pa_ipc
 
 from streamkit.errors import CorruptFileError
-from streamkit.storage._reader import DECODE_FLOOR, DECODE_RATIO
+from streamkit.storage._reader import check_decode_bound
 
 __all__ = ["ipc_decoded_size", "read_ipc_checked"]
 
@@ -226,15 +226,7 @@ def read_ipc_checked(data: bytes, *, where: str, remedy: str) -> pl.DataFrame:
         raise CorruptFileError(
             f"corrupt file {where}: not a readable Arrow IPC file ({exc}); {remedy}"
         ) from None
-    limit = max(DECODE_FLOOR, DECODE_RATIO * len(data))
-    if size > limit:
-        raise CorruptFileError(
-            f"refused to decode {where}: its {len(data):,} bytes would decode to about "
-            f"{size:,} bytes, over the bound of {limit:,} (the larger of "
-            f"{DECODE_FLOOR // 2**20} MiB and {DECODE_RATIO}x the stored size): a "
-            "decompression bomb, or data so repetitive that it should be split into "
-            f"smaller files; {remedy}"
-        )
+    check_decode_bound(where, len(data), size, f"split into smaller files; {remedy}")
     try:
         return pl.read_ipc(data)
     # Polars panics on some malformed files (a Rust panic, not an Exception)

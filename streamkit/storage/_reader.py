@@ -28,6 +28,7 @@ __all__ = [
     "DECODE_FLOOR",
     "DECODE_RATIO",
     "Piece",
+    "check_decode_bound",
     "decoded_size",
     "read_parquet_checked",
     "scan_pieces",
@@ -326,6 +327,30 @@ def decoded_size(data: bytes, columns: Sequence[str] | None = None) -> tuple[int
     return total, int(meta.num_rows)
 
 
+def check_decode_bound(where: str, stored: int, decoded: int, advice: str) -> None:
+    """Refuse a file of ``stored`` bytes that would decode to ``decoded`` bytes
+    beyond ``max(DECODE_FLOOR, DECODE_RATIO * stored)``.
+
+    ``advice`` completes "data so repetitive that it should be ...".
+
+    Examples
+    --------
+    >>> check_decode_bound("a.parquet", 1_000, 2_000, "appended in smaller batches")
+    >>> check_decode_bound("a.parquet", 1_000, 2**30, "appended in smaller batches")
+    Traceback (most recent call last):
+    ...
+    streamkit.errors.CorruptFileError: refused to decode a.parquet: ...
+    """
+    limit = max(DECODE_FLOOR, DECODE_RATIO * stored)
+    if decoded > limit:
+        raise CorruptFileError(
+            f"refused to decode {where}: its {stored:,} bytes would decode to about "
+            f"{decoded:,} bytes, over the bound of {limit:,} (the larger of "
+            f"{DECODE_FLOOR // 2**20} MiB and {DECODE_RATIO}x the stored size): a "
+            f"decompression bomb, or data so repetitive that it should be {advice}"
+        )
+
+
 def read_parquet_checked(
     data: bytes,
     columns: Sequence[str] | None,
@@ -384,15 +409,12 @@ def read_parquet_checked(
             f"corrupt file {where}: expected {rows} rows (recorded at commit), the file "
             f"declares {declared}; {fix}"
         )
-    limit = max(DECODE_FLOOR, DECODE_RATIO * len(data))
-    if size > limit:
-        raise CorruptFileError(
-            f"refused to decode {where}: its {len(data):,} bytes would decode to about "
-            f"{size:,} bytes, over the bound of {limit:,} (the larger of "
-            f"{DECODE_FLOOR // 2**20} MiB and {DECODE_RATIO}x the stored size): a "
-            "decompression bomb, or data so repetitive that it should be "
-            + (f"split into smaller files; {remedy}" if remedy else "appended in smaller batches")
-        )
+    check_decode_bound(
+        where,
+        len(data),
+        size,
+        f"split into smaller files; {remedy}" if remedy else "appended in smaller batches",
+    )
     try:
         return pl.read_parquet(data, columns=None if columns is None else list(columns))
     except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, ValueError) as exc:
