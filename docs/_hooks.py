@@ -3,7 +3,7 @@
 The notebooks are committed without outputs. Before MkDocs collects its files, this
 hook runs each of ``notebooks/*.ipynb`` from top to bottom with nbclient, in a fresh
 IPython kernel of the interpreter running MkDocs (a private ``python3`` kernelspec
-put first on ``JUPYTER_PATH``, as ``tests/test_notebooks.py`` does), with a
+put first on ``JUPYTER_PATH``), with a
 temporary folder as working directory, and writes the executed copies to
 ``docs/notebooks/`` (git-ignored), which mkdocs-jupyter then renders with their
 figures. A cell that raises fails the build. The S3 notebook starts its own
