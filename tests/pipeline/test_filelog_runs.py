@@ -143,13 +143,7 @@ def test_a_newer_run_redoes_the_files_an_overtaken_run_wrote(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A planned [a, c] and wrote them as batch 1 after B planned [a, b, c]."""
-    import threading
-
-    from tests.pipeline.test_overlap import (
-        _run_thread,
-        pause_first_lease_check_of,
-        run_in_thread,
-    )
+    from tests.pipeline.test_overlap import interleave_append_after_reconcile, run_in_thread
 
     folder = f"memory://filelog-overlap-{uuid.uuid4().hex}"
     fs = fsspec.filesystem("memory")
@@ -159,28 +153,8 @@ def test_a_newer_run_redoes_the_files_an_overtaken_run_wrote(
         _rows(name, 10, start).write_parquet(buf)
         fs.pipe(f"/{root}/{name}.parquet", buf.getvalue())
     url = f"memory://filelog-overlap-store-{uuid.uuid4().hex}"
-    a_paused, b_reconciled, a_appended = threading.Event(), threading.Event(), threading.Event()
-    pause_first_lease_check_of(monkeypatch, "A", a_paused, b_reconciled)
     older = _copy_pipe(sk.Store(url), folder, batch_rows=100)
-    real_append = older.sink.append  # type: ignore[union-attr]
-
-    def append(*a: Any, **kw: Any) -> Any:
-        try:
-            return real_append(*a, **kw)
-        finally:
-            a_appended.set()
-
-    older.sink.append = append  # type: ignore[union-attr,method-assign]
-    real_reconcile = sk.Pipeline._reconcile
-
-    def reconcile(self: sk.Pipeline, cp: Any) -> Any:
-        pending = real_reconcile(self, cp)
-        if _run_thread() == "B":
-            b_reconciled.set()
-            a_appended.wait(10)  # A appends its batch of a and c after B reconciled
-        return pending
-
-    monkeypatch.setattr(sk.Pipeline, "_reconcile", reconcile)
+    a_paused = interleave_append_after_reconcile(monkeypatch, older)
     results: dict[str, Any] = {}
     a = run_in_thread("A", lambda: older.run(progress=False), results)
     a_paused.wait(10)

@@ -20,16 +20,10 @@ import pytest
 
 import streamkit as sk
 from streamkit.pipeline._checkpoints import CheckpointStore
+from tests.storage._append_worker import DOOR
 
 pytestmark = pytest.mark.timeout(120)
 
-DOOR = sk.Machine(
-    "door",
-    states=["closed", "opened"],
-    initial="closed",
-    final=["closed"],
-    transitions=[("closed", "open", "opened"), ("opened", "close", "closed")],
-)
 EVENTS = pl.DataFrame(
     {
         "k": [f"k{i % 40}" for i in range(400)],

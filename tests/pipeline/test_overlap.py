@@ -25,16 +25,9 @@ import streamkit as sk
 from streamkit.pipeline._checkpoints import CheckpointStore
 from tests.pipeline.oracle import history_by_key, run_oracle, state_dict
 from tests.storage import _append_worker as worker
+from tests.storage._append_worker import DOOR
 
 pytestmark = pytest.mark.timeout(120)
-
-DOOR = sk.Machine(
-    "door",
-    states=["closed", "opened"],
-    initial="closed",
-    final=["closed"],
-    transitions=[("closed", "open", "opened"), ("opened", "close", "closed")],
-)
 
 
 @pytest.fixture
@@ -97,12 +90,14 @@ def pause_first_lease_check_of(
     monkeypatch.setattr(CheckpointStore, "check_lease", check)
 
 
-def test_a_newer_run_redoes_the_batch_an_overtaken_run_wrote_for_another_range(
-    url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def interleave_append_after_reconcile(
+    monkeypatch: pytest.MonkeyPatch, older: sk.Pipeline
+) -> threading.Event:
+    """Run ``older`` as thread "A" and a newer run as thread "B": A pauses at its
+    first lease check until B has reconciled, then B waits until A appended its
+    batch. Returns the event set when A pauses (start B after it)."""
     a_paused, b_reconciled, a_appended = threading.Event(), threading.Event(), threading.Event()
     pause_first_lease_check_of(monkeypatch, "A", a_paused, b_reconciled)
-    older, newer = pipeline(url, batch_rows=3), pipeline(url, batch_rows=8)
     real_append = older.sink.append  # type: ignore[union-attr]
 
     def append(*a: Any, **kw: Any) -> Any:
@@ -118,10 +113,18 @@ def test_a_newer_run_redoes_the_batch_an_overtaken_run_wrote_for_another_range(
         pending = real_reconcile(self, cp)
         if _run_thread() == "B":
             b_reconciled.set()
-            a_appended.wait(10)  # A appends its 3-row batch after B reconciled
+            a_appended.wait(10)  # A appends its batch after B reconciled
         return pending
 
     monkeypatch.setattr(sk.Pipeline, "_reconcile", reconcile)
+    return a_paused
+
+
+def test_a_newer_run_redoes_the_batch_an_overtaken_run_wrote_for_another_range(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    older, newer = pipeline(url, batch_rows=3), pipeline(url, batch_rows=8)
+    a_paused = interleave_append_after_reconcile(monkeypatch, older)
     results: dict[str, Any] = {}
     a = run_in_thread("A", lambda: older.run(progress=False), results)
     a_paused.wait(10)
@@ -292,7 +295,7 @@ def test_eight_appenders_and_overlapping_runs_never_corrupt_and_converge(
     assert (per_batch["version"] == 1).all()
     assert set(per_batch["writer_seq"]) <= set(pipe.checkpoints()["id"])
     # Identical to one uninterrupted run over the final log.
-    want = run_oracle(events.rename({"o": "offset"}), worker.DOOR, key="k", time="t", event="ev")
+    want = run_oracle(events.rename({"o": "offset"}), DOOR, key="k", time="t", event="ev")
     assert history_by_key(store.log("history").scan().collect()) == want["history"]
     assert state_dict(pipe.state()) == want["state"]
     quarantine = pipe.quarantine().sort("offset").select("offset", "reason").rows()
