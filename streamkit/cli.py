@@ -342,13 +342,10 @@ def _echo_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], right:
 
 def _quarantine_logs(store: Any) -> list[tuple[str, str]]:
     """``(pipeline, path)`` of every pipeline quarantine log in ``store``."""
-    from streamkit.storage._manifest import version_path
-
-    fs = store.filesystem
     found = []
-    for name in fs.ls("_pipelines"):  # [] when there is no pipeline
+    for name in store.filesystem.ls("_pipelines"):  # [] when there is no pipeline
         path = f"_pipelines/{name}/quarantine"
-        if fs.exists(f"{path}/{version_path(0)}"):
+        if store.has_log(path):
             found.append((name, path))
     return found
 
@@ -366,7 +363,7 @@ def log_ls(store_url: str, options: tuple[str, ...]) -> None:
         _fail(f"store {store_url!r} does not exist (no such folder)", EXIT_USAGE)
     logs = [(name, store.log(name), "") for name in store.logs()]
     logs += [
-        (path, store._internal_log(path), f"quarantine of pipeline {pipeline!r}")
+        (path, store.log_at(path), f"quarantine of pipeline {pipeline!r}")
         for pipeline, path in _quarantine_logs(store)
     ]
     if not logs:

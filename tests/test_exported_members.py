@@ -14,6 +14,22 @@ CONTRACT = {
 }  # fmt: skip
 
 
+#: What streamkit.storage declares for the layers built on it (pipelines, the CLI).
+STORAGE = {
+    "AppendResult", "FileCursor", "FileLog", "FileMark", "FilePlan", "FileSystem", "Log",
+    "Position", "Store", "Transaction", "crc32", "safe_relpath",
+}  # fmt: skip
+
+
+def test_storage_all_is_sorted_and_pinned() -> None:
+    import streamkit.storage as storage
+
+    assert storage.__all__ == sorted(storage.__all__)
+    assert set(storage.__all__) == STORAGE
+    for name in storage.__all__:
+        assert getattr(storage, name) is not None, name
+
+
 def test_all_is_sorted_and_pinned() -> None:
     assert sk.__all__ == sorted(sk.__all__)
     assert set(sk.__all__) == CONTRACT

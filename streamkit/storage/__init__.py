@@ -4,6 +4,14 @@ A position on a :class:`FileLog` (``flog.end()``, a checkpoint's source
 position) carries a :class:`FileCursor` of :class:`FileMark` file identities;
 ``flog.plan(position)`` returns a :class:`FilePlan` of the files still to read.
 
+For layers built on a store (pipelines, their checkpoints): :class:`FileSystem`
+(what ``store.filesystem`` and ``FileSystem.child`` return: byte I/O with the
+create-if-absent commit primitive), :func:`crc32` (the checksum every stored
+file carries) and :func:`safe_relpath` (the check for a path read from a stored
+file). ``Store.log_at`` opens logs at nested paths such as a pipeline's
+quarantine; ``Log.retract``, ``Log.writer_history`` and ``Log.check_manifest``
+serve writers that append with ``writer=``/``seq=``.
+
 Examples
 --------
 >>> import polars as pl
@@ -15,6 +23,8 @@ Examples
 
 from __future__ import annotations
 
+from streamkit.storage._fs import FileSystem, crc32
+from streamkit.storage._manifest import safe_relpath
 from streamkit.storage.filelog import FileLog, FilePlan
 from streamkit.storage.log import Log
 from streamkit.storage.position import (
@@ -32,8 +42,11 @@ __all__ = [
     "FileLog",
     "FileMark",
     "FilePlan",
+    "FileSystem",
     "Log",
     "Position",
     "Store",
     "Transaction",
+    "crc32",
+    "safe_relpath",
 ]

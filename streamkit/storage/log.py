@@ -332,6 +332,107 @@ class Log:
             return None
         return Transaction(writer, int(txn["seq"]), dict(txn["meta"]), int(txn["version"]))
 
+    def writer_history(self, writer: str) -> dict[int, dict[str, Any]]:
+        """``seq -> meta`` of every append ``writer`` committed, read from the version files.
+
+        :meth:`transaction` returns only a writer's last append; this returns all
+        of them, including appends that were later retracted (:meth:`retract`) or
+        whose segments were truncated: the version files are the record of what
+        was committed, and are never deleted. Reads every version file once, so
+        its cost grows with the log's history.
+
+        Parameters
+        ----------
+        writer : str
+            The ``writer`` the appends were made with.
+
+        Returns
+        -------
+        dict of int to dict
+            The ``meta`` of each append by its ``seq`` (an empty dict when the
+            append had none); empty if ``writer`` never committed to the log.
+
+        Raises
+        ------
+        CorruptFileError
+            If a version file is damaged (named in the message).
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> import streamkit as sk
+        >>> log = sk.Store("memory://streamkit-doc-history").log("l", key="k", time="t")
+        >>> for s in range(3):
+        ...     _ = log.append(pl.DataFrame({"k": [s], "t": [s]}), writer="w", seq=s, meta={"b": s})
+        >>> _ = log.retract("w", [(2, 2)])
+        >>> log.writer_history("w")
+        {0: {'b': 0}, 1: {'b': 1}, 2: {'b': 2}}
+        >>> log.writer_history("nobody")
+        {}
+        """
+        fs = self._fs
+        names = [n for n in fs.ls(mf.LOG_DIR) if _is_version_file(n)]
+        out: dict[int, dict[str, Any]] = {}
+        for path, data in fs.get_many([f"{mf.LOG_DIR}/{n}" for n in names]).items():
+            body = mf.decode(data, _fmt_path(fs, path))
+            txn = body.get("txn")
+            if isinstance(txn, dict) and txn.get("writer") == writer:
+                meta = txn.get("meta")
+                out[int(txn["seq"])] = meta if isinstance(meta, dict) else {}
+        return dict(sorted(out.items()))
+
+    def check_manifest(self) -> int:
+        """Read and check every manifest file of the log: versions, snapshots, the hint.
+
+        Each file must parse and match its checksum. Segment files are not read
+        here (:meth:`scan` checks their sizes and checksums as it reads them).
+
+        Returns
+        -------
+        int
+            The number of manifest files checked.
+
+        Raises
+        ------
+        CorruptFileError
+            Naming the first damaged file and what to do about it: version files
+            are the record of what is committed (restore them from a backup);
+            snapshots and the hint are redundant copies the log already reads
+            around (delete them; streamkit writes new ones).
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> import streamkit as sk
+        >>> log = sk.Store("memory://streamkit-doc-check").log("l", key="k", time="t")
+        >>> _ = log.append(pl.DataFrame({"k": [1], "t": [1]}))
+        >>> log.check_manifest()  # version 0 (the creation) and version 1
+        2
+        >>> log.filesystem.put(f"_log/{1:020d}.json", b"{")
+        >>> log.check_manifest()
+        Traceback (most recent call last):
+        ...
+        streamkit.errors.CorruptFileError: corrupt file .../_log/00000000000000000001.json: ...
+        """
+        fs = self._fs
+        names = [n for n in fs.ls(mf.LOG_DIR) if n.endswith(".json")]
+        paths = [f"{mf.LOG_DIR}/{n}" for n in names]
+        for path, data in fs.get_many(paths, missing_ok=True).items():
+            where = _fmt_path(fs, path)
+            try:
+                body = mf.decode(data, where)
+                if path == mf.HINT and not isinstance(body.get("version"), int):
+                    raise CorruptFileError(f"corrupt file {where}: no snapshot version")
+            except CorruptFileError as exc:
+                if path == mf.HINT or path.endswith(".snapshot.json"):
+                    raise CorruptFileError(
+                        f"{exc}. It is a redundant copy that the log already reads around "
+                        "(slower to open); delete the file to clear this, streamkit writes a "
+                        "new one with a later version"
+                    ) from None
+                raise
+        return len(paths)
+
     def segments(self) -> pl.DataFrame:
         """One row per live committed segment, in offset order.
 
@@ -819,11 +920,29 @@ class Log:
             series = pl.Series([value])
         return int(series.cast(dtype).to_physical()[0])
 
-    def _retract(self, writer: str, ranges: list[tuple[int, int]]) -> int:
-        """Remove live segments that ``writer`` committed with ``lo <= seq <= hi``.
+    def retract(self, writer: str, ranges: Sequence[tuple[int, int]]) -> int:
+        """Remove the live segments that ``writer`` committed with ``lo <= seq <= hi``.
 
-        One new version (op ``retract``); nothing is committed when nothing
-        matches. Returns the number of segments removed.
+        This is how a writer that appends with ``writer=``/``seq=`` (a pipeline)
+        takes back what it wrote after a point, for instance when it is rerun from
+        an older checkpoint: the rows of those appends disappear from
+        :meth:`scan`, :meth:`segments` and :meth:`count` at once, for every
+        reader. Offsets are never reused (:meth:`end` does not move back) and the
+        files are deleted later by :meth:`vacuum`.
+
+        Parameters
+        ----------
+        writer : str
+            The ``writer`` the appends were made with.
+        ranges : sequence of (int, int)
+            Inclusive ``(lo, hi)`` ranges of the writer's ``seq`` numbers.
+
+        Returns
+        -------
+        int
+            The number of segments removed. All of them go in one new version
+            (op ``retract``); nothing is committed when nothing matches, so a
+            retract can be repeated safely (after a crash, say).
 
         Examples
         --------
@@ -832,8 +951,10 @@ class Log:
         >>> log = sk.Store("memory://streamkit-doc-retract").log("l", key="k", time="t")
         >>> for s in range(3):
         ...     _ = log.append(pl.DataFrame({"k": [s], "t": [s]}), writer="w", seq=s)
-        >>> log._retract("w", [(1, 2)]), log.count()
-        (2, 1)
+        >>> log.retract("w", [(1, 2)]), log.count(), log.end()
+        (2, 1, Position(offset=3))
+        >>> log.retract("w", [(1, 2)])
+        0
         """
         spans = [(int(lo), int(hi)) for lo, hi in ranges]
         removed: list[int] = [0]
@@ -855,6 +976,8 @@ class Log:
 
         self._commit(build)
         return removed[0]
+
+    _retract = retract  # old private name, kept until its callers move to retract
 
     def vacuum(self, retain: dt.timedelta = dt.timedelta(hours=1)) -> list[str]:
         """Delete files under the log that no live segment references.
@@ -1041,6 +1164,11 @@ def _as_offset(value: Position | int | None, default: int, what: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     raise TypeError(f"scan({what}=...) expects a Position or an int >= 0, found {value!r}")
+
+
+def _is_version_file(name: str) -> bool:
+    """True for a version file's name (``<20 digits>.json``), not a snapshot or temp file."""
+    return len(name) == 25 and name[:20].isdigit() and name.endswith(".json")
 
 
 def _name_stamp(rel: str) -> int | None:

@@ -137,19 +137,87 @@ class Store:
         validate_log_name(name)
         return Log._open(self._fs.child(name), name, key=key, time=time, partitions=partitions)
 
+    def log_at(
+        self,
+        path: str,
+        *,
+        key: str | None = None,
+        time: str | None = None,
+        partitions: int | None = None,
+    ) -> Log:
+        """Open the log at ``path`` below the store; create it if key and time are given.
+
+        For logs that belong to a layer built on the store rather than to its
+        user, such as a pipeline's quarantine at ``_pipelines/<name>/quarantine``:
+        ``path`` may be nested and may use the reserved ``_`` prefix, and
+        :meth:`logs` does not list such logs. Otherwise it behaves like
+        :meth:`log` (same creation, reopen checks and errors). User logs should
+        be opened with :meth:`log`, which checks their names.
+
+        Parameters
+        ----------
+        path : str
+            A relative, ``/``-separated path below the store's root; no empty
+            path, no ``.`` or ``..`` component (``\\`` counts as ``/``).
+        key, time : str, optional
+            Key and time column names. Required to create; checked on reopen.
+        partitions : int, optional
+            Number of partitions rows are spread over by key hash (default 1).
+
+        Raises
+        ------
+        ConfigurationError
+            If ``path`` is empty or would leave the store's folder.
+        LogNotFoundError
+            If no log exists at ``path`` and key/time were not given.
+        SchemaError
+            If the log exists with a different key, time or partitions.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> import streamkit as sk
+        >>> store = sk.Store("memory://streamkit-doc-store-log-at")
+        >>> q = store.log_at("_pipelines/orders/quarantine", key="id", time="ts")
+        >>> _ = q.append(pl.DataFrame({"id": [1], "ts": [5]}))
+        >>> store.log_at("_pipelines/orders/quarantine").count(), store.logs()
+        (1, [])
+        >>> store.log_at("_pipelines/../../elsewhere", key="id", time="ts")
+        Traceback (most recent call last):
+        ...
+        streamkit.errors.ConfigurationError: invalid log path '_pipelines/../../elsewhere': ...
+        """
+        rel = _log_relpath(path)
+        return Log._open(self._fs.child(rel), rel, key=key, time=time, partitions=partitions)
+
     def _internal_log(
         self, relpath: str, *, key: str | None = None, time: str | None = None
     ) -> Log:
-        """Open or create a log at an arbitrary relative path (no name checks).
+        """Old private name of :meth:`log_at`, kept until its callers move."""
+        return self.log_at(relpath, key=key, time=time)
 
-        Used by the pipeline layer for logs such as ``_pipelines/<name>/quarantine``;
-        :meth:`logs` does not list them.
+    def has_log(self, path: str) -> bool:
+        """True if a log exists at ``path``: a user log's name or a nested path.
+
+        Parameters
+        ----------
+        path : str
+            A log name or a path as :meth:`log_at` takes it.
+
+        Raises
+        ------
+        ConfigurationError
+            If ``path`` is empty or would leave the store's folder.
+
+        Examples
+        --------
+        >>> import streamkit as sk
+        >>> store = sk.Store("memory://streamkit-doc-store-has-log")
+        >>> _ = store.log("orders", key="id", time="ts")
+        >>> store.has_log("orders"), store.has_log("_pipelines/p/quarantine")
+        (True, False)
         """
-        parts = [p for p in relpath.replace("\\", "/").split("/") if p]
-        if not parts or any(p in {".", ".."} for p in parts):
-            raise ConfigurationError(f"invalid internal log path {relpath!r}")
-        rel = "/".join(parts)
-        return Log._open(self._fs.child(rel), rel, key=key, time=time)
+        return self._fs.exists(f"{_log_relpath(path)}/{mf.version_path(0)}")
 
     def logs(self) -> list[str]:
         """Names of the user logs in the store, sorted.
@@ -162,13 +230,7 @@ class Store:
         >>> store.logs()
         ['a', 'b']
         """
-        names = []
-        first = mf.version_path(0)
-        for entry in self._fs.ls(""):
-            if entry[:1] in "._" or entry == "":
-                continue
-            if self._fs.exists(f"{entry}/{first}"):
-                names.append(entry)
+        names = [e for e in self._fs.ls("") if e and e[:1] not in "._" and self.has_log(e)]
         return sorted(names)
 
     def __repr__(self) -> str:
@@ -202,3 +264,16 @@ class Store:
             f"<table><caption>streamkit Store {html.escape(self.url)}</caption>"
             f"<tr>{head}</tr>{''.join(rows)}</table>"
         )
+
+
+def _log_relpath(path: object) -> str:
+    """``path`` as a clean relative path below the store, else ConfigurationError."""
+    if not isinstance(path, str):
+        raise ConfigurationError(f"a log path must be a str, found {type(path).__name__}")
+    parts = [p for p in path.replace("\\", "/").split("/") if p]
+    if not parts or any(p in {".", ".."} for p in parts):
+        raise ConfigurationError(
+            f"invalid log path {path!r}: expected a relative path below the store's folder, "
+            "with no empty, '.' or '..' component (e.g. '_pipelines/<name>/quarantine')"
+        )
+    return "/".join(parts)
