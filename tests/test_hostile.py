@@ -104,7 +104,10 @@ def rewrite_checkpoint(store: sk.Store, cid: int, change: Any) -> None:
 
 
 def state_entry(doc: dict[str, Any]) -> dict[str, Any]:
-    entry: dict[str, Any] = next(iter(doc["operators"].values()))["state_file"]
+    """The newest state file a checkpoint lists: the one only that checkpoint uses
+    (key groups' chains share older files with earlier checkpoints)."""
+    files = next(iter(doc["operators"].values()))["state"]["files"]
+    entry: dict[str, Any] = max(files, key=lambda f: f["path"])
     return entry
 
 
@@ -785,7 +788,7 @@ def test_internal_paths_and_file_patterns_stay_below_their_folder(tmp_path: Path
     store = sk.Store(str(tmp_path / "lake"))
     for rel in ("_pipelines/../../x", "..", "/"):
         with pytest.raises(sk.ConfigurationError):
-            store._internal_log(rel, key="k", time="t")
+            store.log_at(rel, key="k", time="t")
     folder = tmp_path / "drops"
     folder.mkdir()
     pl.DataFrame({"k": [1], "t": [1]}).write_parquet(tmp_path / "outside.parquet")

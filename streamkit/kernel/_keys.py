@@ -39,10 +39,11 @@ class KeyIndex:
     (['b', 'a', 'c'], 3)
     """
 
-    __slots__ = ("_map", "_table")
+    __slots__ = ("_map", "_table", "_tail")
 
     def __init__(self) -> None:
         self._table: pl.DataFrame | None = None
+        self._tail: pl.DataFrame | None = None  # keys added since the last merge
         self._map: ByteKeyMap | None = None
 
     @classmethod
@@ -84,7 +85,9 @@ class KeyIndex:
         return index
 
     def __len__(self) -> int:
-        return 0 if self._table is None else self._table.height
+        if self._table is None:
+            return 0
+        return self._table.height + (0 if self._tail is None else self._tail.height)
 
     @property
     def dtype(self) -> pl.DataType | None:
@@ -103,7 +106,9 @@ class KeyIndex:
         """
         if self._table is None:
             return pl.Series("key", [], dtype=pl.Null)
-        return self._table["key"]
+        if self._tail is None:
+            return self._table["key"]
+        return pl.concat([self._table["key"], self._tail["key"]], rechunk=False)
 
     def lookup_or_insert(self, keys: pl.Series) -> npt.NDArray[np.int64]:
         """Return the id of each key, assigning new ids to keys never seen.
@@ -145,7 +150,7 @@ class KeyIndex:
             keys = frame["key"]
             ids, new_rows = _map_lookup(self._map, keys, insert=True)
             if len(new_rows):
-                start = self._table.height
+                start = len(self)
                 self._append(
                     pl.DataFrame(
                         {
@@ -218,15 +223,23 @@ class KeyIndex:
         assert self._table is not None
         if frame.schema["key"] == pl.Null:  # empty (nulls were rejected)
             return np.full(frame.height, -1, dtype=np.int64)
-        joined = frame.join(self._table, on="key", how="left", maintain_order="left")
+        table = self._table if self._tail is None else pl.concat([self._table, self._tail])
+        joined = frame.join(table, on="key", how="left", maintain_order="left")
         ids: npt.NDArray[np.int64] = joined["id"].fill_null(-1).to_numpy().astype(np.int64)
         return ids
 
     def _append(self, new: pl.DataFrame) -> None:
         assert self._table is not None
-        # One chunk: gathers from a chunked Series (every batch's history keys) cost
-        # several times more than the copy of the keys that rechunking takes.
-        self._table = pl.concat([self._table, new], how="vertical", rechunk=True)
+        # Few chunks: gathers from a Series of many chunks (every batch's history
+        # keys) cost several times more than copying the keys once. New keys go to
+        # a tail of at most 16 chunks, merged into the one-chunk table once it
+        # reaches a quarter of it: adding keys costs in proportion to the keys
+        # added (plus 1/64 of those held), not to all the keys held.
+        tail = new if self._tail is None else pl.concat([self._tail, new], rechunk=False)
+        if tail.height * 4 >= self._table.height:
+            self._table, self._tail = pl.concat([self._table, tail], rechunk=True), None
+        else:
+            self._tail = tail.rechunk() if tail.n_chunks() > 16 else tail
 
     def __repr__(self) -> str:
         return f"KeyIndex({len(self)} keys, dtype={self.dtype})"

@@ -5,7 +5,9 @@ Layout under ``<store>/_pipelines/<name>/``::
     epochs/000000000042.json       claimed with create-if-absent by one run
     epochs/000000000042.beat       that run's heartbeat (advisory, overwritten)
     checkpoints/000000000007.json  one per committed batch, create-if-absent
-    state/<uuid>.arrow             Arrow IPC files referenced by checkpoints
+    state/<ms>-<uuid>.arrow        Arrow IPC files referenced by checkpoints: one
+                                   record batch per key group (a base or a delta,
+                                   see ``streamkit.pipeline._keyed``)
 
 A run claims epoch N+1 only when epoch N's holder is gone: its heartbeat is
 older than the holder's lease timeout, or says the run released it (or the
@@ -36,15 +38,18 @@ import pyarrow.ipc as pa_ipc
 
 from streamkit.errors import CheckpointError, CorruptFileError, LeaseError, StorageError
 from streamkit.pipeline._report import format_ids
-from streamkit.storage._fs import crc32
-from streamkit.storage._manifest import safe_relpath
+from streamkit.storage import crc32, safe_relpath
 
 if TYPE_CHECKING:
-    from streamkit.storage._fs import FileSystem
+    from streamkit.storage import FileSystem
 
 _logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Formats this streamkit reads: 1 wrote each operator's whole state as one file.
+READABLE_FORMATS = (1, 2)
+#: Key groups of a new pipeline (and of checkpoints written before key groups).
+DEFAULT_KEY_GROUPS = 256
 _ID_WIDTH = 12
 _IPC_OPTIONS = pa_ipc.IpcWriteOptions(compression=pa.Codec("zstd", compression_level=1))
 
@@ -137,6 +142,7 @@ class Checkpoint:
     # The source's read position where an offset alone does not say what was
     # read (a FileLog: ``Position.to_dict()`` with the consumed files); None for a Log.
     source_state: dict[str, Any] | None = None
+    key_groups: int = DEFAULT_KEY_GROUPS
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -154,6 +160,7 @@ class Checkpoint:
             "counts": self.counts,
             "retracted": [list(r) for r in self.retracted],
             "plan": self.plan,
+            "key_groups": self.key_groups,
         }
         if self.source_state is not None:
             body["source_state"] = self.source_state
@@ -161,10 +168,11 @@ class Checkpoint:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Checkpoint:
-        if d.get("format") != FORMAT_VERSION:
+        if d.get("format") not in READABLE_FORMATS:
             raise CheckpointError(
-                f"checkpoint format {d.get('format')!r} is not supported "
-                f"(this streamkit reads format {FORMAT_VERSION})"
+                f"checkpoint format {d.get('format')!r} is not supported (this streamkit "
+                f"reads formats {', '.join(map(str, READABLE_FORMATS))}): it was written by "
+                "a newer streamkit; upgrade streamkit to resume this pipeline"
             )
         batch = d.get("batch")
         return cls(
@@ -182,12 +190,14 @@ class Checkpoint:
             retracted=[(int(a), int(b)) for a, b in d.get("retracted", [])],
             plan=d.get("plan"),
             source_state=d.get("source_state"),
+            key_groups=int(d.get("key_groups", DEFAULT_KEY_GROUPS)),
         )
 
 
-def initial_checkpoint(position: int) -> Checkpoint:
+def initial_checkpoint(position: int, key_groups: int | None = None) -> Checkpoint:
     """The virtual checkpoint 0: nothing processed, empty state."""
     return Checkpoint(
+        key_groups=DEFAULT_KEY_GROUPS if key_groups is None else key_groups,
         id=0,
         parent=None,
         epoch=0,
@@ -205,6 +215,10 @@ class CheckpointStore:
     def __init__(self, fs: FileSystem, pipeline: str) -> None:
         self.fs = fs
         self.pipeline = pipeline
+
+    def where(self, path: str) -> str:
+        """The full URL of one of the pipeline's files, for messages."""
+        return self._where(path)
 
     def _where(self, path: str) -> str:
         return f"{self.fs.url.rstrip('/')}/{path}"
@@ -356,8 +370,7 @@ class CheckpointStore:
         for entry in cp.operators.values():
             if not isinstance(entry, dict):
                 raise self._damaged(cid, "holds an operator entry that is not an object")
-            if entry.get("state_file") is not None:
-                FileRef.from_dict(entry["state_file"], where)
+            _entry_files(entry, where)
         return cp
 
     def _damaged(self, cid: int, what: str) -> CorruptFileError:
@@ -447,29 +460,84 @@ class CheckpointStore:
 
     @staticmethod
     def _state_files(cp: Checkpoint) -> set[str]:
-        return {
-            str(op["state_file"]["path"])
-            for op in cp.operators.values()
-            if op.get("state_file") is not None
-        }
+        """Every state file ``cp`` references (the files of every chain)."""
+        where = f"checkpoint {cp.id}"
+        return {ref.path for entry in cp.operators.values() for ref in _entry_files(entry, where)}
 
     # ------------------------------------------------------------ state files
-    def write_state(self, table: pl.DataFrame) -> FileRef:
+    def write_state(
+        self, table: pl.DataFrame, batches: list[int] | None = None, path: str | None = None
+    ) -> FileRef:
+        """Write ``table`` as an Arrow IPC state file, cut into record batches of
+        ``batches`` rows (default: one), at ``path`` (default: a new name)."""
         # pyarrow's writer with zstd level 1: about 3x faster than Polars'
         # write_ipc(compression="zstd") on a state frame, for a file a few
         # percent larger; any Arrow IPC reader opens it.
-        arrow = table.to_arrow()
+        arrow = table.to_arrow().combine_chunks()
+        sizes = [table.height] if batches is None else batches
+        if sum(sizes) != table.height:  # pragma: no cover - caller bug
+            raise ValueError(f"record batches of {sum(sizes)} rows for {table.height} rows")
+        whole = arrow.to_batches()
+        record = whole[0] if whole else pa.RecordBatch.from_pylist([], schema=arrow.schema)
         sink = pa.BufferOutputStream()
         with pa_ipc.new_file(sink, arrow.schema, options=_IPC_OPTIONS) as writer:
-            writer.write_table(arrow)
+            offset = 0
+            for rows in sizes:
+                writer.write_batch(record.slice(offset, rows))
+                offset += rows
         data = sink.getvalue().to_pybytes()
-        path = f"state/{int(time.time() * 1000):013d}-{uuid.uuid4().hex}.arrow"
+        return self._put_state(data, path)
+
+    def _put_state(self, data: bytes, path: str | None = None) -> FileRef:
+        path = path or new_state_path()
         if not self.fs.put_new(path, data):  # pragma: no cover - uuid collision
             raise CheckpointError(f"state file {path} exists already")
         return FileRef(path, len(data), crc32(data))
 
-    def read_state(self, ref: FileRef) -> pl.DataFrame:
-        """Read a state file; its size, checksum and column types are checked first.
+    def copy_state(self, ref: FileRef) -> FileRef:
+        """A byte-for-byte copy of a state file under a new name (checked first)."""
+        return self._put_state(self._state_bytes(ref))
+
+    def _state_bytes(self, ref: FileRef) -> bytes:
+        """A state file's bytes, after its size and checksum are checked."""
+        ref = FileRef.from_dict(ref.to_dict(), "a checkpoint")
+        where = self._where(ref.path)
+        try:
+            data = self.fs.get(ref.path)
+        except FileNotFoundError as exc:
+            raise CheckpointError(
+                f"state file {where} referenced by a checkpoint is missing; "
+                f"{self._way_out(ref.path)}"
+            ) from exc
+        if len(data) != ref.bytes or crc32(data) != ref.crc32:
+            raise CorruptFileError(
+                f"state file {where} is corrupt: expected {ref.bytes} bytes with crc32 "
+                f"{ref.crc32:#010x}, found {len(data)} bytes with crc32 "
+                f"{crc32(data):#010x}; {self._way_out(ref.path)}"
+            )
+        return data
+
+    def _way_out(self, path: str) -> str:
+        """How to get past a damaged or missing state file: the checkpoints that
+        do not use it (incremental checkpoints share files)."""
+        clean: list[int] = []
+        with contextlib.suppress(StorageError, OSError):
+            for cid in self.ids():
+                with contextlib.suppress(CheckpointError):
+                    if path not in self._state_files(self.read(cid)):
+                        clean.append(cid)
+        if not clean:
+            return (
+                "restore it from a backup, or rewind with run(from_checkpoint=0) to "
+                "reprocess the log (every retained checkpoint uses this file)"
+            )
+        return (
+            "restore it from a backup, or rewind to a checkpoint that does not use it "
+            f"with run(from_checkpoint=N), N in {format_ids(clean)} (0 reprocesses the log)"
+        )
+
+    def read_state_batches(self, ref: FileRef) -> list[pa.RecordBatch]:
+        """A state file's record batches; size, checksum and column types checked first.
 
         Raises
         ------
@@ -481,35 +549,53 @@ class CheckpointStore:
             Arrow extension type, a nested type): such a file is refused before
             any of its data is decoded.
         """
-        ref = FileRef.from_dict(ref.to_dict(), "a checkpoint")
+        data = self._state_bytes(ref)
         where = self._where(ref.path)
-        way_out = (
-            "restore it from a backup, or rewind to an older checkpoint with "
-            "run(from_checkpoint=N) (see pipe.checkpoints(); 0 reprocesses the log)"
-        )
-        try:
-            data = self.fs.get(ref.path)
-        except FileNotFoundError as exc:
-            raise CheckpointError(
-                f"state file {where} referenced by a checkpoint is missing; {way_out}"
-            ) from exc
-        if len(data) != ref.bytes or crc32(data) != ref.crc32:
-            raise CorruptFileError(
-                f"state file {where} is corrupt: expected {ref.bytes} bytes with crc32 "
-                f"{ref.crc32:#010x}, found {len(data)} bytes with crc32 "
-                f"{crc32(data):#010x}; {way_out}"
-            )
         try:
             reader = pa_ipc.open_file(pa.BufferReader(data))
             _check_state_schema(reader.schema, where)
-            table = reader.read_all()
+            return [reader.get_batch(i) for i in range(reader.num_record_batches)]
         except pa.ArrowException as exc:
             raise CorruptFileError(
-                f"state file {where} is not readable Arrow IPC ({exc}); {way_out}"
+                f"state file {where} is not readable Arrow IPC ({exc}); {self._way_out(ref.path)}"
             ) from None
+
+    def read_state(self, ref: FileRef) -> pl.DataFrame:
+        """A whole state file as one frame (see :meth:`read_state_batches`)."""
+        batches = self.read_state_batches(ref)
+        if batches:
+            table = pa.Table.from_batches(batches)
+        else:  # pragma: no cover - streamkit writes at least one record batch
+            raise CorruptFileError(f"state file {self._where(ref.path)} holds no record batch")
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)
         return frame
+
+
+def new_state_path() -> str:
+    """A fresh state file name: ``state/<ms since epoch>-<uuid>.arrow``.
+
+    The time prefix is what lets retention delete files that no checkpoint
+    references once they are old enough (left by a crashed batch).
+    """
+    return f"state/{int(time.time() * 1000):013d}-{uuid.uuid4().hex}.arrow"
+
+
+def _entry_files(entry: dict[str, Any], where: str) -> list[FileRef]:
+    """The state files an operator entry references, validated.
+
+    Format 2 lists them under ``state`` (key-group chains); format 1 had one
+    ``state_file``.
+    """
+    files: list[FileRef] = []
+    if entry.get("state_file") is not None:
+        files.append(FileRef.from_dict(entry["state_file"], where))
+    state = entry.get("state")
+    if state is not None:
+        if not isinstance(state, dict) or not isinstance(state.get("files"), list):
+            raise CorruptFileError(f"corrupt file {where}: a keyed state entry is malformed")
+        files += [FileRef.from_dict(f, where) for f in state["files"]]
+    return files
 
 
 def _plain_type(t: pa.DataType) -> bool:

@@ -2,11 +2,13 @@
 
 An operator turns the frame of one micro-batch into the next frame. Stateless
 operators (``Filter``, ``WithColumns``) are plain Polars expressions applied
-lazily; a stateful operator (``Transitions``) also restores its state from a
-checkpoint entry (``open``), copies it at the end of each batch (``freeze``, on
-the run's thread) and writes that copy as the next entry (``persist``, on the
-commit thread, while the next batch runs). The runner knows only this small
-interface, so new operators (windows, dedupe) slot in beside these.
+lazily. A keyed operator (:class:`KeyedOperator`; ``Transitions``) also keeps
+state per key, cut into key groups, through one interface the runner uses
+without knowing the operator: ``open`` restores the state of a checkpoint
+entry, ``process`` runs a batch, ``changes`` takes what the batch changed (on
+the run's thread, right after the batch) and ``persist`` writes it and returns
+the next checkpoint entry (on the commit thread, while the next batch runs).
+New keyed operators (windows, dedupe) slot in beside ``Transitions``.
 """
 
 from __future__ import annotations
@@ -69,22 +71,6 @@ class Operator:
     def process(self, frame: pl.LazyFrame, ctx: BatchContext) -> pl.LazyFrame:
         raise NotImplementedError
 
-    # Stateful operators override these three.
-    def open(self, entry: dict[str, Any] | None, ckpts: CheckpointStore) -> None:
-        """Restore state from a checkpoint entry (None: start empty)."""
-
-    def freeze(self) -> Any:
-        """A copy of the state as of now, safe to persist while the next batch runs."""
-        return None
-
-    def persist(self, ckpts: CheckpointStore, frozen: Any) -> dict[str, Any]:
-        """Write a frozen state; return the checkpoint entry describing it."""
-        return {"kind": self.kind}
-
-    def snapshot(self, ckpts: CheckpointStore) -> dict[str, Any]:
-        """Persist the current state; return its checkpoint entry."""
-        return self.persist(ckpts, self.freeze())
-
     def fingerprint(self) -> str:
         return self.kind
 
@@ -95,6 +81,39 @@ class Operator:
     def plan(self) -> dict[str, Any] | None:
         """A JSON description to rebuild the operator (None: not serializable)."""
         return None
+
+
+class KeyedOperator(Operator):
+    """An operator with state per key, checkpointed incrementally by key group.
+
+    The runner calls, in this order: ``open`` once per run (and again after a
+    conflict), then per batch ``process`` and ``changes`` on the run's thread
+    and ``persist`` on the commit thread; ``regroup`` re-shards the state.
+    Events the operator sets aside go to the pipeline's quarantine (a log
+    keyed like the source), through ``BatchContext.quarantine``.
+    """
+
+    stateful = True
+
+    def open(self, entry: dict[str, Any] | None, ckpts: CheckpointStore, key_groups: int) -> None:
+        """Restore the state of a checkpoint entry (None: start empty) in ``key_groups``."""
+        raise NotImplementedError
+
+    def changes(self) -> Any:
+        """What changed since the last call, copied: safe to persist while the next batch runs."""
+        raise NotImplementedError
+
+    def persist(self, ckpts: CheckpointStore, changes: Any) -> dict[str, Any]:
+        """Write ``changes``; return the checkpoint entry of the state they complete."""
+        raise NotImplementedError
+
+    def regroup(self, key_groups: int) -> None:
+        """Cut the state into ``key_groups`` groups; the next ``changes`` rewrites it all."""
+        raise NotImplementedError
+
+    def state_frame(self) -> pl.DataFrame:
+        """The per-key state as a frame, one row per key."""
+        raise NotImplementedError
 
 
 #: Keys of Polars' JSON form that carry code: pickled Python functions
@@ -316,11 +335,10 @@ def _refuse_nulls(df: pl.DataFrame, ctx: BatchContext) -> None:
         )
 
 
-class Transitions(Operator):
+class Transitions(KeyedOperator):
     """Run a finite-state machine per key; emit the transition history."""
 
     kind = "transitions"
-    stateful = True
 
     def __init__(
         self,
@@ -377,12 +395,14 @@ class Transitions(Operator):
         }
 
     # --------------------------------------------------------------- state
-    def open(self, entry: dict[str, Any] | None, ckpts: CheckpointStore) -> None:
+    def open(self, entry: dict[str, Any] | None, ckpts: CheckpointStore, key_groups: int) -> None:
         from streamkit.kernel import KeyIndex, KeyState, compile
+        from streamkit.pipeline._keyed import GroupedState
 
         self._time_dtype: pl.DataType | None = None
         self.index = KeyIndex()
         self.kstate = KeyState.empty(0)
+        self.grouped = GroupedState(key_groups)
         self.watermark = int(np.iinfo(np.int64).min)
         self._key_dtype: pl.DataType | None = None
         self._compile = compile
@@ -400,14 +420,20 @@ class Transitions(Operator):
                 "keep those states, or reprocess from the start with "
                 "run(from_checkpoint=0)"
             )
-        from streamkit.pipeline._checkpoints import FileRef
+        if entry.get("state") is not None:
+            table = self.grouped.restore(entry["state"], ckpts, check=_check_state_table)
+            where = f"{ckpts.where('state')} (key-group chains)"
+        else:  # format 1: the whole state in one file, regrouped at the next checkpoint
+            from streamkit.pipeline._checkpoints import FileRef
 
-        ref = FileRef.from_dict(entry["state_file"])
-        table = ckpts.read_state(ref)
-        _check_state_table(table, ref.path)
+            ref = FileRef.from_dict(entry["state_file"])
+            table = ckpts.read_state(ref)
+            where = ref.path
+            self.grouped.regroup(key_groups, table["key"] if table.height else pl.Series([]))
         self.watermark = int(entry["watermark"])
         self.machines_used = [str(f) for f in entry.get("machines_used", [entry["machine"]])]
         if table.height:
+            _check_state_table(table, where)
             self.index = KeyIndex.from_series(table["key"])
             codes = table["state"].replace_strict(
                 list(self.machine.states),
@@ -417,7 +443,7 @@ class Transitions(Operator):
             )
             if (codes < 0).any():
                 bad = table.filter(codes < 0)["state"].unique().to_list()
-                raise CheckpointError(f"state file {ref.path} holds unknown states {bad}")
+                raise CheckpointError(f"state file {where} holds unknown states {bad}")
             self.kstate = KeyState.empty(table.height)
             self.kstate.state[:] = codes.to_numpy()
             self.kstate.since[:] = table["since"].cast(pl.Int64).to_numpy()
@@ -427,31 +453,49 @@ class Transitions(Operator):
             self._key_dtype = table["key"].dtype
         self._opened = True
 
-    def state_frame(self) -> pl.DataFrame:
-        """The per-key state as the contract's columns (a copy of the arrays)."""
-        n = len(self.index)
-        if self._time_dtype is None or self._key_dtype is None:
-            return pl.DataFrame(
-                schema={
-                    "key": pl.String,
-                    "state": pl.String,
-                    "since": pl.Int64,
-                    "last_time": pl.Int64,
-                    "events": pl.Int64,
-                }
-            )
-        names = pl.Series("state", list(self.machine.states), dtype=pl.String)
+    @staticmethod
+    def empty_state() -> pl.DataFrame:
+        """The state of a pipeline that has seen no key yet."""
         return pl.DataFrame(
-            {
-                "key": self.index.keys,
-                "state": names.gather(np.array(self.kstate.state[:n])),
-                "since": pl.Series(np.array(self.kstate.since[:n])).cast(self._time_dtype),
-                "last_time": pl.Series(np.array(self.kstate.last[:n])).cast(self._time_dtype),
-                "events": pl.Series(np.array(self.kstate.events[:n]), dtype=pl.Int64),
+            schema={
+                "key": pl.String,
+                "state": pl.String,
+                "since": pl.Int64,
+                "last_time": pl.Int64,
+                "events": pl.Int64,
             }
         )
 
-    def freeze(self) -> Any:
+    def state_frame(self) -> pl.DataFrame:
+        """The per-key state as the contract's columns (a copy of the arrays), by key id."""
+        return self._rows(None)
+
+    def _rows(self, ids: np.ndarray[Any, Any] | None) -> pl.DataFrame:
+        """The state of the keys ``ids`` (None: every key, in id order)."""
+        if self._time_dtype is None or self._key_dtype is None:
+            return self.empty_state()
+        k = self.kstate
+        if ids is None:
+            n = len(self.index)
+            keys = self.index.keys
+            state, since, last, events = (
+                np.array(a[:n]) for a in (k.state, k.since, k.last, k.events)
+            )
+        else:
+            keys = self.index.keys.gather(ids)
+            state, since, last, events = (a[ids] for a in (k.state, k.since, k.last, k.events))
+        names = pl.Series("state", list(self.machine.states), dtype=pl.String)
+        return pl.DataFrame(
+            {
+                "key": keys,
+                "state": names.gather(state),
+                "since": pl.Series(since).cast(self._time_dtype),
+                "last_time": pl.Series(last).cast(self._time_dtype),
+                "events": pl.Series(events, dtype=pl.Int64),
+            }
+        )
+
+    def changes(self) -> Any:
         fingerprint = self.machine.fingerprint()
         if fingerprint not in self.machines_used:
             self.machines_used.append(fingerprint)
@@ -464,11 +508,23 @@ class Transitions(Operator):
             "watermark": self.watermark,
             "keys": len(self.index),
         }
-        return entry, self.state_frame()
+        taken = self.grouped.take()
+        rows = None
+        if taken.path is not None:
+            from streamkit.pipeline._keyed import ID
 
-    def persist(self, ckpts: CheckpointStore, frozen: Any) -> dict[str, Any]:
-        entry, table = frozen
-        return dict(entry, state_file=ckpts.write_state(table).to_dict())
+            rows = self._rows(taken.ids).insert_column(0, pl.Series(ID, taken.ids))
+        return entry, taken, rows
+
+    def persist(self, ckpts: CheckpointStore, changes: Any) -> dict[str, Any]:
+        entry, taken, rows = changes
+        written = None
+        if rows is not None:
+            written = ckpts.write_state(rows, [n for _, n in taken.groups], taken.path)
+        return dict(entry, state=self.grouped.entry(taken, written))
+
+    def regroup(self, key_groups: int) -> None:
+        self.grouped.regroup(key_groups, self.index.keys)
 
     # ------------------------------------------------------------- process
     def process(self, frame: pl.LazyFrame, ctx: BatchContext) -> pl.LazyFrame:
@@ -502,7 +558,10 @@ class Transitions(Operator):
             return self._emit(
                 df.drop("__sk_event"), res, ctx, empty, empty.astype(np.int32), empty
             ).lazy()
+        known = len(self.index)
         key_ids = self.index.lookup_or_insert(key_s)
+        if len(self.index) > known:
+            self.grouped.add_keys(self.index.keys.slice(known))
         self.kstate.grow(len(self.index))
         codes = self.cm.encode_events(df["__sk_event"])
         times = time_s.cast(pl.Int64).to_numpy()
@@ -555,6 +614,8 @@ class Transitions(Operator):
         times: np.ndarray[Any, Any],
     ) -> pl.DataFrame:
         self.watermark = int(res.watermark)
+        self.grouped.touch(key_ids)
+        self.grouped.touch(res.t_key)
         states = pl.Series("s", list(self.machine.states), dtype=pl.String)
         status = res.status
         n = df.height

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from streamkit.errors import CorruptFileError, StreamkitError
-from streamkit.pipeline._checkpoints import Checkpoint, FileRef
+from streamkit.errors import StreamkitError
+from streamkit.pipeline._checkpoints import Checkpoint, CheckpointStore, FileRef
 from streamkit.pipeline._executor import LocalExecutor
+from streamkit.pipeline._keyed import ID, GroupedState
 from streamkit.pipeline._operators import OFFSET, BatchContext, Transitions, _check_state_table
 from streamkit.pipeline._report import VerifyReport
 from streamkit.storage import Log, Position
-from streamkit.storage import _manifest as mf
 
 if TYPE_CHECKING:
     from streamkit.pipeline.pipeline import Pipeline
@@ -46,7 +46,8 @@ def verify(pipe: Pipeline, checkpoint: int | None, *, replay: bool) -> VerifyRep
     if not _guard(report, "checkpoint file", read_checkpoint):
         return report
     cp: Checkpoint = holder["cp"]
-    op = pipe._transitions_op()
+    keyed = pipe._keyed_op()
+    op = keyed if isinstance(keyed, Transitions) else None
 
     if op is not None:
         entry = cp.operators.get(op.op_id)
@@ -59,9 +60,8 @@ def verify(pipe: Pipeline, checkpoint: int | None, *, replay: bool) -> VerifyRep
         else:
 
             def check_state() -> tuple[bool, str]:
-                ref = FileRef.from_dict(entry["state_file"])
-                table = ckpts.read_state(ref)
-                _check_state_table(table, ref.path)
+                table, detail = _read_state(ckpts, cp, entry)
+                _check_state_table(table, detail)
                 holder["state"] = table
                 want = {"key", "state", "since", "last_time", "events"}
                 if set(table.columns) != want:
@@ -70,7 +70,7 @@ def verify(pipe: Pipeline, checkpoint: int | None, *, replay: bool) -> VerifyRep
                     return False, f"{table.height} keys, the checkpoint says {entry.get('keys')}"
                 if table["key"].n_unique() != table.height or table["key"].null_count():
                     return False, "keys are not unique and non-null"
-                return True, f"{table.height:,} keys; size and checksum match"
+                return True, f"{table.height:,} keys; {detail}"
 
             if _guard(report, "state file", check_state):
                 table = holder["state"]
@@ -120,7 +120,7 @@ def verify(pipe: Pipeline, checkpoint: int | None, *, replay: bool) -> VerifyRep
 
     def check_source() -> tuple[bool, str]:
         source = pipe.source
-        n_files = _verify_manifest(source)
+        n_files = source.check_manifest()
         # What the next run reads (everything with replay, which reads it all):
         # sizes and checksums are verified on read.
         start = None if replay else Position(min(cp.position, source.end().offset))
@@ -132,7 +132,7 @@ def verify(pipe: Pipeline, checkpoint: int | None, *, replay: bool) -> VerifyRep
         _guard(report, "source log", check_source)
 
     def check_output(log: Any, count_key: str, label: str) -> tuple[bool, str]:
-        n_files = _verify_manifest(log)
+        n_files = log.check_manifest()
         segs = log.segments()
         mine = segs.filter(pl.col("writer") == pipe.writer_id)
         rows = int(mine["rows"].sum()) if mine.height else 0
@@ -221,20 +221,6 @@ def _check_file_position(source: Any, cp: Checkpoint) -> tuple[bool, str]:
     )
 
 
-def _writer_metas(log: Any, writer: str) -> dict[int, dict[str, Any]]:
-    """``seq -> meta`` of every append ``writer`` committed to ``log`` (version files)."""
-    fs = log.filesystem
-    names = [n for n in fs.ls(mf.LOG_DIR) if len(n) == 25 and n[:20].isdigit()]
-    out: dict[int, dict[str, Any]] = {}
-    for path, data in fs.get_many([f"{mf.LOG_DIR}/{n}" for n in names]).items():
-        body = mf.decode(data, f"{fs.url.rstrip('/')}/{path}")
-        txn = body.get("txn")
-        if isinstance(txn, dict) and txn.get("writer") == writer:
-            meta = txn.get("meta")
-            out[int(txn["seq"])] = meta if isinstance(meta, dict) else {}
-    return out
-
-
 def _file_batches(pipe: Pipeline, cp: Checkpoint) -> list[dict[str, Any]] | str | None:
     """The batches of files that led to ``cp``, in the order the runs read them.
 
@@ -251,7 +237,7 @@ def _file_batches(pipe: Pipeline, cp: Checkpoint) -> list[dict[str, Any]] | str 
     for log in (pipe._quarantine_log(), pipe.sink):
         if log is None:
             continue
-        for seq, meta in _writer_metas(log, pipe.writer_id).items():
+        for seq, meta in log.writer_history(pipe.writer_id).items():
             if seq <= cp.id and not any(lo <= seq <= hi for lo, hi in cp.retracted):
                 metas.setdefault(seq, meta)
         found = _chain(metas, cp)
@@ -289,32 +275,27 @@ def _chain(metas: dict[int, dict[str, Any]], cp: Checkpoint) -> list[dict[str, A
     return batches
 
 
-def _verify_manifest(log: Any) -> int:
-    """Read and check every manifest file of ``log``: versions, snapshots, the hint.
+def _read_state(
+    ckpts: CheckpointStore, cp: Checkpoint, entry: dict[str, Any]
+) -> tuple[pl.DataFrame, str]:
+    """Read a keyed operator's whole state as ``verify`` checks it, and describe it.
 
-    Raises CorruptFileError naming the first damaged file and what to do about
-    it: version files are the record of what is committed (restore them);
-    snapshots and the hint are redundant copies the log already reads around
-    (delete them).
+    Every file of every key group's chain is read and checked (size, checksum,
+    record batch rows, and that each key hashes to the group holding it).
     """
-    fs = log.filesystem
-    names = [n for n in fs.ls(mf.LOG_DIR) if n.endswith(".json")]
-    paths = [f"{mf.LOG_DIR}/{n}" for n in names]
-    for path, data in fs.get_many(paths, missing_ok=True).items():
-        where = f"{fs.url.rstrip('/')}/{path}"
-        try:
-            body = mf.decode(data, where)
-            if path == mf.HINT and not isinstance(body.get("version"), int):
-                raise CorruptFileError(f"corrupt file {where}: no snapshot version")
-        except CorruptFileError as exc:
-            if path == mf.HINT or path.endswith(".snapshot.json"):
-                raise CorruptFileError(
-                    f"{exc}. It is a redundant copy that the log already reads around "
-                    "(slower to open); delete the file to clear this, streamkit writes a "
-                    "new one with a later version"
-                ) from None
-            raise
-    return len(paths)
+    if entry.get("state") is None:  # format 1: one file
+        ref = FileRef.from_dict(entry["state_file"])
+        return ckpts.read_state(ref), f"one state file {ref.path}; size and checksum match"
+    grouped = GroupedState(cp.key_groups)
+    table = grouped.restore(entry["state"], ckpts, check_groups=True, check=_check_state_table)
+    table = table.drop(ID) if table.height else Transitions.empty_state()
+    chains = [c for c in grouped.chains if c]
+    files = {path for chain in chains for path, _, _ in chain}
+    longest = max((len(c) for c in chains), default=0)
+    return table, (
+        f"{len(chains)} of {cp.key_groups} key groups hold keys, in {len(files)} state files "
+        f"(longest chain {longest}); sizes, checksums, rows and key groups match"
+    )
 
 
 def _replay(
@@ -348,7 +329,7 @@ def _replay(
             return False, f"the log was truncated (starts at offset {start}): cannot replay"
     fresh = [o.fresh(on_undefined="ignore") if o is op else o.fresh() for o in pipe.operators]
     replayer = next(o for o in fresh if isinstance(o, Transitions))
-    replayer.open(None, pipe._ckpts())
+    replayer.open(None, pipe._ckpts(), cp.key_groups)
     executor = LocalExecutor()
 
     def frames() -> Iterator[pl.LazyFrame]:

@@ -2,51 +2,35 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import html
-import logging
-import os
 import re
-import socket
-import sys
-import threading
-import time as _time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from streamkit.errors import CheckpointError, ConfigurationError, CorruptFileError, LeaseError
-from streamkit.pipeline._checkpoints import (
-    Checkpoint,
-    CheckpointStore,
-    FileRef,
-    Heartbeat,
-    initial_checkpoint,
-)
+from streamkit.errors import CheckpointError, ConfigurationError
+from streamkit.pipeline import _queries
+from streamkit.pipeline._checkpoints import CheckpointStore
 from streamkit.pipeline._executor import Executor, LocalExecutor
+from streamkit.pipeline._keyed import check_key_groups
 from streamkit.pipeline._operators import (
-    OFFSET,
-    BatchContext,
     Filter,
+    KeyedOperator,
     OnUndefined,
     Operator,
     Transitions,
     WithColumns,
 )
 from streamkit.pipeline._report import RunReport, VerifyReport
+from streamkit.pipeline._runner import Runner
 
 if TYPE_CHECKING:
     from streamkit.machines import Machine
     from streamkit.storage import Log, Store
 
-logger = logging.getLogger("streamkit.pipeline")
-
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-_COUNTS = ("rows_in", "rows_out", "quarantined", "ignored", "late", "applied", "batches")
 
 
 class Pipeline:
@@ -112,6 +96,7 @@ class Pipeline:
         batch_rows: int = 1_000_000,
         keep_checkpoints: int = 20,
         lease_timeout: float = 30.0,
+        key_groups: int | None = None,
     ) -> None:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ConfigurationError(
@@ -129,6 +114,7 @@ class Pipeline:
         self.batch_rows = batch_rows
         self.keep_checkpoints = keep_checkpoints
         self.lease_timeout = float(lease_timeout)
+        self.key_groups = None if key_groups is None else check_key_groups(key_groups)
         self.source: Any = None
         self.sink: Log | None = None
         self.operators: list[Operator] = []
@@ -380,125 +366,23 @@ class Pipeline:
         """The pipeline's quarantine (a log; opened once, it refreshes itself)."""
         cached = self.__dict__.get("_qlog")
         if cached is None or cached[0] is not self.source:
-            log = self.store._internal_log(
+            log = self.store.log_at(
                 f"_pipelines/{self.name}/quarantine", key=self.source.key, time=self.source.time
             )
             cached = self.__dict__["_qlog"] = (self.source, log)
         return cached[1]
 
     def _quarantine_log_if_any(self) -> Log | None:
-        return self._quarantine_log() if self._transitions_op() is not None else None
+        return self._quarantine_log() if self._keyed_op() is not None else None
 
-    def _transitions_op(self) -> Transitions | None:
-        return next((op for op in self.operators if isinstance(op, Transitions)), None)
+    def _keyed_op(self) -> KeyedOperator | None:
+        """The pipeline's keyed operator (its per-key state), if any."""
+        return next((op for op in self.operators if isinstance(op, KeyedOperator)), None)
 
     def _require_source(self) -> None:
         if self.source is None:
             raise ConfigurationError(f"pipeline {self.name!r} has no source: call .read(log)")
 
-    def _open_operators(self, cp: Checkpoint, ckpts: CheckpointStore) -> None:
-        for op in self.operators:
-            entry = cp.operators.get(op.op_id)
-            if entry is not None and entry.get("kind") != op.kind:
-                raise CheckpointError(
-                    f"checkpoint {cp.id} has a {entry.get('kind')!r} operator with id "
-                    f"{op.op_id!r} but the pipeline's is {op.kind!r}: the pipeline's "
-                    "operators changed; start over with run(from_checkpoint=0)"
-                )
-            if op.stateful and entry is None and cp.counts.get("batches", 0) > 0:
-                raise CheckpointError(
-                    f"checkpoint {cp.id} has no state for operator {op.op_id!r}; the "
-                    "pipeline's operators changed: start over with run(from_checkpoint=0)"
-                )
-            op.open(entry, ckpts)
-
-    def _reconcile(self, cp: Checkpoint) -> _Todo | None:
-        """Re-apply retractions; return the batch whose outputs committed after
-        ``cp`` but whose checkpoint did not (a crash in between)."""
-        logs = [lg for lg in (self.sink, self._quarantine_log_if_any()) if lg is not None]
-        if cp.retracted:
-            for lg in logs:
-                lg._retract(self.writer_id, list(cp.retracted))
-        pending: _Todo | None = None
-        for lg in logs:
-            txn = lg.transaction(self.writer_id)
-            if txn is None or txn.seq <= cp.id or any(a <= txn.seq <= b for a, b in cp.retracted):
-                continue
-            if txn.seq != cp.id + 1:
-                raise CheckpointError(
-                    f"log {lg.name!r} holds output of batch {txn.seq} of pipeline "
-                    f"{self.name!r} but its newest checkpoint is {cp.id}; a checkpoint "
-                    "is missing. Reprocess with run(from_checkpoint=...)"
-                )
-            todo = _Todo.from_meta(txn.meta or {})
-            if todo.lo != cp.position:
-                raise CheckpointError(
-                    f"log {lg.name!r} holds batch {txn.seq} for source offsets "
-                    f"{(todo.lo, todo.hi)} but checkpoint {cp.id} ends at offset {cp.position}"
-                )
-            pending = todo
-        return pending
-
-    def _rewind(
-        self, ckpts: CheckpointStore, latest: Checkpoint | None, target: int, epoch: int
-    ) -> Checkpoint:
-        retracted = list(latest.retracted) if latest else []
-        if any(a <= target < b for a, b in retracted):
-            raise CheckpointError(
-                f"checkpoint {target} of pipeline {self.name!r} was abandoned by an earlier "
-                "rewind (its outputs were retracted); rewind to a checkpoint of the current "
-                "line (see pipe.checkpoints()) or to 0"
-            )
-        start = self.source.start().offset
-        base = initial_checkpoint(start) if target == 0 else ckpts.read(target)
-        if base.position < start:
-            raise CheckpointError(
-                f"checkpoint {target} reads the source from offset {base.position} but "
-                f"{getattr(self.source, 'name', 'the source')!r} now starts at {start} "
-                "(truncated); choose a later checkpoint, or 0 to reprocess what is left"
-            )
-        # Cover every output this pipeline ever wrote, even beyond the newest
-        # checkpoint (a crash before its checkpoint, or deleted checkpoints).
-        newest = max(ckpts.ids(), default=0)  # damaged checkpoints included
-        for lg in (self.sink, self._quarantine_log_if_any()):
-            txn = lg.transaction(self.writer_id) if lg is not None else None
-            if txn is not None:
-                newest = max(newest, txn.seq)
-        # The rewind owns copies of the base's state files: pruning the base
-        # (by this or an overlapping run) must never break it.
-        operators = {}
-        for op_id, entry in base.operators.items():
-            entry = dict(entry)
-            if entry.get("state_file") is not None:
-                table = ckpts.read_state(FileRef.from_dict(entry["state_file"]))
-                entry["state_file"] = ckpts.write_state(table).to_dict()
-            operators[op_id] = entry
-        rewind = Checkpoint(
-            id=newest + 1,
-            parent=base.id,
-            epoch=epoch,
-            created=datetime.now(UTC).isoformat(),
-            kind="rewind",
-            source=base.source,
-            position=base.position,
-            source_state=base.source_state,
-            batch=None,
-            operators=operators,
-            outputs=base.outputs,
-            counts=dict(base.counts),
-            retracted=sorted({*retracted, (base.id + 1, newest + 1)}),
-            plan=self._plan(),
-        )
-        ckpts.check_lease(epoch)
-        if not ckpts.commit(rewind):
-            raise LeaseError(
-                f"pipeline {self.name!r}: another run committed checkpoint {rewind.id} "
-                "while this one was rewinding"
-            )
-        logger.info("pipeline %s: rewound to checkpoint %s as %s", self.name, target, rewind.id)
-        return rewind
-
-    # ------------------------------------------------------------------ run
     def run(
         self,
         *,
@@ -564,265 +448,84 @@ class Pipeline:
         if rows_per_batch < 1:
             raise ConfigurationError(f"batch_rows must be >= 1, got {rows_per_batch}")
         executor = executor or LocalExecutor()
-        started = _time.perf_counter()
-        ckpts = self._ckpts()
-        epoch = ckpts.claim_epoch(
-            {"pid": os.getpid(), "host": socket.gethostname()},
-            lease_timeout=self.lease_timeout,
+        return Runner(self, executor).run(
+            max_batches=max_batches,
+            from_checkpoint=from_checkpoint,
+            batch_rows=rows_per_batch,
+            progress=progress,
             take_over=take_over,
         )
-        heartbeat = Heartbeat(ckpts, epoch, self.lease_timeout)  # released when the run ends
-        try:
-            latest: Checkpoint | None = None
-            try:
-                if from_checkpoint is not None:  # a rewind also gets past damaged newest ones
-                    latest = self._rewind(
-                        ckpts, ckpts.latest_readable(), int(from_checkpoint), epoch
-                    )
-                else:
-                    latest = ckpts.latest()
-                cp = latest or initial_checkpoint(self.source.start().offset)
-                self._check_source(cp)
-                self._open_operators(cp, ckpts)
-                view = _SourceView(self.source)
-                pending = self._reconcile(cp)
-            except CheckpointError:
-                # A newer run may have moved on since ``latest`` was read (output past
-                # it, its state or the rewind's target pruned): then this run was
-                # overtaken, nothing is damaged.
-                ckpts.check_lease(epoch)
-                raise
-            if pending is not None:
-                pending = view.redo(cp, pending)
-            view.replan(cp, pending)
-            end = view.end
-            report = RunReport(self.name, checkpoint=latest.id if latest else None)
-            report.start_offset = report.end_offset = cp.position
-            report._note_source(self.source, end, self.store)
-            bar = _Progress(self.name, cp.position, max(end, cp.position), progress)
-            # Batch N+1 is computed while batch N's outputs, state and checkpoint are
-            # written by one worker thread, and batch N+2 is read by another: commits
-            # stay strictly in order, and nothing of N+1 is written before N's
-            # checkpoint is committed (reading ahead writes nothing).
-            origin = threading.current_thread().name  # workers named after their run's thread
-            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{origin}/streamkit")
-            reader = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix=f"{origin}/streamkit-read"
-            )
-            ahead: tuple[_Todo, Future[pl.DataFrame]] | None = None
-            inflight: Future[Checkpoint] | None = None
-            next_pos, planned = cp.position, 0
-            plan = self._plan()  # stored in every checkpoint; computed once per run
-            try:
-                while True:
-                    prepared: _Batch | None = None
-                    todo: _Todo | None = None
-                    if pending is not None:
-                        todo, pending = pending, None
-                    elif next_pos < end and (max_batches is None or planned < max_batches):
-                        todo = view.cut(next_pos, rows_per_batch)
-                    elif inflight is None:
-                        break
-                    t0 = _time.perf_counter()
-                    if todo is not None:  # else nothing left to prepare: land the last batch
-                        hi = todo.hi
-                        read = ahead[1] if ahead is not None and ahead[0] == todo else None
-                        ahead = None
-                        if hi < end and (max_batches is None or planned + 1 < max_batches):
-                            nxt = view.cut(hi, rows_per_batch)
-                            ahead = (nxt, reader.submit(view.read, nxt))
-                        try:
-                            batch = read.result() if read is not None else None
-                            prepared = self._prepare(todo, executor, view, batch)
-                        except BaseException:
-                            if inflight is not None:  # let the previous batch land first
-                                cp = inflight.result()
-                                inflight = None
-                            raise
-                        planned += 1
-                    if inflight is not None:
-                        try:
-                            cp = self._landed(inflight, ckpts, epoch, report, bar)
-                        except _BatchConflict as conflict:
-                            # An overtaken run wrote that batch for another source range
-                            # (or other files): drop what was computed after it, redo
-                            # exactly that batch and plan what follows it afresh.
-                            self._open_operators(cp, ckpts)
-                            pending = view.redo(cp, conflict.todo)
-                            view.replan(cp, pending)
-                            end, next_pos = view.end, pending.hi
-                            planned -= prepared is not None
-                            continue
-                        finally:
-                            inflight = None
-                    if prepared is not None:
-                        inflight = pool.submit(
-                            self._commit, ckpts, cp, epoch, prepared, report, plan, view
-                        )
-                        next_pos = hi
-                        report.batch_seconds.append(_time.perf_counter() - t0)
-            finally:
-                if inflight is not None:
-                    with contextlib.suppress(BaseException):
-                        inflight.result()
-                pool.shutdown(wait=True)
-                reader.shutdown(wait=True, cancel_futures=True)
-                bar.close()
-            self._prune(ckpts, epoch, cp)
-            report.caught_up = cp.position >= end
-            report.seconds = _time.perf_counter() - started
-            logger.debug("%s", report)
-        finally:
-            heartbeat.release()
-        return report
 
-    def _landed(
-        self,
-        future: Future[Checkpoint],
-        ckpts: CheckpointStore,
-        epoch: int,
-        report: RunReport,
-        bar: _Progress,
-    ) -> Checkpoint:
-        """Wait for a batch's commit; then progress, retractions and retention."""
-        cp = future.result()
-        if report.batches == 1 and cp.retracted:
-            # An overtaken run may have appended after our reconcile; our own
-            # append now rejects any lower seq, so one more pass is final.
-            for lg in (self.sink, self._quarantine_log_if_any()):
-                if lg is not None:
-                    lg._retract(self.writer_id, list(cp.retracted))
-        bar.update(cp.position)
-        if report.batches % 10 == 0:
-            self._prune(ckpts, epoch, cp)
-        return cp
+    def reshard(
+        self, key_groups: int, *, progress: bool | None = None, take_over: bool = False
+    ) -> RunReport:
+        """Cut the pipeline's state into ``key_groups`` key groups, once.
 
-    def _prune(self, ckpts: CheckpointStore, epoch: int, cp: Checkpoint) -> None:
-        """Retention, only while this run holds the lease (never under a newer run)."""
-        if ckpts.latest_epoch() == epoch:
-            ckpts.prune(self.keep_checkpoints, protect={cp.id})
+        Finishes a batch a crash left half-committed, then writes the whole
+        state again in the new groups and commits it as a checkpoint of kind
+        ``"reshard"``; nothing else changes (no source row is read, no output
+        is written). Open the pipeline with the new number afterwards, or with
+        none. A rewind to a checkpoint before the re-shard returns to the
+        groups of that checkpoint.
 
-    def _check_source(self, cp: Checkpoint) -> None:
-        start = self.source.start().offset
-        if cp.position < start:
-            raise CheckpointError(
-                f"pipeline {self.name!r} is at source offset {cp.position} but the log "
-                f"{self.source.name!r} now starts at {start}: unprocessed events were "
-                "truncated. Reprocess with run(from_checkpoint=0) to accept the loss"
-            )
+        Parameters
+        ----------
+        key_groups : int
+            The new number of key groups, a power of two from 1 to 65,536.
+        progress, take_over
+            As for :meth:`run`.
 
-    def _prepare(
-        self,
-        todo: _Todo,
-        executor: Executor,
-        view: _SourceView,
-        batch: pl.DataFrame | None = None,
-    ) -> _Batch:
-        """Run the operators on the source batch ``todo`` (read now unless ``batch``
-        holds it already); advances the operators' state."""
-        ctx = BatchContext(key=self.source.key, time=self.source.time, executor=executor)
-        if batch is None:
-            batch = view.read(todo)
-        ctx.count("rows_in", batch.height)
-        try:
-            lf = batch.lazy()
-            for op in self.operators:
-                lf = op.process(lf, ctx)
-            out = lf.collect()
-        except (
-            pl.exceptions.ColumnNotFoundError,
-            pl.exceptions.SchemaError,
-            pl.exceptions.InvalidOperationError,
-        ) as exc:
-            detail = str(exc).split("\n\nResolved plan")[0].replace(f', "{OFFSET}"', "")
-            steps = " -> ".join(op.describe() for op in self.operators)
+        Returns
+        -------
+        RunReport
+            ``checkpoint`` is the re-shard's checkpoint.
+
+        Raises
+        ------
+        ConfigurationError
+            ``key_groups`` is not a power of two in range, or the pipeline has
+            no checkpoint yet (a new pipeline takes ``key_groups`` directly).
+        LeaseError
+            Another run holds the lease.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> import streamkit as sk
+        >>> store = sk.Store("memory://doc-reshard")
+        >>> log = store.log("orders", key="order_id", time="ts")
+        >>> _ = log.append(sk.datasets.generate_orders(50, seed=1))
+        >>> pipe = (
+        ...     sk.Pipeline("p", store, key_groups=16)
+        ...     .read(log)
+        ...     .with_columns(event=pl.col("type").str.to_lowercase())
+        ...     .transitions(sk.datasets.order_machine(), event="event")
+        ... )
+        >>> _ = pipe.run(progress=False)
+        >>> before = pipe.state().sort("key")
+        >>> _ = pipe.reshard(64, progress=False)
+        >>> pipe.checkpoints()["key_groups"].to_list()[-1]
+        64
+        >>> reopened = sk.Pipeline.open(store, "p")
+        >>> reopened.state().sort("key").equals(before)
+        True
+        """
+        self._require_source()
+        wanted = check_key_groups(key_groups)
+        if self._ckpts().latest() is None:
             raise ConfigurationError(
-                f"pipeline {self.name!r} cannot run its operators ({steps}) on the columns "
-                f"of {getattr(self.source, 'name', 'the source')!r} "
-                f"{[c for c in batch.columns if c != OFFSET]}: "
-                f"{type(exc).__name__}: {detail.strip()}"
-            ) from None
-        if OFFSET in out.columns:
-            out = out.drop(OFFSET)
-        frozen = {op.op_id: op.freeze() for op in self.operators if op.stateful}
-        quarantine = pl.concat(ctx.quarantine) if ctx.quarantine else None
-        return _Batch(todo.lo, todo.hi, out, quarantine, frozen, ctx.counts, todo.desc)
-
-    def _commit(
-        self,
-        ckpts: CheckpointStore,
-        cp: Checkpoint,
-        epoch: int,
-        batch: _Batch,
-        report: RunReport,
-        plan: dict[str, Any] | None,
-        view: _SourceView,
-    ) -> Checkpoint:
-        """Append a prepared batch's outputs exactly once, persist its state and
-        commit its checkpoint (runs beside the preparation of the next batch)."""
-        counts = dict(batch.counts)
-        seq = cp.id + 1
-        todo = _Todo(batch.lo, batch.hi, batch.desc)
-        meta = todo.meta()
-        ckpts.check_lease(epoch)
-        outputs: dict[str, dict[str, Any]] = {}
-        if self.sink is not None:
-            self._append_once(self.sink, batch.out, seq, meta)
-            counts["rows_out"] = batch.out.height
-            outputs["sink"] = {"log": self.sink.name, "end": self.sink.end().offset}
-        if batch.quarantine is not None:
-            qlog = self._quarantine_log()
-            self._append_once(qlog, batch.quarantine, seq, meta)
-            counts["quarantined"] = batch.quarantine.height
-            outputs["quarantine"] = {"end": qlog.end().offset}
-        entries = {
-            op.op_id: op.persist(ckpts, batch.frozen[op.op_id])
-            for op in self.operators
-            if op.stateful
-        }
-        totals = {k: cp.counts.get(k, 0) + counts.get(k, 0) for k in _COUNTS}
-        totals["batches"] = cp.counts.get("batches", 0) + 1
-        new = Checkpoint(
-            id=seq,
-            parent=cp.id,
-            epoch=epoch,
-            created=datetime.now(UTC).isoformat(),
-            source=getattr(self.source, "name", ""),
-            position=batch.hi,
-            source_state=view.state_after(cp, todo),
-            batch=(batch.lo, batch.hi),
-            operators=entries,
-            outputs=outputs,
-            counts=totals,
-            retracted=list(cp.retracted),
-            plan=plan,
+                f"pipeline {self.name!r} has no checkpoint yet: give a new pipeline its key "
+                f"groups directly, sk.Pipeline({self.name!r}, store, key_groups={wanted})"
+            )
+        return Runner(self._with(key_groups=None), LocalExecutor()).run(
+            max_batches=0,
+            from_checkpoint=None,
+            batch_rows=self.batch_rows,
+            progress=progress,
+            take_over=take_over,
+            key_groups=wanted,
         )
-        ckpts.check_lease(epoch)
-        if not ckpts.commit(new):
-            other = ckpts.read(seq)
-            if other.epoch > epoch:
-                raise LeaseError(
-                    f"pipeline {self.name!r}: a newer run (epoch {other.epoch}) committed "
-                    f"checkpoint {seq} first; this run stopped"
-                )
-            new = other  # an older run finished the same deterministic batch first
-        report.batches += 1
-        for name in ("rows_in", "rows_out", "quarantined", "ignored", "late"):
-            setattr(report, name, getattr(report, name) + counts.get(name, 0))
-        report.checkpoint = new.id
-        report.end_offset = batch.hi
-        return new
 
-    def _append_once(self, log: Log, frame: pl.DataFrame, seq: int, meta: dict[str, Any]) -> None:
-        """Append batch ``seq`` exactly once; a duplicate must be this very batch."""
-        res = log.append(frame, writer=self.writer_id, seq=seq, meta=meta)
-        if not res.duplicate:
-            return
-        txn = log.transaction(self.writer_id)
-        if txn is not None and txn.seq == seq and txn.meta != meta:
-            raise _BatchConflict(_Todo.from_meta(txn.meta))
-
-    # ------------------------------------------------------------- queries
     def checkpoints(self) -> pl.DataFrame:
         """One row per retained checkpoint: id, parent, kind, created, position, totals.
 
@@ -831,52 +534,7 @@ class Pipeline:
 
         A checkpoint file that fails verification is listed with kind ``"damaged"``.
         """
-        ckpts = self._ckpts()
-        rows: list[dict[str, Any]] = []
-        for cid in ckpts.ids():
-            try:
-                cp = ckpts.read(cid)
-            except CorruptFileError:
-                rows.append({"id": cid, "kind": "damaged"})
-                continue
-            op = next(iter(cp.operators.values()), {}) if cp.operators else {}
-            rows.append(
-                {
-                    "id": cp.id,
-                    "parent": cp.parent,
-                    "kind": cp.kind,
-                    "epoch": cp.epoch,
-                    "created": datetime.fromisoformat(cp.created),
-                    "position": cp.position,
-                    "batches": cp.counts.get("batches", 0),
-                    "batch_start": cp.batch[0] if cp.batch else None,
-                    "batch_end": cp.batch[1] if cp.batch else None,
-                    "rows_in": cp.counts.get("rows_in", 0),
-                    "rows_out": cp.counts.get("rows_out", 0),
-                    "quarantined": cp.counts.get("quarantined", 0),
-                    "keys": int(op.get("keys", 0)),
-                    "machine": str(op.get("machine", ""))[:12],
-                }
-            )
-        schema: dict[str, pl.DataType] = {
-            "id": pl.Int64(),
-            "parent": pl.Int64(),
-            "kind": pl.String(),
-            "epoch": pl.Int64(),
-            "created": pl.Datetime("us", "UTC"),
-            "position": pl.Int64(),
-            "batches": pl.Int64(),
-            "batch_start": pl.Int64(),
-            "batch_end": pl.Int64(),
-            "rows_in": pl.Int64(),
-            "rows_out": pl.Int64(),
-            "quarantined": pl.Int64(),
-            "keys": pl.Int64(),
-            "machine": pl.String(),
-        }
-        return (
-            pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
-        )
+        return _queries.checkpoints(self)
 
     def state(self, checkpoint: int | None = None) -> pl.DataFrame:
         """Per-key state at the latest (or a given) checkpoint.
@@ -885,15 +543,7 @@ class Pipeline:
         ``last_time`` (its last processed event or timeout), ``events``.
         """
         self._require_source()
-        op = self._transitions_op()
-        if op is None:
-            raise ConfigurationError(f"pipeline {self.name!r} has no .transitions(...) operator")
-        ckpts = self._ckpts()
-        cp = ckpts.read(checkpoint) if checkpoint is not None else ckpts.latest()
-        entry = cp.operators.get(op.op_id) if cp is not None else None
-        probe = op.fresh()
-        probe.open(entry, ckpts)
-        return probe.state_frame()
+        return _queries.state(self, checkpoint)
 
     def quarantine(self) -> pl.DataFrame:
         """Events set aside, with the reason.
@@ -904,22 +554,7 @@ class Pipeline:
         as JSON; decode with ``pl.col("data").str.json_decode()``).
         """
         self._require_source()
-        frame = self._quarantine_log().scan().collect()
-        if frame.width:
-            return frame
-        schema = self.source.schema or {}
-        key, time = self.source.key, self.source.time
-        return pl.DataFrame(
-            schema={
-                key: schema.get(key, pl.String),
-                time: schema.get(time, pl.Int64),
-                "event": pl.String,
-                "reason": pl.String,
-                "state": pl.String,
-                "offset": pl.Int64,
-                "data": pl.String,
-            }
-        )
+        return _queries.quarantine(self)
 
     def vacuum(self, retain: timedelta = timedelta(hours=1)) -> list[str]:
         """Delete files of the pipeline's output and quarantine logs that no version references.
@@ -959,11 +594,7 @@ class Pipeline:
         >>> pipe.vacuum(retain=dt.timedelta(0))  # nothing was left behind
         []
         """
-        removed: list[str] = []
-        for log in (self.sink, self._quarantine_log_if_any()):
-            if log is not None:
-                removed += [f"{log.name}/{path}" for path in log.vacuum(retain=retain)]
-        return removed
+        return _queries.vacuum(self, retain)
 
     def verify(self, checkpoint: int | None = None, *, replay: bool = False) -> VerifyReport:
         """Check a checkpoint independently: files, checksums, schemas, positions, counts.
@@ -1034,173 +665,3 @@ class Pipeline:
             f"<div><b>Pipeline {html.escape(self.name)}</b><ol>{items}</ol>"
             f"<div>last checkpoint: {last}</div></div>"
         )
-
-
-@dataclass
-class _Batch:
-    """A prepared micro-batch: outputs and frozen state, not yet committed."""
-
-    lo: int
-    hi: int
-    out: pl.DataFrame
-    quarantine: pl.DataFrame | None
-    frozen: dict[str, Any]
-    counts: dict[str, int]
-    desc: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class _Todo:
-    """A source batch: offsets ``[lo, hi)`` and, for a FileLog, its files (``desc``,
-    from ``FilePlan.batch``), stored with the batch's outputs as their meta."""
-
-    lo: int
-    hi: int
-    desc: dict[str, Any] | None = None
-
-    def meta(self) -> dict[str, Any]:
-        meta: dict[str, Any] = {"start": self.lo, "end": self.hi}
-        if self.desc is not None:
-            meta["source"] = self.desc
-        return meta
-
-    @classmethod
-    def from_meta(cls, meta: dict[str, Any]) -> _Todo:
-        return cls(int(meta["start"]), int(meta["end"]), meta.get("source"))
-
-
-class _SourceView:
-    """The source as one run reads it.
-
-    A Log is read by offsets alone: batch ``[lo, hi)`` is ``scan(lo, hi)``. A
-    source with a ``plan`` method (a FileLog) is read through a plan of the
-    files its checkpoint's position has not consumed: every batch carries its
-    files (``_Todo.desc``), which are stored with the batch's outputs, so a
-    batch redone after a crash or taken over from an overtaken run reads
-    exactly the same files whatever arrived since; each checkpoint records the
-    position after its batch (``Checkpoint.source_state``), from which the next
-    run plans.
-    """
-
-    def __init__(self, source: Any) -> None:
-        self.source = source
-        self.planned = hasattr(source, "plan") and hasattr(source, "read_batch")
-        self.plan: Any = None
-        self.end = 0
-        self.ended = False  # a Log's end, once taken
-
-    def position(self, cp: Checkpoint) -> Any:
-        """The source position of ``cp`` (planned sources only)."""
-        from streamkit.storage import Position
-
-        if cp.source_state is not None:
-            pos = Position.from_dict(cp.source_state)
-            if pos.offset != cp.position:
-                raise CheckpointError(
-                    f"checkpoint {cp.id} is at source offset {cp.position} but its source "
-                    f"position says {pos.offset}: the checkpoint is inconsistent"
-                )
-            return pos
-        if cp.position == 0:
-            return self.source.start()
-        # written without the consumed files: the first rows in path order
-        return self.source.plan(Position(cp.position)).start
-
-    def replan(self, cp: Checkpoint, first: _Todo | None) -> None:
-        """Plan the batches after ``cp`` (and after ``first``, a batch to redo).
-
-        A Log's end is taken once per run: a run processes what was committed
-        when it started. A FileLog is re-planned after a batch taken over from
-        another run, whose files may differ from this run's plan.
-        """
-        if not self.planned:
-            if not self.ended:
-                self.end, self.ended = self.source.end().offset, True
-            return
-        pos = self.position(cp)
-        if first is not None and first.desc is not None:
-            pos = self.source.advance(pos, first.desc)
-        self.plan = self.source.plan(pos)
-        self.end = self.plan.end_offset
-
-    def redo(self, cp: Checkpoint, todo: _Todo) -> _Todo:
-        """A stored batch to redo after ``cp``, with its files."""
-        if self.planned and todo.desc is None:  # stored without its files (older streamkit)
-            plan = self.source.plan(self.position(cp))
-            return _Todo(todo.lo, todo.hi, plan.batch(todo.lo, todo.hi))
-        return todo
-
-    def cut(self, lo: int, rows: int) -> _Todo:
-        """The next batch from ``lo``: at most ``rows`` rows."""
-        if not self.planned:
-            return _Todo(lo, min(lo + rows, self.end))
-        hi = self.plan.cut(lo, rows)
-        return _Todo(lo, hi, self.plan.batch(lo, hi))
-
-    def read(self, todo: _Todo) -> pl.DataFrame:
-        """The batch's rows with their offsets (read ahead on a thread)."""
-        from streamkit.storage import Position
-
-        if todo.desc is not None:
-            frame = self.source.read_batch(todo.desc, with_offset=OFFSET)
-        else:
-            frame = self.source.scan(
-                start=Position(todo.lo), end=Position(todo.hi), with_offset=OFFSET
-            )
-        batch: pl.DataFrame = frame.collect()
-        return batch
-
-    def state_after(self, cp: Checkpoint, todo: _Todo) -> dict[str, Any] | None:
-        """The source position after ``todo`` read from ``cp``, for its checkpoint."""
-        if not self.planned or todo.desc is None:
-            return None
-        state: dict[str, Any] = self.source.advance(self.position(cp), todo.desc).to_dict()
-        return state
-
-
-class _BatchConflict(Exception):
-    """Another (overtaken) run committed this batch's outputs for another range."""
-
-    def __init__(self, todo: _Todo) -> None:
-        super().__init__(todo)
-        self.todo = todo
-
-
-class _Progress:
-    """A tqdm.auto bar in notebooks and terminals; log lines (``streamkit.pipeline``
-    logger, INFO) under cron and other non-interactive runs."""
-
-    def __init__(self, name: str, start: int, end: int, enabled: bool | None) -> None:
-        self.name, self.start, self.end = name, start, end
-        self.bar: Any = None
-        self.enabled = True if enabled is None else enabled
-        self.logged_pct, self.logged_at = -1, _time.monotonic()
-        if self.enabled and _interactive() and end > start:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=end - start, desc=name, unit="ev", unit_scale=True, leave=False)
-
-    def update(self, pos: int) -> None:
-        if self.bar is not None:
-            self.bar.update(pos - self.start - self.bar.n)
-        elif self.enabled:
-            done, total = pos - self.start, max(self.end - self.start, 1)
-            pct = 100 * done // total
-            now = _time.monotonic()
-            # one line per 10 % of the run (or per minute), not one per batch
-            if pct // 10 > self.logged_pct // 10 or now - self.logged_at > 60 or done >= total:
-                self.logged_pct, self.logged_at = pct, now
-                logger.info("%s: %s/%s events (%d%%)", self.name, f"{done:,}", f"{total:,}", pct)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _interactive() -> bool:
-    """A notebook kernel or a terminal: somewhere a progress bar can be seen."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    if shell is not None and type(shell).__name__ == "ZMQInteractiveShell":
-        return True
-    return bool(getattr(sys.stderr, "isatty", lambda: False)())

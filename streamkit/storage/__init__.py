@@ -24,6 +24,7 @@ Examples
 from __future__ import annotations
 
 from streamkit.storage._fs import FileSystem, crc32
+from streamkit.storage._hash import key_hash, partition_of
 from streamkit.storage._manifest import safe_relpath
 from streamkit.storage.filelog import FileLog, FilePlan
 from streamkit.storage.log import Log
@@ -48,5 +49,7 @@ __all__ = [
     "Store",
     "Transaction",
     "crc32",
+    "key_hash",
+    "partition_of",
     "safe_relpath",
 ]

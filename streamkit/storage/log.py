@@ -977,8 +977,6 @@ class Log:
         self._commit(build)
         return removed[0]
 
-    _retract = retract  # old private name, kept until its callers move to retract
-
     def vacuum(self, retain: dt.timedelta = dt.timedelta(hours=1)) -> list[str]:
         """Delete files under the log that no live segment references.
 

@@ -190,12 +190,6 @@ class Store:
         rel = _log_relpath(path)
         return Log._open(self._fs.child(rel), rel, key=key, time=time, partitions=partitions)
 
-    def _internal_log(
-        self, relpath: str, *, key: str | None = None, time: str | None = None
-    ) -> Log:
-        """Old private name of :meth:`log_at`, kept until its callers move."""
-        return self.log_at(relpath, key=key, time=time)
-
     def has_log(self, path: str) -> bool:
         """True if a log exists at ``path``: a user log's name or a nested path.
 

@@ -66,8 +66,8 @@ def assert_nothing_half_committed(store: sk.Store, ref: sk.Store) -> None:
     for name in ("history", "_pipelines/full/quarantine"):
         if not store.filesystem.exists(f"{name}/_log/00000000000000000000.json"):
             continue  # refused at its creation
-        got = store._internal_log(name).scan().collect().rows()
-        full = ref._internal_log(name).scan().collect().rows()
+        got = store.log_at(name).scan().collect().rows()
+        full = ref.log_at(name).scan().collect().rows()
         assert got == full[: len(got)], name
     if store.filesystem.ls("_pipelines/full/checkpoints"):
         report = sk.Pipeline.open(store, "full").verify()  # opening writes nothing

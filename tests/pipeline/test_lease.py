@@ -20,6 +20,8 @@ import pytest
 
 import streamkit as sk
 from streamkit.pipeline._checkpoints import CheckpointStore
+from streamkit.pipeline._recovery import Recovery
+from streamkit.pipeline._runner import Runner
 from tests.storage._append_worker import DOOR
 
 pytestmark = pytest.mark.timeout(120)
@@ -120,7 +122,7 @@ def test_a_run_that_fails_releases_the_lease_too(monkeypatch: pytest.MonkeyPatch
     def fail(*_a: Any, **_kw: Any) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(sk.Pipeline, "_prepare", fail)
+    monkeypatch.setattr(Runner, "prepare", fail)
     with pytest.raises(RuntimeError, match="boom"):
         pipeline(url).run(progress=False)
     store = ckpts(url)
@@ -144,7 +146,7 @@ def test_a_failed_run_that_could_not_release_is_not_waited_for(
         if kw.get("released"):
             raise sk.StorageError("no space left on device")
 
-    monkeypatch.setattr(sk.Pipeline, "_prepare", fail)
+    monkeypatch.setattr(Runner, "prepare", fail)
     monkeypatch.setattr(CheckpointStore, "beat", refuse)
     monkeypatch.setattr("time.sleep", lambda _s: None)
     with pytest.raises(RuntimeError, match="boom"):
@@ -177,15 +179,15 @@ def test_a_new_run_steps_aside_while_a_live_run_holds_the_lease(
 ) -> None:
     url = seeded(f"memory://lease-{uuid.uuid4().hex}")
     paused, resume = threading.Event(), threading.Event()
-    real_check_source = sk.Pipeline._check_source
+    real_check_source = Recovery.check_source
 
-    def check_source(self: sk.Pipeline, cp: Any) -> None:
+    def check_source(self: Recovery, cp: Any) -> None:
         real_check_source(self, cp)
         if threading.current_thread().name == "holder":
             paused.set()
             resume.wait(30)
 
-    monkeypatch.setattr(sk.Pipeline, "_check_source", check_source)
+    monkeypatch.setattr(Recovery, "check_source", check_source)
     results: dict[str, Any] = {}
 
     def hold() -> None:

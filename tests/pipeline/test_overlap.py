@@ -23,6 +23,7 @@ import pytest
 
 import streamkit as sk
 from streamkit.pipeline._checkpoints import CheckpointStore
+from streamkit.pipeline._recovery import Recovery
 from tests.pipeline.oracle import history_by_key, run_oracle, state_dict
 from tests.storage import _append_worker as worker
 from tests.storage._append_worker import DOOR
@@ -107,16 +108,16 @@ def interleave_append_after_reconcile(
             a_appended.set()
 
     older.sink.append = append  # type: ignore[union-attr,method-assign]
-    real_reconcile = sk.Pipeline._reconcile
+    real_reconcile = Recovery.reconcile
 
-    def reconcile(self: sk.Pipeline, cp: Any) -> Any:
+    def reconcile(self: Recovery, cp: Any) -> Any:
         pending = real_reconcile(self, cp)
         if _run_thread() == "B":
             b_reconciled.set()
             a_appended.wait(10)  # A appends its batch after B reconciled
         return pending
 
-    monkeypatch.setattr(sk.Pipeline, "_reconcile", reconcile)
+    monkeypatch.setattr(Recovery, "reconcile", reconcile)
     return a_paused
 
 
@@ -146,17 +147,17 @@ def test_an_overtaken_append_after_a_newer_rewind_is_retracted_at_once(
     pause_first_lease_check_of(monkeypatch, "A", a_paused, b_reconciled)
     older, newer = pipeline(url), pipeline(url)
     results: dict[str, Any] = {}
-    real_reconcile = sk.Pipeline._reconcile
+    real_reconcile = Recovery.reconcile
     threads: dict[str, threading.Thread] = {}
 
-    def reconcile(self: sk.Pipeline, cp: Any) -> Any:
+    def reconcile(self: Recovery, cp: Any) -> Any:
         pending = real_reconcile(self, cp)
         if _run_thread() == "B":
             b_reconciled.set()
             threads["A"].join(10)  # A appends (and then fails its lease) meanwhile
         return pending
 
-    monkeypatch.setattr(sk.Pipeline, "_reconcile", reconcile)
+    monkeypatch.setattr(Recovery, "reconcile", reconcile)
     threads["A"] = run_in_thread("A", lambda: older.run(progress=False, max_batches=1), results)
     a_paused.wait(10)
     b = run_in_thread(
@@ -310,15 +311,15 @@ def _pause_after_reading_the_checkpoint(
     resume: threading.Event,
 ) -> None:
     """Stop ``thread_name``'s run right after it read its latest checkpoint."""
-    real_check_source = sk.Pipeline._check_source
+    real_check_source = Recovery.check_source
 
-    def check_source(self: sk.Pipeline, cp: Any) -> None:
+    def check_source(self: Recovery, cp: Any) -> None:
         real_check_source(self, cp)
         if _run_thread() == thread_name:
             paused.set()
             resume.wait(10)
 
-    monkeypatch.setattr(sk.Pipeline, "_check_source", check_source)
+    monkeypatch.setattr(Recovery, "check_source", check_source)
 
 
 @pytest.mark.parametrize("keep", [20, 1])

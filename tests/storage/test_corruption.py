@@ -191,7 +191,6 @@ def test_damaged_snapshot_hint_and_covered_version(store: Store, backend: str) -
     and a check of every manifest file names them with that remedy. A damaged
     version file that a snapshot covers is not needed to open the log, but the
     same check names it."""
-    from streamkit.pipeline._verify import _verify_manifest
 
     fs = _fill_to_snapshot(store)
     rel = mf.version_path(5)
@@ -200,7 +199,7 @@ def test_damaged_snapshot_hint_and_covered_version(store: Store, backend: str) -
     log = store.log("snap")  # opened from the snapshot: version 5 is not needed
     assert log.count() == 32
     with pytest.raises(CorruptFileError, match=rel.split("/")[-1]) as info:
-        _verify_manifest(log)
+        log.check_manifest()
     assert "redundant" not in str(info.value)  # the commit record: restore it
     fs.put(rel, good)
 
@@ -210,10 +209,10 @@ def test_damaged_snapshot_hint_and_covered_version(store: Store, backend: str) -
     assert log.scan().collect()["t"].to_list() == list(range(32))
     for rel in (mf.snapshot_path(32), mf.HINT):
         with pytest.raises(CorruptFileError, match=rel.split("/")[-1]) as info:
-            _verify_manifest(log)
+            log.check_manifest()
         assert "redundant" in str(info.value)
         fs.rm([rel])  # the remedy the message gives
-    assert _verify_manifest(log) == 33  # versions 0-32, nothing else left
+    assert log.check_manifest() == 33  # versions 0-32, nothing else left
     if backend == "s3":
         return  # 32 more appends over S3 add nothing the other backends do not show
     for i in range(32, 64):  # version 64 writes the next snapshot and a good hint

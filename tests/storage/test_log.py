@@ -173,12 +173,12 @@ def test_logs_lists_only_user_logs(store: Store) -> None:
     assert store.logs() == []
     store.log("b", key="k", time="t")
     store.log("a", key="k", time="t")
-    internal = store._internal_log("_pipelines/p/quarantine", key="k", time="t")
+    internal = store.log_at("_pipelines/p/quarantine", key="k", time="t")
     internal.append(pl.DataFrame({"k": [1], "t": [1]}))
     assert store.logs() == ["a", "b"]
-    assert store._internal_log("_pipelines/p/quarantine").count() == 1
+    assert store.log_at("_pipelines/p/quarantine").count() == 1
     with pytest.raises(ConfigurationError):
-        store._internal_log("../escape", key="k", time="t")
+        store.log_at("../escape", key="k", time="t")
 
 
 @pytest.mark.parametrize(
@@ -431,13 +431,13 @@ def test_retract(store: Store) -> None:
     log.append(events(4, start=100), writer="other", seq=3)
     v = log.version
     n_before = log.segments().height
-    removed = log._retract("pipe", [(1, 2), (5, 9)])
+    removed = log.retract("pipe", [(1, 2), (5, 9)])
     assert removed == n_before - log.segments().height > 0
     assert log.version == v + 1
     left = log.segments()
     assert set(left.filter(pl.col("writer") == "pipe")["writer_seq"].to_list()) == {0, 3, 4}
     assert left.filter(pl.col("writer") == "other").height >= 1
-    assert log._retract("pipe", [(1, 2)]) == 0
+    assert log.retract("pipe", [(1, 2)]) == 0
     assert log.version == v + 1
     assert log.end() == Position(28)
     assert store.log("retr").count() == log.count() == 16

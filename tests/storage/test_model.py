@@ -99,7 +99,7 @@ def test_log_matches_model(ops: list[tuple[object, ...]], partitions: int) -> No
                 for s in model.segments
                 if not (s.writer == writer and s.seq is not None and s.seq <= hi)  # type: ignore[operator]
             ]
-            log._retract(writer, [(0, hi)])  # type: ignore[arg-type]
+            log.retract(writer, [(0, hi)])  # type: ignore[arg-type]
         # The cached handle and a fresh one agree with the model.
         for handle in (log, store.log("m")):
             assert handle.end() == Position(model.next_offset)

@@ -17,7 +17,7 @@ import pytest
 
 import streamkit.storage as storage
 from streamkit.errors import ConfigurationError, CorruptFileError, LogNotFoundError, SchemaError
-from streamkit.storage import FileSystem, Log, Position, Store, crc32, safe_relpath
+from streamkit.storage import FileSystem, Position, Store, crc32, safe_relpath
 
 QUARANTINE = "_pipelines/p/quarantine"
 SNAPSHOT_EVERY = 32  # a snapshot and the hint are written every 32 versions
@@ -94,10 +94,6 @@ def test_retract_commits_nothing_when_nothing_matches(store: Store) -> None:
     assert log.retract("pipe", []) == 0
     assert log.version == version
     assert log.count() == 0
-
-
-def test_the_old_private_retract_name_is_the_public_one() -> None:
-    assert Log._retract is Log.retract
 
 
 # ---------------------------------------------------------------------- Log.writer_history
@@ -226,10 +222,3 @@ def test_log_at_refuses_paths_that_leave_the_store(store: Store, bad: object) ->
     with pytest.raises(ConfigurationError, match="log path"):
         store.has_log(bad)  # type: ignore[arg-type]
     assert store.filesystem.ls("") == []  # nothing created
-
-
-def test_the_old_private_internal_log_name_still_works(store: Store) -> None:
-    store._internal_log(QUARANTINE, key="k", time="t").append(frame(0))
-    assert store.log_at(QUARANTINE).count() == 2
-    with pytest.raises(ConfigurationError):
-        store._internal_log("../escape", key="k", time="t")

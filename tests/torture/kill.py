@@ -446,7 +446,7 @@ def _vacuum_check(
     store = sk.Store(url, storage_options=options)
     try:
         for name in logs:
-            log = store._internal_log(name) if name.startswith("_") else store.log(name)
+            log = store.log_at(name) if name.startswith("_") else store.log(name)
             log.vacuum(retain=dt.timedelta(0))
             left = log_debris(log)
             if left:

@@ -1,0 +1,359 @@
+"""Keyed state cut into key groups and checkpointed incrementally.
+
+Every key belongs to one of ``G`` key groups (``G`` a power of two, fixed when
+the pipeline starts): ``key_hash(key) mod G``, the very hash that routes a
+log's rows to partitions, so a log partition ``p`` of ``P`` (``P`` dividing
+``G``) holds exactly the keys of groups ``g`` with ``g mod P == p``.
+
+A group's state on disk is a chain: a *base* (every key of the group) followed
+by *deltas* (only the keys whose state changed since the previous link). A
+checkpoint writes at most one state file: one Arrow IPC record batch per group
+the batch touched -- a delta, or a new base when the group is compacted.
+Checkpoints list, per group, the (file, record batch, rows) links of its
+chain, and every file once with its size and checksum::
+
+    "state": {"key_groups": 256,
+              "files": [{"path": "state/...arrow", "bytes": 1234, "crc32": 99}, ...],
+              "groups": {"17": [[0, 3, 16012], [4, 0, 211]], ...}}
+
+A group is compacted (its chain replaced by a new base written from the state
+in memory) when its deltas hold ``DELTA_RATIO`` rows per base row or its chain
+reaches ``MAX_CHAIN`` links; at most a budget of rows is compacted per batch
+(``1/COMPACT_SHARE`` of the state, or twice the batch's changed keys, whichever
+is larger) so that compaction is spread over batches instead of rewriting
+everything at once. Bytes written per checkpoint are therefore proportional to
+the keys a batch changed, and restoring reads a bounded chain per group,
+whatever the number of checkpoints taken.
+
+Rows carry the key's dense id (``id``): ids are assigned in order of first
+appearance, and a restored state keeps them, so a resumed run orders its
+output exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from streamkit.errors import CheckpointError, ConfigurationError, CorruptFileError
+from streamkit.pipeline._checkpoints import DEFAULT_KEY_GROUPS, FileRef, new_state_path
+from streamkit.storage import key_hash
+
+if TYPE_CHECKING:
+    from streamkit.pipeline._checkpoints import CheckpointStore
+
+__all__ = ["DEFAULT_KEY_GROUPS", "GroupedState", "check_key_groups", "group_of"]
+MAX_KEY_GROUPS = 1 << 16
+#: Compact a group when its deltas hold this many rows per row of its base ...
+DELTA_RATIO = 0.5
+#: ... or when its chain has this many links (base included).
+MAX_CHAIN = 32
+#: Rows compacted per batch: at least ``1/COMPACT_SHARE`` of the state.
+COMPACT_SHARE = 16
+
+ID = "id"
+
+Link = tuple[str, int, int]  # (state file path, record batch, rows)
+
+
+def check_key_groups(value: Any) -> int:
+    """Validate a key-group count: a power of two from 1 to 65,536.
+
+    Examples
+    --------
+    >>> check_key_groups(64)
+    64
+    >>> check_key_groups(100)
+    Traceback (most recent call last):
+    ...
+    streamkit.errors.ConfigurationError: key_groups must be a power of two ...
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | np.integer)
+        or not 1 <= int(value) <= MAX_KEY_GROUPS
+        or int(value) & (int(value) - 1)
+    ):
+        raise ConfigurationError(
+            f"key_groups must be a power of two from 1 to {MAX_KEY_GROUPS:,} "
+            f"(e.g. 64, 256, 1024), got {value!r}"
+        )
+    return int(value)
+
+
+def group_of(keys: pl.Series, key_groups: int) -> npt.NDArray[np.int32]:
+    """The key group of every key: the log's stable partition hash modulo ``key_groups``.
+
+    Examples
+    --------
+    >>> from streamkit.storage import partition_of
+    >>> keys = pl.Series(["a", "b", "c"])
+    >>> (group_of(keys, 8) == partition_of(keys, 8)).all()
+    np.True_
+    """
+    if key_groups == 1 or len(keys) == 0:
+        return np.zeros(len(keys), dtype=np.int32)
+    return (key_hash(keys) & np.uint64(key_groups - 1)).astype(np.int32)
+
+
+@dataclass
+class Changes:
+    """What one checkpoint writes for a keyed operator: the rows of ``ids``
+    (sorted by group, then id) into ``path``, one record batch per group."""
+
+    path: str | None
+    ids: npt.NDArray[np.int64]
+    groups: list[tuple[int, int]]  # (group, rows) per record batch, in file order
+    chains: list[list[Link]]  # every group's chain once this file is written
+
+
+class GroupedState:
+    """Key-group membership, change tracking and chains of one keyed operator.
+
+    The operator owns the per-key values (arrays indexed by key id); this
+    object knows which group each id is in, which ids changed since the last
+    checkpoint, and what files make up each group's state on disk.
+    """
+
+    def __init__(self, key_groups: int) -> None:
+        self.key_groups = check_key_groups(key_groups)
+        self._group = np.empty(16, dtype=np.int32)  # per key id, with room to grow
+        self._n = 0
+        self.sizes = np.zeros(key_groups, dtype=np.int64)  # keys per group
+        self.chains: list[list[Link]] = [[] for _ in range(key_groups)]
+        self.refs: dict[str, FileRef] = {}
+        self._touched: list[npt.NDArray[np.int64]] = []
+        self._rebase_all = False
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def group(self) -> npt.NDArray[np.int32]:
+        """The key group of every key id."""
+        return self._group[: self._n]
+
+    @group.setter
+    def group(self, groups: npt.NDArray[np.int32]) -> None:
+        self._group, self._n = np.asarray(groups, dtype=np.int32), len(groups)
+
+    # -------------------------------------------------------------- tracking
+    def add_keys(self, keys: pl.Series) -> None:
+        """Register keys that just got the next ids (in id order)."""
+        groups = group_of(keys, self.key_groups)
+        n = self._n + len(groups)
+        if n > len(self._group):  # grow geometrically: appending costs what is appended
+            grown = np.empty(max(n, 2 * len(self._group)), dtype=np.int32)
+            grown[: self._n] = self.group
+            self._group = grown
+        self._group[self._n : n] = groups
+        self._n = n
+        self.sizes += np.bincount(groups, minlength=self.key_groups)
+
+    def touch(self, ids: npt.NDArray[np.int64]) -> None:
+        """Mark keys whose state may have changed."""
+        if len(ids):
+            self._touched.append(np.asarray(ids, dtype=np.int64))
+
+    def regroup(self, key_groups: int, keys: pl.Series) -> None:
+        """Cut the keys into ``key_groups`` groups; the next checkpoint rewrites every base."""
+        self.key_groups = check_key_groups(key_groups)
+        self.group = group_of(keys, key_groups)
+        self.sizes = np.bincount(self.group, minlength=key_groups).astype(np.int64)
+        self.chains = [[] for _ in range(key_groups)]
+        self._rebase_all = True
+
+    def take(self) -> Changes:
+        """Decide what the next checkpoint writes, and advance the chains to it.
+
+        Groups without a base get one; of the groups due for compaction, the
+        most overdue are compacted within the budget; every other changed
+        group gets a delta of its changed keys.
+        """
+        n, groups = len(self.group), self.key_groups
+        touched = np.unique(np.concatenate(self._touched)) if self._touched else _NO_IDS
+        self._touched = []
+        changed = np.bincount(self.group[touched], minlength=groups)
+        has_keys = self.sizes > 0
+        chain_len = np.array([len(c) for c in self.chains], dtype=np.int64)
+        base_rows = np.array([c[0][2] if c else 0 for c in self.chains], dtype=np.int64)
+        delta_rows = np.array([sum(link[2] for link in c[1:]) for c in self.chains], np.int64)
+        if self._rebase_all:
+            rebase = has_keys.copy()
+        else:
+            rebase = has_keys & (chain_len == 0)  # a group's first write is its base
+            forced = (changed > 0) & (chain_len + 1 > MAX_CHAIN)
+            rebase |= forced
+            ratio = (delta_rows + changed) / np.maximum(base_rows, 1)
+            due = (changed > 0) & ~rebase & (ratio >= DELTA_RATIO)
+            budget = max(n // COMPACT_SHARE, 2 * len(touched)) - int(self.sizes[rebase].sum())
+            for g in np.flatnonzero(due)[np.argsort(-ratio[due], kind="stable")]:
+                if self.sizes[g] > budget:
+                    break
+                rebase[g] = True
+                budget -= int(self.sizes[g])
+        self._rebase_all = False
+        base_ids = np.flatnonzero(rebase[self.group]) if rebase.any() else _NO_IDS
+        delta_ids = touched[~rebase[self.group[touched]]]
+        ids = np.concatenate([base_ids, delta_ids]).astype(np.int64)
+        if len(ids) == 0:
+            return Changes(None, ids, [], [list(c) for c in self.chains])
+        ids = ids[np.lexsort((ids, self.group[ids]))]
+        counts = np.bincount(self.group[ids], minlength=groups)
+        path = new_state_path()
+        order: list[tuple[int, int]] = []
+        for batch, g in enumerate(np.flatnonzero(counts)):
+            rows = int(counts[g])
+            link = (path, batch, rows)
+            self.chains[g] = [link] if rebase[g] else [*self.chains[g], link]
+            order.append((int(g), rows))
+        return Changes(path, ids, order, [list(c) for c in self.chains])
+
+    # ---------------------------------------------------------- checkpoints
+    def entry(self, changes: Changes, written: FileRef | None) -> dict[str, Any]:
+        """The checkpoint's ``state`` entry once ``changes`` is written as ``written``."""
+        if written is not None:
+            self.refs[written.path] = written
+        files: dict[str, int] = {}
+        groups: dict[str, list[list[int]]] = {}
+        for g, chain in enumerate(changes.chains):
+            if chain:
+                groups[str(g)] = [
+                    [files.setdefault(path, len(files)), batch, rows] for path, batch, rows in chain
+                ]
+        return {
+            "key_groups": self.key_groups,
+            "files": [self.refs[path].to_dict() for path in files],
+            "groups": groups,
+        }
+
+    @staticmethod
+    def parse(entry: Any, where: str) -> tuple[int, list[FileRef], dict[int, list[Link]]]:
+        """Validate a ``state`` entry: (key groups, files, chain per group).
+
+        Raises
+        ------
+        CorruptFileError
+            Naming ``where``, for anything malformed.
+        """
+        try:
+            groups = check_key_groups(entry["key_groups"])
+            files = [FileRef.from_dict(f, where) for f in entry["files"]]
+            chains: dict[int, list[Link]] = {}
+            for name, links in entry["groups"].items():
+                g = int(name)
+                if not 0 <= g < groups or not links:
+                    raise ValueError(f"group {name!r}")
+                chain = []
+                for fi, batch, rows in links:
+                    if not (0 <= int(fi) < len(files) and int(batch) >= 0 and int(rows) >= 0):
+                        raise ValueError(f"link {[fi, batch, rows]} of group {g}")
+                    chain.append((files[int(fi)].path, int(batch), int(rows)))
+                chains[g] = chain
+        except CorruptFileError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, ConfigurationError) as exc:
+            raise CorruptFileError(
+                f"corrupt file {where}: a keyed state entry is malformed ({exc}); restore "
+                "it, or rewind to an older checkpoint with run(from_checkpoint=N)"
+            ) from None
+        return groups, files, chains
+
+    def restore(
+        self,
+        entry: dict[str, Any],
+        ckpts: CheckpointStore,
+        *,
+        only: set[int] | None = None,
+        check_groups: bool = False,
+        check: Callable[[pl.DataFrame, str], None] | None = None,
+    ) -> pl.DataFrame:
+        """Read the rows of a ``state`` entry (every group, or the groups in ``only``).
+
+        Reads only the files the chains of those groups list, each once;
+        returns the newest row of every key, ordered by id, and takes over
+        the chains. ``check(frame, path)`` vets every record batch read (the
+        operator's columns and types) before anything else uses it;
+        ``check_groups`` also checks that every key hashes to the group that
+        holds it (what ``verify`` does).
+
+        Raises
+        ------
+        CheckpointError
+            A listed file is missing.
+        CorruptFileError
+            A file fails its size or checksum, a record batch's rows differ
+            from its link, or ids are not unique and dense.
+        """
+        where = ckpts.where("checkpoint")
+        groups, files, chains = self.parse(entry, where)
+        if groups != self.key_groups:
+            raise CheckpointError(
+                f"state entry has {groups} key groups, the operator {self.key_groups}"
+            )
+        wanted = {g: c for g, c in chains.items() if only is None or g in only}
+        refs = {f.path: f for f in files}
+        needed = sorted({path for chain in wanted.values() for path, _, _ in chain})
+        batches = {path: ckpts.read_state_batches(refs[path]) for path in needed}
+        if check is not None:
+            for path, held in batches.items():
+                for record in held:
+                    frame = pl.from_arrow(record)
+                    assert isinstance(frame, pl.DataFrame)
+                    check(frame, ckpts.where(path))
+        parts: list[pl.DataFrame] = []
+        for g in sorted(wanted):
+            for path, batch, rows in wanted[g]:
+                held = batches[path]
+                if batch >= len(held) or held[batch].num_rows != rows:
+                    found = held[batch].num_rows if batch < len(held) else "no"
+                    raise CorruptFileError(
+                        f"state file {ckpts.where(path)} record batch {batch} has {found} rows, "
+                        f"the checkpoint lists {rows} for key group {g}; restore it, or rewind "
+                        "to an older checkpoint with run(from_checkpoint=N)"
+                    )
+                frame = pl.from_arrow(held[batch])
+                assert isinstance(frame, pl.DataFrame)
+                if check_groups and frame.height:
+                    wrong = group_of(frame["key"], groups) != g
+                    if wrong.any():
+                        raise CorruptFileError(
+                            f"state file {ckpts.where(path)} holds {int(wrong.sum())} key(s) "
+                            f"in key group {g} that belong to other groups (e.g. "
+                            f"{frame['key'].filter(pl.Series(wrong))[0]!r}); restore it, or "
+                            "rewind to an older checkpoint with run(from_checkpoint=N)"
+                        )
+                parts.append(frame.with_columns(__sk_group=pl.lit(g, pl.Int32)))
+        self.refs.update(refs)
+        for g, chain in wanted.items():
+            self.chains[g] = list(chain)
+        if not parts:
+            return pl.DataFrame()
+        try:
+            rows_all = pl.concat(parts, how="vertical_relaxed")
+        except pl.exceptions.PolarsError as exc:
+            raise CorruptFileError(
+                f"state files of {where} do not share one schema ({exc}); restore them, or "
+                "rewind to an older checkpoint with run(from_checkpoint=N)"
+            ) from None
+        if ID not in rows_all.columns:
+            raise CorruptFileError(f"state files of {where} lack the {ID!r} column")
+        latest = rows_all.unique(subset=ID, keep="last", maintain_order=True).sort(ID)
+        ids = latest[ID].to_numpy()
+        if only is None and not np.array_equal(ids, np.arange(len(ids))):
+            raise CorruptFileError(
+                f"state files of {where} hold key ids that are not 0..{len(ids) - 1}: a file "
+                "was replaced or tampered with; restore it, or rewind to an older checkpoint "
+                "with run(from_checkpoint=N)"
+            )
+        self.group = latest["__sk_group"].to_numpy().astype(np.int32)
+        self.sizes = np.bincount(self.group, minlength=self.key_groups).astype(np.int64)
+        return latest.drop("__sk_group")
+
+
+_NO_IDS = np.empty(0, dtype=np.int64)

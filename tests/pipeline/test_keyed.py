@@ -1,0 +1,319 @@
+"""Key groups and incremental checkpoints: chains, compaction, re-sharding, old formats."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import streamkit as sk
+from streamkit.pipeline import _keyed
+from streamkit.pipeline._checkpoints import CheckpointStore, FileRef, _canonical
+from streamkit.pipeline._keyed import GroupedState, group_of
+from streamkit.storage import crc32, partition_of
+from tests.pipeline.oracle import history_by_key, state_dict
+
+
+def _machine() -> sk.Machine:
+    return sk.Machine(
+        "lamp",
+        states=["off", "on", "broken"],
+        initial="off",
+        final=["off"],
+        transitions=[("off", "on", "on"), ("on", "off", "off"), ("on", "hit", "broken")],
+        timeouts=[("on", "10s", "off"), ("broken", "30s", "off")],
+    )
+
+
+def _events(n: int, keys: int, seed: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pl.DataFrame(
+        {
+            "lamp": pl.Series(rng.integers(0, keys, n)).cast(pl.String).str.replace(r"^", "l"),
+            "t": np.cumsum(rng.integers(0, 4, n)).astype(np.int64),
+            "ev": rng.choice(["on", "off", "hit"], n),
+        }
+    )
+
+
+def _pipe(store: sk.Store, **kw: Any) -> sk.Pipeline:
+    from datetime import timedelta
+
+    return (
+        sk.Pipeline("lamps", store, **kw)
+        .read(store.log("lamps", key="lamp", time="t"))
+        .transitions(_machine(), event="ev", tick=timedelta(seconds=1))
+        .write(store.log("history", key="key", time="time"))
+    )
+
+
+def _seed(url: str, frame: pl.DataFrame) -> sk.Store:
+    store = sk.Store(url)
+    store.log("lamps", key="lamp", time="t").append(frame)
+    return store
+
+
+def _outcome(store: sk.Store) -> tuple[Any, ...]:
+    pipe = _pipe(store)
+    history = store.log("history").scan().collect()
+    q = pipe.quarantine().sort("offset").select("offset", "reason").rows()
+    return sorted(history.rows()), history_by_key(history), state_dict(pipe.state()), q
+
+
+@pytest.fixture
+def tight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compact often: chains of at most 3 links, deltas of 10 % of a base."""
+    monkeypatch.setattr(_keyed, "MAX_CHAIN", 3)
+    monkeypatch.setattr(_keyed, "DELTA_RATIO", 0.1)
+    monkeypatch.setattr(_keyed, "COMPACT_SHARE", 4)
+
+
+def test_key_groups_are_the_log_partitions_refined() -> None:
+    keys = pl.Series([f"k{i}" for i in range(1000)])
+    groups = group_of(keys, 64)
+    assert np.array_equal(groups % 8, partition_of(keys, 8))  # partition p: groups g = p mod 8
+    assert np.array_equal(groups, partition_of(keys, 64))
+    ints = pl.Series(list(range(1000)))
+    assert np.array_equal(group_of(ints, 16) % 4, partition_of(ints, 4))
+
+
+@pytest.mark.parametrize("bad", [0, 3, 100, 1 << 17, -4, 2.0, True, "8"])
+def test_key_groups_must_be_a_power_of_two(bad: Any) -> None:
+    with pytest.raises(sk.ConfigurationError, match="power of two"):
+        sk.Pipeline("p", sk.Store("memory://kg-bad"), key_groups=bad)
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    seed=st.integers(0, 10_000),
+    keys=st.integers(1, 60),
+    groups=st.sampled_from([1, 2, 8, 64]),
+    cuts=st.lists(st.integers(1, 120), min_size=1, max_size=6),
+    batch_rows=st.integers(3, 50),
+)
+def test_incremental_checkpoints_equal_one_uninterrupted_batch(
+    tight: None, seed: int, keys: int, groups: int, cuts: list[int], batch_rows: int
+) -> None:
+    # Runs stopped after a few batches each (a crash between runs in effect:
+    # every run restores from the chains), with compaction at every few links,
+    # give exactly the output, state and quarantine of one batch over everything.
+    frame = _events(200, keys, seed)
+    ref = _seed(f"memory://kg-ref-{uuid.uuid4().hex}", frame)
+    _pipe(ref).run(progress=False)
+    store = _seed(f"memory://kg-{uuid.uuid4().hex}", frame)
+    for n in cuts:
+        _pipe(store, key_groups=groups, batch_rows=batch_rows).run(progress=False, max_batches=n)
+    _pipe(store, key_groups=groups, batch_rows=batch_rows).run(progress=False)
+    assert _outcome(store) == _outcome(ref)
+    pipe = _pipe(store)
+    report = pipe.verify(replay=True)
+    assert report.ok, report
+    # every retained checkpoint restores to the state a replay computes
+    ckpts = pipe._ckpts()
+    for cid in ckpts.ids()[-3:]:
+        assert pipe.verify(checkpoint=cid, replay=True).ok
+    on_disk = {f"state/{n}" for n in ckpts.fs.ls("state")}
+    live = set().union(*(ckpts._state_files(ckpts.read(i)) for i in ckpts.ids()))
+    assert on_disk == live
+
+
+def _prefilled(url: str, keys: int, groups: int = 64) -> tuple[sk.Store, sk.Pipeline]:
+    frame = pl.DataFrame(
+        {"lamp": [f"l{i}" for i in range(keys)], "t": list(range(keys)), "ev": ["on"] * keys}
+    )
+    store = _seed(url, frame)
+    pipe = _pipe(store, key_groups=groups)
+    pipe.run(progress=False)
+    return store, pipe
+
+
+def _links(entry: dict[str, Any]) -> dict[int, list[list[int]]]:
+    return {int(g): links for g, links in entry["state"]["groups"].items()}
+
+
+def test_a_checkpoint_writes_only_the_keys_a_batch_changed() -> None:
+    store, pipe = _prefilled("memory://kg-delta", 5000)
+    ckpts = pipe._ckpts()
+    first = ckpts.latest()
+    assert first is not None
+    before = _links(first.operators["0-transitions"])
+    assert sum(links[0][2] for links in before.values()) == 5000  # every key in a base
+    touched = ["l7", "l4242", "l999"]
+    # at the last time seen: the watermark stays, no timeout fires elsewhere
+    store.log("lamps").append(pl.DataFrame({"lamp": touched, "t": [4999] * 3, "ev": ["on"] * 3}))
+    pipe.run(progress=False)
+    cp = ckpts.latest()
+    assert cp is not None
+    after = _links(cp.operators["0-transitions"])
+    new_file = {f["path"] for f in cp.operators["0-transitions"]["state"]["files"]} - {
+        f["path"] for f in first.operators["0-transitions"]["state"]["files"]
+    }
+    assert len(new_file) == 1
+    (path,) = new_file
+    written = ckpts.read_state_batches(
+        next(
+            FileRef.from_dict(f)
+            for f in cp.operators["0-transitions"]["state"]["files"]
+            if f["path"] == path
+        )
+    )
+    assert sum(b.num_rows for b in written) == 3  # three deltas of one key each
+    groups = set(group_of(pl.Series(touched), 64).tolist())
+    assert {g for g, links in after.items() if len(links) == 2} == groups
+    assert pipe.state().filter(pl.col("key").is_in(touched))["state"].to_list() == ["on"] * 3
+
+
+def test_chains_are_compacted_and_stay_bounded(tight: None) -> None:
+    store, pipe = _prefilled("memory://kg-compact", 400, groups=4)
+    log = store.log("lamps")
+    t = 400
+    for i in range(12):
+        log.append(pl.DataFrame({"lamp": [f"l{i}"], "t": [t + i], "ev": ["off"]}))
+        pipe.run(progress=False)
+    cp = pipe._ckpts().latest()
+    assert cp is not None
+    chains = _links(cp.operators["0-transitions"])
+    assert max(len(links) for links in chains.values()) <= 3
+    assert pipe.verify(replay=True).ok
+
+
+def test_restoring_some_groups_reads_only_their_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    store, pipe = _prefilled("memory://kg-lazy", 2000, groups=8)
+    log = store.log("lamps")
+    log.append(pl.DataFrame({"lamp": ["l1"], "t": [1999], "ev": ["on"]}))
+    pipe.run(progress=False)
+    ckpts = pipe._ckpts()
+    cp = ckpts.latest()
+    assert cp is not None
+    entry = cp.operators["0-transitions"]["state"]
+    _, files, chains = GroupedState.parse(entry, "test")
+    read: list[str] = []
+    real = CheckpointStore.read_state_batches
+
+    def spy(self: CheckpointStore, ref: FileRef) -> Any:
+        read.append(ref.path)
+        return real(self, ref)
+
+    monkeypatch.setattr(CheckpointStore, "read_state_batches", spy)
+    (g1,) = group_of(pl.Series(["l1"]), 8).tolist()
+    other = next(g for g in chains if g != g1 and len(chains[g]) == 1)
+    frame = GroupedState(8).restore(entry, ckpts, only={other})
+    assert read == [chains[other][0][0]]  # one base file, not the delta of l1's group
+    assert set(group_of(frame["key"], 8).tolist()) == {other}
+    assert len(files) >= 2
+
+
+def test_opening_with_other_key_groups_says_how_to_reshard() -> None:
+    store, _ = _prefilled("memory://kg-other", 50, groups=16)
+    with pytest.raises(sk.ConfigurationError, match=r"16 key groups.*reshard\(key_groups=32\)"):
+        _pipe(store, key_groups=32).run(progress=False)
+    assert _pipe(store).run(progress=False).batches == 0  # without key_groups: its own
+
+
+def test_reshard_rewrites_the_state_once_and_results_do_not_change(tight: None) -> None:
+    frame = _events(300, 40, seed=5)
+    ref = _seed("memory://kg-reshard-ref", frame)
+    _pipe(ref, batch_rows=30).run(progress=False)
+    store = _seed("memory://kg-reshard", frame)
+    _pipe(store, key_groups=4, batch_rows=30).run(progress=False, max_batches=4)
+    before = _pipe(store).state()
+    report = _pipe(store).reshard(32, progress=False)
+    cp = _pipe(store)._ckpts().latest()
+    assert cp is not None and cp.kind == "reshard" and cp.key_groups == 32
+    assert report.checkpoint == cp.id and report.batches == 0
+    assert _pipe(store).state().equals(before)
+    _pipe(store, key_groups=32, batch_rows=30).run(progress=False)
+    assert _outcome(store) == _outcome(ref)
+    assert _pipe(store).verify(replay=True).ok
+    # a rewind to before the re-shard returns to that checkpoint's groups
+    _pipe(store).run(progress=False, from_checkpoint=2)
+    latest = _pipe(store)._ckpts().latest()
+    assert latest is not None and latest.key_groups == 4
+    _pipe(store).run(progress=False)
+    assert _outcome(store) == _outcome(ref)
+
+
+def test_reshard_of_a_new_pipeline_is_refused() -> None:
+    store = _seed("memory://kg-reshard-new", _events(10, 3, seed=1))
+    with pytest.raises(sk.ConfigurationError, match="no checkpoint yet"):
+        _pipe(store).reshard(8)
+
+
+def _rewrite_checkpoint(ckpts: CheckpointStore, cid: int, change: Any) -> None:
+    path = f"checkpoints/{cid:012d}.json"
+    doc = json.loads(ckpts.fs.get(path))
+    doc.pop("crc32")
+    change(doc)
+    doc["crc32"] = crc32(_canonical(doc))
+    ckpts.fs.put(path, _canonical(doc))
+
+
+def test_a_format_1_checkpoint_resumes_and_is_regrouped() -> None:
+    # Format 1 kept each operator's whole state in one file ("state_file").
+    frame = _events(400, 30, seed=3)
+    ref = _seed("memory://kg-v1-ref", frame)
+    _pipe(ref, batch_rows=50).run(progress=False)
+    store = _seed("memory://kg-v1", frame)
+    pipe = _pipe(store, batch_rows=50)
+    pipe.run(progress=False, max_batches=3)
+    ckpts = pipe._ckpts()
+    cid = ckpts.ids()[-1]
+    whole = ckpts.write_state(pipe.state()).to_dict()
+
+    def to_v1(doc: dict[str, Any]) -> None:
+        doc["format"] = 1
+        del doc["key_groups"]
+        op = doc["operators"]["0-transitions"]
+        del op["state"]
+        op["state_file"] = whole
+
+    _rewrite_checkpoint(ckpts, cid, to_v1)
+    assert _pipe(store).verify().ok
+    _pipe(store, batch_rows=50).run(progress=False)
+    assert _outcome(store) == _outcome(ref)
+    latest = ckpts.latest()
+    assert latest is not None and "state" in latest.operators["0-transitions"]
+    assert _pipe(store).verify(replay=True).ok
+
+
+def test_a_damaged_delta_is_named_by_run_and_verify() -> None:
+    store, pipe = _prefilled("memory://kg-damaged", 300, groups=8)
+    store.log("lamps").append(pl.DataFrame({"lamp": ["l3"], "t": [900], "ev": ["off"]}))
+    pipe.run(progress=False)
+    ckpts = pipe._ckpts()
+    cp = ckpts.latest()
+    assert cp is not None
+    delta = cp.operators["0-transitions"]["state"]["files"][-1]["path"]
+    data = ckpts.fs.get(delta)
+    ckpts.fs.put(delta, data[:-5] + b"xxxxx")
+    report = _pipe(store).verify()
+    assert not report.ok and delta.split("/")[-1] in str(report)
+    store.log("lamps").append(pl.DataFrame({"lamp": ["l4"], "t": [901], "ev": ["on"]}))
+    with pytest.raises(sk.CorruptFileError, match=delta.split("/")[-1]):
+        _pipe(store).run(progress=False)
+
+
+def test_verify_finds_a_key_in_the_wrong_group() -> None:
+    store, pipe = _prefilled("memory://kg-wrong-group", 200, groups=4)
+    ckpts = pipe._ckpts()
+    cid = ckpts.ids()[-1]
+
+    def swap(doc: dict[str, Any]) -> None:
+        groups = doc["operators"]["0-transitions"]["state"]["groups"]
+        a, b = sorted(groups)[:2]
+        groups[a], groups[b] = groups[b], groups[a]
+
+    _rewrite_checkpoint(ckpts, cid, swap)
+    report = _pipe(store).verify()
+    assert not report.ok
+    assert "belong to other groups" in str(report)
