@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from streamkit.machines._duration import format_duration, to_timedelta
 from streamkit.machines.report import ERROR_KINDS, WARNING_KINDS, Problem, ValidationReport
 
 if TYPE_CHECKING:
     from streamkit.machines.machine import Machine
 
-__all__ = ["strongly_connected_components", "validate_machine"]
+__all__ = ["max_timeouts_within", "strongly_connected_components", "validate_machine"]
 
 _KIND_ORDER = {kind: i for i, kind in enumerate(ERROR_KINDS + WARNING_KINDS)}
 _SHOW = 3  # how many locations or names a message lists before "and N more"
@@ -404,6 +406,8 @@ def validate_machine(machine: Machine) -> ValidationReport:
                 )
             )
 
+        problems.extend(_timer_loops(machine, w_src, w_dst, reached))
+
     # -- warnings ---------------------------------------------------------------
     for name in machine.final:
         fc = code[name]
@@ -442,5 +446,163 @@ def validate_machine(machine: Machine) -> ValidationReport:
                 )
             )
 
-    problems.sort(key=lambda p: _KIND_ORDER[p.kind])  # stable: keeps order within a kind
+    # Errors first, then by kind; stable, so declaration order within a kind.
+    problems.sort(key=lambda p: (p.severity != "error", _KIND_ORDER[p.kind]))
     return ValidationReport(machine.name, problems)
+
+
+def _timer_loops(
+    machine: Machine, w_src: list[int], w_dst: list[int], reached: list[bool]
+) -> list[Problem]:
+    """One ``timer_loop`` problem per reachable cycle of timeouts alone.
+
+    The cycles are the strongly connected components of the graph of timeouts
+    (between declared states) that have more than one state or a timeout into
+    itself. A virtual root ``n`` with an edge to every reachable state lets one
+    Tarjan run cover them all, in time linear in states plus timeouts.
+    """
+    n = len(machine.states)
+    # First declared timeout per (state, target), for the durations in messages.
+    edges: dict[tuple[int, int], int] = {}
+    for i, (a, b) in enumerate(zip(w_src, w_dst, strict=True)):
+        if a < n and b < n:
+            edges.setdefault((a, b), i)
+    if not edges:
+        return []
+    root = n
+    keys = sorted(edges) + [(root, v) for v in range(n) if reached[v]]
+    sources = np.asarray([a for a, _ in keys], dtype=np.int64)
+    offsets = np.searchsorted(sources, np.arange(n + 2)).tolist()
+    targets = [b for _, b in keys]
+    _, components = strongly_connected_components(offsets, targets, root, [False] * (n + 1))
+    problems: list[Problem] = []
+    loops = [
+        sorted(nodes)
+        for nodes, _ in components
+        if nodes[0] != root and (len(nodes) > 1 or (nodes[0], nodes[0]) in edges)
+    ]
+    loops.sort(key=lambda nodes: nodes[0])
+    out: dict[int, list[tuple[int, int]]] = {}  # state -> [(target, timeout index)]
+    for (a, b), i in sorted(edges.items(), key=lambda item: item[1]):
+        out.setdefault(a, []).append((b, i))
+    for nodes in loops:
+        problems.append(_timer_loop_problem(machine, nodes, out))
+    return problems
+
+
+def _timer_loop_problem(
+    machine: Machine, nodes: list[int], out: dict[int, list[tuple[int, int]]]
+) -> Problem:
+    """The problem for one component ``nodes`` (sorted) of the timeout graph.
+
+    ``out[state]`` lists ``(target, timeout index)`` in declaration order.
+    """
+    states = machine.states
+    specs = machine._timeout_specs
+    inside = set(nodes)
+    # Each state's first declared timeout that stays in the component. With one
+    # timeout per state (more is reported as nondeterministic) following them walks
+    # the cycle in firing order.
+    step = {a: next(e for e in out[a] if e[0] in inside) for a in nodes}
+    order = [nodes[0]]
+    v = step[nodes[0]][0]
+    while v != nodes[0] and len(order) < len(nodes):
+        order.append(v)
+        v = step[v][0]
+    ordered = v == nodes[0] and len(order) == len(nodes)
+    if not ordered:
+        order = nodes
+    names = [states[c] for c in order]
+    if len(names) == 1:
+        spec = specs[step[order[0]][1]]
+        what = f"state {names[0]!r} times out into itself after {spec.after_text}"
+        rate = f"one timeout every {spec.after_text} of event time"
+    else:
+        cycle = " -> ".join(repr(s) for s in [*names, names[0]]) if ordered else _q(names)
+        if ordered:
+            period = sum((specs[step[c][1]].after for c in order), start=timedelta(0))
+            parts = ", ".join(f"{states[c]!r} after {specs[step[c][1]].after_text}" for c in order)
+            what = f"the timeouts {cycle} form a cycle ({parts})"
+            rate = f"{len(names)} timeouts every {format_duration(period)} of event time"
+        else:
+            what = f"states {cycle} form a cycle of timeouts"
+            rate = "timeouts around it"
+    if machine.periodic:
+        return Problem(
+            "timer_loop",
+            tuple(names),
+            f"{what}, allowed because the machine is declared periodic: a key that "
+            f"receives no events fires {rate} for as long as the log's time "
+            f"advances",
+            "warning",
+        )
+    return Problem(
+        "timer_loop",
+        tuple(names),
+        f"{what} with no event in it: a key that receives no more events fires {rate} "
+        f"forever, so the output grows with the log's time span, not "
+        f"with its events; break the cycle (send one of its timeouts to a state without "
+        f"a timeout, or replace one with an event transition), or, if the machine is "
+        f"meant to be periodic (a heartbeat, a blinker), declare periodic=True (YAML: "
+        f"periodic: true)",
+    )
+
+
+def max_timeouts_within(machine: Machine, span: timedelta | str) -> int:
+    """The most timeouts one key can fire, with no event, whose times all lie within ``span``.
+
+    A key fires a chain of timeouts ``t1 < t2 < ...`` (each at the previous one plus
+    the next state's ``after``); this is the longest such chain with ``tn - t1 <=
+    span``, over every starting state. Without timer loops it is at most the
+    number of states whatever ``span`` is; with one it grows with ``span`` (a loop
+    of k timeouts over a period P adds k per P). The timeouts a batch fires for one
+    key all lie between the watermark before the batch (or the key's first event,
+    if later events came first) and the watermark after it, so the span the
+    batch's watermark moves over bounds the rows per key per batch.
+
+    Uses each state's first declared timeout, as the kernel does for valid
+    machines; takes time O(states x longest chain).
+
+    Examples
+    --------
+    >>> from streamkit.machines import Machine
+    >>> order = Machine("o", states=["new", "gone"], initial="new", final=["gone"],
+    ...                 transitions=[("new", "x", "gone")], timeouts=[("new", "30m", "gone")])
+    >>> max_timeouts_within(order, "365d")
+    1
+    >>> blink = Machine("b", states=["on", "off"], initial="on", final=["off"],
+    ...                 timeouts=[("on", "1s", "off"), ("off", "2s", "on")], periodic=True)
+    >>> max_timeouts_within(blink, "1m")  # 2 per 3 s, plus the first one
+    41
+    """
+    budget0 = span if isinstance(span, timedelta) else to_timedelta(span)
+    if budget0 < timedelta(0):
+        raise ValueError(f"span must not be negative, found {span!r}")
+    step: dict[str, tuple[timedelta, str]] = {}
+    for t in machine.timeouts:
+        step.setdefault(t.state, (t.after, t.target))
+    best = 0
+    walked: dict[str, int] = {}  # start of the chain after the first timeout -> its length
+    for _, first_target in step.values():
+        if first_target in walked:
+            continue
+        s, budget, fired = first_target, budget0, 0
+        seen: dict[str, tuple[int, timedelta]] | None = {}
+        while s in step and step[s][0] <= budget:
+            if seen is not None:
+                if s in seen:
+                    # A timer loop: skip its whole rounds at once, then finish the last one.
+                    n0, b0 = seen[s]
+                    period, per_round = b0 - budget, fired - n0
+                    rounds = budget // period
+                    fired += rounds * per_round
+                    budget -= rounds * period
+                    seen = None
+                    continue
+                seen[s] = (fired, budget)
+            after, s = step[s]
+            budget -= after
+            fired += 1
+        walked[first_target] = fired
+        best = max(best, 1 + fired)
+    return best

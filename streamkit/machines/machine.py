@@ -25,7 +25,7 @@ __all__ = ["ANY_STATE", "Machine", "Timeout", "Transition"]
 #: The ``from`` value that stands for every declared state.
 ANY_STATE = "*"
 
-_TOP_KEYS = ("name", "states", "initial", "final", "transitions", "timeouts")
+_TOP_KEYS = ("name", "states", "initial", "final", "periodic", "transitions", "timeouts")
 _TOP_REQUIRED = ("name", "states", "initial")
 _TRANSITION_KEYS = ("from", "on", "to")
 _TIMEOUT_KEYS = ("state", "after", "to")
@@ -247,6 +247,13 @@ class Machine:
         Triples ``(state, after, to)`` or mappings ``{"state", "after", "to"}``: a key
         that stays in ``state`` for ``after`` (``"30m"``, ``"1h30m"``, ``"500ms"`` or a
         ``timedelta``) moves to ``to``.
+    periodic
+        Declare that the machine is periodic on purpose: a cycle of timeouts alone
+        (a heartbeat, a blinker) is then a ``timer_loop`` warning instead of an
+        error. Such a key fires timeouts for as long as the log's time advances,
+        with or without events; without ``periodic=True`` validation rejects it.
+        ``False`` is not written by :meth:`to_dict`, so it leaves the fingerprint of
+        every machine that does not use it unchanged.
 
     Attributes
     ----------
@@ -261,6 +268,7 @@ class Machine:
         Expanded: one per concrete source state (``"*"`` becomes every state), in
         declaration order.
     timeouts : tuple[Timeout, ...]
+    periodic : bool
 
     Examples
     --------
@@ -283,6 +291,17 @@ class Machine:
     True
     >>> sk.Machine.from_dict(m.to_dict()) == m
     True
+
+    A heartbeat machine, whose timeout loop is intended:
+
+    >>> beat = sk.Machine("beat", states=["alive"], initial="alive", final=["alive"],
+    ...                   timeouts=[("alive", "1m", "alive")])
+    >>> [p.kind for p in beat.validate().errors]
+    ['timer_loop']
+    >>> beat = sk.Machine("beat", states=["alive"], initial="alive", final=["alive"],
+    ...                   timeouts=[("alive", "1m", "alive")], periodic=True)
+    >>> beat.validate().ok, [p.kind for p in beat.validate().warnings]
+    (True, ['timer_loop', 'final_timeout'])
     """
 
     name: str
@@ -292,6 +311,7 @@ class Machine:
     final: tuple[str, ...]
     transitions: tuple[Transition, ...]
     timeouts: tuple[Timeout, ...]
+    periodic: bool
     _specs: tuple[_TransitionSpec, ...]
     _timeout_specs: tuple[_TimeoutSpec, ...]
     _canonical: str | None
@@ -306,6 +326,7 @@ class Machine:
         final: Iterable[str] | str = (),
         transitions: Iterable[object] = (),
         timeouts: Iterable[object] = (),
+        periodic: bool = False,
     ) -> None:
         set_ = object.__setattr__
         set_(self, "name", _name(name, "name", what="a machine name"))
@@ -327,6 +348,8 @@ class Machine:
                 _timeout_spec(e, f"timeouts[{i}]")
                 for i, e in enumerate(_entries(_listify(timeouts), "timeouts"))
             )
+            if type(periodic) is not bool:
+                raise MachineError(f"periodic: expected true or false, found {_describe(periodic)}")
         except MachineError as exc:
             raise MachineError(f"{where}: {exc}") from None
 
@@ -345,6 +368,7 @@ class Machine:
         set_(self, "final", final_t)
         set_(self, "transitions", tuple(expanded))
         set_(self, "timeouts", tuple(Timeout(t.state, t.after, t.target) for t in timeout_specs))
+        set_(self, "periodic", periodic)
         set_(self, "_specs", specs)
         set_(self, "_timeout_specs", timeout_specs)
         set_(self, "_canonical", None)
@@ -362,7 +386,7 @@ class Machine:
     def from_dict(cls, data: Mapping[str, Any]) -> Machine:
         """Build a machine from its dict form (what :meth:`to_dict` returns).
 
-        Keys: ``name``, ``states``, ``initial`` (required), ``final``,
+        Keys: ``name``, ``states``, ``initial`` (required), ``final``, ``periodic``,
         ``transitions``, ``timeouts`` (optional); no others.
 
         Examples
@@ -412,11 +436,14 @@ class Machine:
         return self._as_dict(canonical=False)
 
     def _as_dict(self, *, canonical: bool) -> dict[str, Any]:
+        # ``periodic`` only when set, so that machines without it keep their fingerprint.
+        periodic = {"periodic": True} if self.periodic else {}
         return {
             "name": self.name,
             "states": list(self.states),
             "initial": self.initial,
             "final": list(self.final),
+            **periodic,
             "transitions": [
                 {
                     "from": list(s.source) if isinstance(s.source, tuple) else s.source,
@@ -550,7 +577,10 @@ class Machine:
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> ValidationReport:
-        """Check the machine: undeclared states, nondeterminism, reachability, deadlocks, livelocks.
+        """Check the machine: undeclared states, nondeterminism, reachability, deadlocks, loops.
+
+        Loops are livelocks (cycles that cannot reach a final state) and timer loops
+        (cycles of timeouts alone, errors unless the machine is ``periodic``).
 
         Runs in time linear in the number of states, transitions and timeouts. See
         :mod:`streamkit.machines.report` for the problem kinds.
@@ -676,7 +706,8 @@ class Machine:
         return (
             f"Machine({self.name!r}, states={len(self.states)}, events={len(self.events)}, "
             f"transitions={len(self.transitions)}, timeouts={len(self.timeouts)}, "
-            f"initial={self.initial!r}, final={list(self.final)!r})"
+            f"initial={self.initial!r}, final={list(self.final)!r}"
+            + (", periodic=True)" if self.periodic else ")")
         )
 
     def _repr_html_(self) -> str:
@@ -692,6 +723,7 @@ class Machine:
                     (len(self.timeouts), "timeout"),
                 )
             )
+            + (", periodic" if self.periodic else "")
             + "</p>"
         ]
         if len(self.states) <= _HTML_DIAGRAM_MAX_STATES:
@@ -755,6 +787,7 @@ def _init_kwargs(data: Mapping[str, Any]) -> dict[str, Any]:
         "final": _or_empty(data.get("final")),
         "transitions": _or_empty(data.get("transitions")),
         "timeouts": _or_empty(data.get("timeouts")),
+        "periodic": data.get("periodic", False),
     }
 
 

@@ -16,6 +16,14 @@ Problem kinds (severity ``"error"`` unless noted):
 ``livelock``
     a reachable cycle (strongly connected component) from which no final state can
     be reached; one problem per component.
+``timer_loop`` (a warning when the machine is declared ``periodic``)
+    a reachable cycle made of timeouts alone, a state timing out into itself
+    included: a key that receives no more events fires timeouts around it forever,
+    so the output grows with the log's time span, not with its events. The states
+    are named in the cycle's order, starting from the first declared one. Machines
+    that are periodic on purpose (heartbeats, blinkers) declare ``periodic=True``
+    (YAML ``periodic: true``); the loop is then listed as a warning that says how
+    many timeouts an idle key fires per round.
 ``duplicate`` (warning)
     a transition or timeout declared twice.
 ``unused_final`` (warning)
@@ -42,6 +50,7 @@ ERROR_KINDS: tuple[str, ...] = (
     "unreachable",
     "deadlock",
     "livelock",
+    "timer_loop",
 )
 WARNING_KINDS: tuple[str, ...] = ("duplicate", "unused_final", "final_timeout", "reserved_event")
 
