@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 import fsspec
 import polars as pl
+import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 import streamkit as sk
 from streamkit.datasets import generate_orders, order_machine
+from streamkit.pipeline import _checkpoints, _keyed
+from streamkit.pipeline._checkpoints import Checkpoint, CheckpointStore
+from streamkit.pipeline._keyed import GroupedState
+from streamkit.storage import _fs
 from tests.pipeline.oracle import history_by_key, state_dict
 
 
@@ -18,7 +24,8 @@ class InjectedFault(OSError):
 
 
 class FaultyMemoryFileSystem(MemoryFileSystem):
-    """A memory file system whose writes fail once a budget is used up."""
+    """A memory file system whose writes (and, if asked, deletes) fail once a
+    budget is used up."""
 
     protocol = "faultymem"
     store: ClassVar[dict[str, Any]] = {}  # type: ignore[misc]
@@ -26,6 +33,8 @@ class FaultyMemoryFileSystem(MemoryFileSystem):
     budget: ClassVar[int | None] = None
     writes: ClassVar[int] = 0
     paths: ClassVar[list[str]] = []
+    #: Whether a delete is a write too (it counts, and fails once the budget is used up).
+    deletes: ClassVar[bool] = False
 
     @classmethod
     def _tick(cls, path: str) -> None:
@@ -43,16 +52,43 @@ class FaultyMemoryFileSystem(MemoryFileSystem):
         self._tick(path)
         super().pipe_file(path, value, *args, **kwargs)
 
+    def rm_file(self, path: str) -> None:
+        if self.deletes:
+            self._tick(f"rm {path}")
+        super().rm_file(path)
+
 
 fsspec.register_implementation("faultymem", FaultyMemoryFileSystem, clobber=True)
 
 
-def build(store: sk.Store) -> sk.Pipeline:
+class _NoSleep:
+    """``time`` without its ``sleep``: retries back off in no time (every fault
+    is injected in memory, so waiting only costs the test its wall time)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        del seconds
+
+
+@pytest.fixture(autouse=True)
+def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Create retries (storage) and lease-release retries (checkpoints) do not sleep."""
+    monkeypatch.setattr(_fs, "time", _NoSleep())
+    monkeypatch.setattr(_checkpoints, "time", _NoSleep())
+
+
+MACHINE = order_machine()
+
+
+def build(store: sk.Store, *, batch_rows: int = 45, **options: Any) -> sk.Pipeline:
     return (
-        sk.Pipeline("faulty", store, batch_rows=45)
+        sk.Pipeline("faulty", store, batch_rows=batch_rows, **options)
         .read(store.log("orders", key="order_id", time="ts"))
         .with_columns(event=pl.col("type").str.to_lowercase())
-        .transitions(order_machine(), event="event")
+        .transitions(MACHINE, event="event")
         .write(store.log("history", key="key", time="time"))
     )
 
@@ -70,31 +106,96 @@ def seed(url: str, frame: pl.DataFrame) -> sk.Store:
     return store
 
 
-def test_a_failure_at_every_write_of_a_run_then_a_rerun_converges() -> None:
-    frame = generate_orders(40, span="2h", seed=11)
-    ref_store = seed("faultymem://ref", frame)
+def counted_run(url: str, frame: pl.DataFrame, **options: Any) -> tuple[sk.Store, list[str]]:
+    """A fault-free run on a new store; the paths it wrote (and deleted), in order."""
+    store = seed(url, frame)
     FaultyMemoryFileSystem.writes = 0
     FaultyMemoryFileSystem.paths = []
-    build(ref_store).run(progress=False)
-    total = FaultyMemoryFileSystem.writes
+    build(store, **options).run(progress=False)
+    return store, list(FaultyMemoryFileSystem.paths)
+
+
+def fail_at_every_write(
+    frame: pl.DataFrame, name: str, reference: tuple[object, ...], **options: Any
+) -> list[str]:
+    """For every k of a fault-free run's writes: a run whose write k + 1 and every
+    later one fail, then a rerun; each must give ``reference`` and verify with a
+    replay. Returns the paths the fault-free run wrote."""
+    store, paths = counted_run(f"faultymem://{name}-ref", frame, **options)
+    assert outcome(store) == reference
+    total = len(paths)
     # heartbeats are advisory (a failed beat is logged, never an error): the run's
     # last writes are its final heartbeat and its release
-    paths = FaultyMemoryFileSystem.paths
     advisory_tail = len(paths) - max(i for i, p in enumerate(paths) if ".beat" not in p) - 1
-    reference = outcome(ref_store)
     assert total > 10 and advisory_tail >= 1
     failures = 0
     for k in range(total):
-        store = seed(f"faultymem://trial-{k}", frame)
+        store = seed(f"faultymem://{name}-{k}", frame)
         FaultyMemoryFileSystem.writes, FaultyMemoryFileSystem.budget = 0, k
         try:
-            build(store).run(progress=False)
+            build(store, **options).run(progress=False)
         except (InjectedFault, sk.StreamkitError, OSError):
             failures += 1
         finally:
             FaultyMemoryFileSystem.budget = None
-        build(store).run(progress=False)
-        assert outcome(store) == reference, f"failure injected at write {k + 1}"
-        assert build(store).verify().ok
+        build(store, **options).run(progress=False)
+        where = f"failure injected at write {k + 1} of {total} ({paths[k]})"
+        assert outcome(store) == reference, where
+        report = build(store, **options).verify(replay=True)
+        assert report.ok, f"{where}: {report}"
     # every injected failure but those of the trailing heartbeats surfaced as an error
     assert failures == total - advisory_tail
+    return paths
+
+
+def test_a_failure_at_every_write_of_a_run_then_a_rerun_converges() -> None:
+    frame = generate_orders(40, span="2h", seed=11)
+    store, _ = counted_run("faultymem://plain", frame)
+    fail_at_every_write(frame, "trial", outcome(store))
+
+
+def test_a_failure_at_every_write_of_chains_compaction_and_retention_then_a_rerun_converges(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Four key groups, chains of at most two links, deltas of 10 % of a base and
+    two checkpoints kept: over 11 batches groups get deltas, are compacted into new
+    bases, and retention deletes state files (also shared ones) at batch 10 and at
+    the end. A delete is a write here: retention can fail half-way too."""
+    frame = generate_orders(40, span="2h", seed=11)
+    plain, _ = counted_run("faultymem://chains-plain", frame)  # one base per group and batch
+    reference = outcome(plain)
+    monkeypatch.setattr(_keyed, "MAX_CHAIN", 2)
+    monkeypatch.setattr(_keyed, "DELTA_RATIO", 0.1)
+    monkeypatch.setattr(_keyed, "COMPACT_SHARE", 2)
+    monkeypatch.setattr(FaultyMemoryFileSystem, "deletes", True)
+    commits: list[tuple[str, Checkpoint]] = []
+    real_commit = CheckpointStore.commit
+
+    def spy(self: CheckpointStore, cp: Checkpoint) -> bool:
+        commits.append((self.fs.url, cp))
+        return real_commit(self, cp)
+
+    monkeypatch.setattr(CheckpointStore, "commit", spy)
+    options = {"batch_rows": 14, "key_groups": 4, "keep_checkpoints": 2}
+    paths = fail_at_every_write(frame, "chains", reference, **options)
+
+    # The reference run did what this test is about (else it would prove nothing).
+    ref = [cp for url, cp in commits if url.startswith("faultymem://chains-ref")]
+    entries = [e["state"] for cp in ref for e in cp.operators.values() if "state" in e]
+    chains = [GroupedState.parse(entry, "test")[2] for entry in entries]
+    assert len(ref) >= 11 and len(chains) == len(ref) and all(len(c) == 4 for c in chains)
+    grown = {g for c in chains for g, links in c.items() if len(links) > 1}
+    compacted = {
+        g for i, c in enumerate(chains) for g in grown if len(c[g]) > 1
+        and any(len(later[g]) == 1 for later in chains[i + 1 :])
+    }  # fmt: skip
+    assert grown and compacted, [{g: len(links) for g, links in c.items()} for c in chains]
+    holders: dict[str, int] = {}
+    for c in chains:
+        for path in {link[0] for links in c.values() for link in links}:
+            holders[path] = holders.get(path, 0) + 1
+    deleted = [p.rsplit("/state/", 1)[1] for p in paths if p.startswith("rm ") and "/state/" in p]
+    last_checkpoint = max(i for i, p in enumerate(paths) if "/checkpoints/" in p and "rm " not in p)
+    first_delete = min(i for i, p in enumerate(paths) if p.startswith("rm ") and "/state/" in p)
+    assert first_delete < last_checkpoint  # retention ran mid-run, not only at the end
+    assert any(holders.get(f"state/{name}", 0) > 1 for name in deleted)  # shared files too
