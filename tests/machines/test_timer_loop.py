@@ -140,13 +140,11 @@ def graphs(draw: st.DrawFn) -> Machine:
 
 def brute_force_loops(m: Machine) -> set[frozenset[str]]:
     """Reachable cycles of the timeout graph, by walking each state's timeout chain."""
-    edges: dict[str, set[str]] = {t.source: set() for t in m.transitions} | {
-        w.state: set() for w in m.timeouts
-    }
+    edges: dict[str, set[str]] = {}
     for t in m.transitions:
-        edges[t.source].add(t.target)
+        edges.setdefault(t.source, set()).add(t.target)
     for w in m.timeouts:
-        edges[w.state].add(w.target)
+        edges.setdefault(w.state, set()).add(w.target)
     reached, todo = {m.initial}, [m.initial]
     while todo:
         for v in edges.get(todo.pop(), ()):
@@ -156,11 +154,12 @@ def brute_force_loops(m: Machine) -> set[frozenset[str]]:
     nxt = {w.state: w.target for w in m.timeouts}
     found: set[frozenset[str]] = set()
     for s in reached:
-        path, v = [s], nxt.get(s)
-        while v is not None and v not in path:
-            path.append(v)
-            v = nxt.get(v)
-        if v == s:
+        path: list[str] = [s]
+        at = nxt.get(s)
+        while at is not None and at not in path:
+            path.append(at)
+            at = nxt.get(at)
+        if at == s:
             found.add(frozenset(path))
     return found
 
