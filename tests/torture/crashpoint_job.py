@@ -1,6 +1,7 @@
 """Crash-point enumeration: end a process at its k-th mutating store call, recover, compare.
 
-A *job* (an append, a checkpoint commit, a compaction, a retention pass) runs in
+A *job* (an append, a checkpoint commit, a compaction, a retention pass, a run
+writing chains of state deltas and compacting them) runs in
 a child process that counts its mutating calls at the
 :class:`~streamkit.storage._fs.FileSystem` layer (``put_new``,
 ``put_new_written``, ``put``, and ``rm`` one path at a time) and calls
@@ -467,6 +468,62 @@ def _compact_outcome(store: sk.Store) -> Outcome:
     return out
 
 
+# -- incremental checkpoints: chains of deltas, compaction into new bases, retention ----
+# 28 orders are 102 events: 13 batches of 8; the setup runs 2 of them (so the job
+# restores chains from disk), the job the last 11 with four key groups, chains of
+# at most two links and deltas of 10 % of a base: groups get deltas, then new
+# bases, and keep_checkpoints=2 retention (after batch 10 and at the end) deletes
+# state files that earlier checkpoints shared.
+_CHAIN_ORDERS, _CHAIN_BATCH, _CHAIN_GROUPS, _CHAIN_BEFORE = 28, 8, 4, 2
+#: The compaction policy of ``streamkit.pipeline._keyed`` while the job writes state.
+_CHAIN_POLICY = {"MAX_CHAIN": 2, "DELTA_RATIO": 0.1, "COMPACT_SHARE": 2}
+
+
+@contextlib.contextmanager
+def _tight_compaction() -> Iterator[None]:
+    """Compact often (the setup runs in the parent: the policy is restored after)."""
+    from streamkit.pipeline import _keyed
+
+    saved = {name: getattr(_keyed, name) for name in _CHAIN_POLICY}
+    for name, value in _CHAIN_POLICY.items():
+        setattr(_keyed, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(_keyed, name, value)
+
+
+def _chains_pipe(store: sk.Store) -> sk.Pipeline:
+    from streamkit.datasets import order_machine
+
+    return (
+        sk.Pipeline(
+            "orders-fsm",
+            store,
+            batch_rows=_CHAIN_BATCH,
+            keep_checkpoints=2,
+            key_groups=_CHAIN_GROUPS,
+        )
+        .read(store.log("orders", key="order_id", time="ts"))
+        .filter(pl.col("amount") >= 0)
+        .with_columns(event=pl.col("type").str.to_lowercase())
+        .transitions(order_machine(), event="event")
+        .write(store.log("history", key="key", time="time"))
+    )
+
+
+def _chains_setup(store: sk.Store) -> None:
+    store.log("orders", key="order_id", time="ts").append(_orders(_CHAIN_ORDERS))
+    with _tight_compaction():
+        _chains_pipe(store).run(max_batches=_CHAIN_BEFORE, progress=False)
+
+
+def _chains_run(store: sk.Store) -> None:
+    with _tight_compaction():
+        _chains_pipe(store).run(progress=False, take_over=True)  # as _pipe_run
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
@@ -525,6 +582,17 @@ SCENARIOS: dict[str, Scenario] = {
             _compact_outcome,
             lambda store: pipeline_cleanup(_compact_pipe(store)),
             lambda store: pipeline_debris(_compact_pipe(store)),
+        ),
+        Scenario(
+            "chains",
+            "11 batches into 4 key groups: state deltas, compaction into new bases, "
+            "keep_checkpoints=2 retention deleting shared state files",
+            _chains_setup,
+            _chains_run,
+            _chains_run,
+            lambda store: pipeline_outcome(_chains_pipe(store)),
+            lambda store: pipeline_cleanup(_chains_pipe(store)),
+            lambda store: pipeline_debris(_chains_pipe(store)),
         ),
     ]
 }

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import streamkit as sk
+from streamkit.pipeline._keyed import GroupedState
 from streamkit.storage import _manifest as mf
 from tests.torture import crashpoint_job as cp
 from tests.torture.kill import run_kill_trials, summary_table
@@ -24,7 +25,7 @@ from tests.torture.kill import run_kill_trials, summary_table
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 #: Sampled in the default suite (every call in ``python -m tests.torture --crashpoints``).
-SAMPLED = {"pipeline_compact": 8}
+SAMPLED = {"pipeline_compact": 8, "chains": 6}
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +102,13 @@ def test_the_jobs_cover_the_protocol(
     server: cp.ForkServer, local: Callable[[], tuple[str, None]]
 ) -> None:
     """The jobs make the calls the issue names: a snapshot and its hint, a checkpoint
-    commit with state files and epoch claims, retention deletes, pruning."""
+    commit with state files and epoch claims, retention deletes, pruning, state
+    chains compacted and their shared files deleted."""
     seen: dict[str, list[str]] = {}
+    urls: dict[str, str] = {}
     for name in cp.SCENARIOS:
         url, options = local()
+        urls[name] = url
         cp._prepare(cp.SCENARIOS[name], url, options, None)
         done = server.run(name, "work", url, options)
         assert done.rc == 0, done.stderr
@@ -119,6 +123,25 @@ def test_the_jobs_cover_the_protocol(
     assert any("/checkpoints/" in c for c in deletes) and any("/state/" in c for c in deletes)
     assert any("/epochs/" in c for c in deletes)
     assert sum(c.startswith("rm events/data/") for c in seen["retention"]) == 3
+    # chains: retention (after batch 10, not only at the end) deletes state files,
+    # some written before the job and shared by its checkpoints; the two retained
+    # checkpoints show a group compacted (two links, then a new base)
+    chains = seen["chains"]
+    puts = {c.split(" ", 1)[1] for c in chains if c.startswith("put_new ") and "/state/" in c}
+    gone = [c.split(" ", 1)[1] for c in chains if c.startswith("rm ") and "/state/" in c]
+    last_checkpoint = max(
+        i for i, c in enumerate(chains) if c.startswith("put_new") and "/checkpoints/" in c
+    )
+    assert gone and chains.index(f"rm {gone[0]}") < last_checkpoint
+    assert set(gone) - puts, "no state file of the setup was deleted"
+    ckpts = cp._chains_pipe(sk.Store(urls["chains"]))._ckpts()
+    before, after = (
+        GroupedState.parse(entry["state"], "test")[2]
+        for i in ckpts.ids()
+        for entry in ckpts.read(i).operators.values()
+        if "state" in entry
+    )
+    assert any(len(before[g]) > 1 and len(after[g]) == 1 for g in before), (before, after)
 
 
 @pytest.mark.parametrize(("when", "versions"), [("after", 2), ("before", 1)])
