@@ -423,6 +423,23 @@ class ByteKeyMap:
             first = _grown(first, len(self._hashes) - start_keys)
         return out, first[: self._n - start_keys].copy()
 
+    def reserve(self, keys: int, nbytes: int) -> None:
+        """Room for ``keys`` more keys of ``nbytes`` bytes in all: inserting them
+        then never grows or rehashes the table (e.g. when rebuilding an index of
+        millions of keys from a checkpoint)."""
+        need = self._n + keys
+        self._hashes = _grown(self._hashes, need)
+        self._koffs = _grown(self._koffs, need + 1, fill=int(self._koffs[self._n]))
+        used = int(self._koffs[self._n])
+        self._arena = _grown(self._arena, used + nbytes)
+        slots = len(self._slots) // 4
+        while need >= slots // 2:  # at most half of the slots in use, as _grow keeps it
+            slots *= 2
+        if 4 * slots > len(self._slots):
+            grown = zeros_aligned(4 * slots, np.uint64)
+            _rehash(self._hashes, self._slots, grown)
+            self._slots = grown
+
     def _grow(self, rows: Rows, row: int) -> None:
         """Room for at least the rows ``row..`` (their count, their bytes) as new keys."""
         rest = rows.n - row

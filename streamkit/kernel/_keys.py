@@ -63,13 +63,6 @@ class KeyIndex:
         [1, 2]
         """
         _check_no_nulls(keys, "KeyIndex.from_series")
-        dup = keys.is_duplicated()
-        if dup.any():
-            first = keys.filter(dup)[0]
-            raise SchemaError(
-                f"KeyIndex.from_series: expected unique keys (position = id), found "
-                f"{int(dup.sum())} rows with duplicated keys, e.g. {first!r}"
-            )
         index = cls()
         if keys.dtype == pl.Null:  # no keys, no dtype yet (e.g. an empty index's keys)
             return index
@@ -81,7 +74,16 @@ class KeyIndex:
         )
         if _hashable(keys.dtype):
             index._map = ByteKeyMap()
+            if keys.dtype in (pl.String, pl.Binary):
+                nbytes = int(keys.cast(pl.Binary).bin.size().sum() or 0)
+            else:
+                nbytes = 8 * len(keys)
+            index._map.reserve(len(keys), nbytes)  # no rehash while inserting them all
             _map_lookup(index._map, keys, insert=True)
+            if len(index._map) != len(keys):  # the map found equal keys
+                _refuse_duplicates(keys)
+        else:
+            _refuse_duplicates(keys)
         return index
 
     def __len__(self) -> int:
@@ -243,6 +245,16 @@ class KeyIndex:
 
     def __repr__(self) -> str:
         return f"KeyIndex({len(self)} keys, dtype={self.dtype})"
+
+
+def _refuse_duplicates(keys: pl.Series) -> None:
+    dup = keys.is_duplicated()
+    if dup.any():
+        first = keys.filter(dup)[0]
+        raise SchemaError(
+            f"KeyIndex.from_series: expected unique keys (position = id), found "
+            f"{int(dup.sum())} rows with duplicated keys, e.g. {first!r}"
+        )
 
 
 def _hashable(dtype: pl.DataType) -> bool:

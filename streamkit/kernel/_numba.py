@@ -465,6 +465,56 @@ def _run_flush(
 
 
 @numba.njit(cache=True, nogil=True)
+def _run_flush_keys(
+    j0: int,
+    keys: Any,
+    part: int,
+    mask: int,
+    wm: int,
+    before: int,
+    tmo: Any,
+    rec: Any,
+    t_key: Any,
+    t_time: Any,
+    t_from: Any,
+    t_to: Any,
+    t_before: Any,
+    m: int,
+    m_end: int,
+) -> Any:  # pragma: no cover - compiled
+    """Rule 6 for the listed ``keys`` only (ascending ids) that part ``part`` owns
+    (``(k >> GROUP_SHIFT) & mask == part``), from list position ``j0`` on;
+    returns ``(j, m, code)`` (``j``: the list position to resume from)."""
+    n_keys = rec.shape[0] // _RW
+    n_states = np.uint64(tmo.shape[0] // _NCOL - 1)
+    rw = np.uint64(_RW)
+    mu = np.uint64(m)
+    mu_end = np.uint64(m_end)
+    j = j0
+    while j < keys.shape[0]:
+        k = keys[j]
+        if (k >> GROUP_SHIFT) & mask != part:
+            j += 1
+            continue
+        if k < 0 or k >= n_keys:
+            return j, np.int64(mu), _BAD
+        r = np.uint64(k) * rw
+        s = np.int64(np.int32(rec[r]))
+        if np.uint64(s + 1) > n_states:  # s outside [-1, n_states)
+            return j, np.int64(mu), _BAD
+        since = rec[r + np.uint64(1)]
+        if _maybe_due(tmo, s + 1, since, wm) and _due(tmo, s + 1, since, wm):
+            _, _, _, mu, full = _fire_chain(
+                k, s, since, rec[r + np.uint64(2)], wm, before, tmo,
+                t_key, t_time, t_from, t_to, t_before, mu, mu_end, rec, r,
+            )  # fmt: skip
+            if full:
+                return j, np.int64(mu), _FULL
+        j += 1
+    return j, np.int64(mu), _DONE
+
+
+@numba.njit(cache=True, nogil=True)
 def _bounds(key_ids: Any, events: Any) -> Any:  # pragma: no cover - compiled
     """Min and max of key ids and of event codes in one pass (arrays non-empty)."""
     k_lo = k_hi = key_ids[0]
@@ -529,6 +579,7 @@ def _execute(
     carried: int,
     given: npt.NDArray[np.int64] | None,
     parts: int,
+    flush_keys: npt.NDArray[np.int64] | None = None,
 ) -> BatchResult:
     """Allocate the outputs, run the two compiled loops in ``parts`` key parts
     (growing the timeout buffers whenever one fills up) and wrap the result.
@@ -580,9 +631,17 @@ def _execute(
     # Rule 6: the batch-end flush, key by key in id order (within each part).
     if use_given and n:
         wm = max(carried, int(wm_given[n - 1]))
-    keys = {p: (p << GROUP_SHIFT, _FULL) for p in range(parts)}
+    if flush_keys is None:
+        keys = {p: (p << GROUP_SHIFT, _FULL) for p in range(parts)}
+    else:
+        keys = {p: (0, _FULL) for p in range(parts)}
 
     def flush_part(p: int) -> tuple[int, int, int]:
+        if flush_keys is not None:
+            return _run_flush_keys(  # type: ignore[no-any-return]
+                keys[p][0], flush_keys, p, mask, wm, n, tmo, rec, *tmos.bufs,
+                tmos.m[p], tmos.end(p),
+            )  # fmt: skip
         return _run_flush(  # type: ignore[no-any-return]
             keys[p][0], parts, wm, n, tmo, rec, *tmos.bufs, tmos.m[p], tmos.end(p)
         )
@@ -595,6 +654,12 @@ def _execute(
             tmos.grow()
     bad = [keys[p][0] for p in keys if keys[p][1] == _BAD]
     if bad:
+        if flush_keys is not None:
+            bad = [int(flush_keys[j]) for j in bad]
+            if not all(0 <= b < len(state) for b in bad):
+                raise ConfigurationError(
+                    f"flush_keys holds key ids outside [0, {len(state)}): {sorted(bad)[:5]}"
+                )
         _bad_state(cm, state, min(bad))
     t_key, t_time, t_from, t_to, t_before = tmos.rows()
     return BatchResult(
@@ -728,6 +793,7 @@ def run_batch(
     watermark: int,
     wm: npt.ArrayLike | None = None,
     threads: int | None = None,
+    flush_keys: npt.ArrayLike | None = None,
 ) -> BatchResult:
     """Run one batch of events through the per-key machine (numba kernel).
 
@@ -774,6 +840,13 @@ def run_batch(
         two, at most 8). Default: one for batches under 65,536 events, else
         ``$STREAMKIT_KERNEL_THREADS`` if set, else the cores this process may
         use. Results do not depend on it.
+    flush_keys : array of int64, optional
+        The keys the batch-end flush looks at, ascending: it must hold every
+        key that may be in a state with a timeout at the batch's end -- those
+        in such a state before the batch and those with events in it (more is
+        allowed). Default: every key.
+        With millions of idle keys, a list of the keys in a timed state makes
+        the flush cost what those keys cost, not what all keys do.
 
     Returns
     -------
@@ -813,7 +886,12 @@ def run_batch(
     k, e, t = check_batch(cm, key_ids, events, times, state, threads=threads)
     carried = _check_watermark(watermark)
     given = _check_given_wm(wm, t)
-    return _execute(cm, k, e, t, state, carried, given, parts_for(threads, len(k)))
+    listed = None
+    if flush_keys is not None:
+        listed = np.ascontiguousarray(flush_keys, dtype=np.int64)
+        if listed.ndim != 1 or (len(listed) > 1 and (np.diff(listed) <= 0).any()):
+            raise ConfigurationError("flush_keys must be a 1-d array of ascending key ids")
+    return _execute(cm, k, e, t, state, carried, given, parts_for(threads, len(k)), listed)
 
 
 def warmup() -> float:
@@ -862,6 +940,10 @@ def warmup() -> float:
                     cm, ids, e, t, KeyState.empty(2), watermark=int(_I64_MIN), threads=threads
                 )
             history_arrays(result, ids, t, e, timeout_code=1)
+        run_batch(  # the flush over listed keys
+            cm, ids, e, t, KeyState.empty(2), watermark=int(_I64_MIN),
+            flush_keys=np.array([0, 1]),
+        )  # fmt: skip
     return time.perf_counter() - start
 
 

@@ -26,6 +26,7 @@ class Executor(Protocol):
         state: KeyState,
         *,
         watermark: int,
+        flush_keys: npt.NDArray[np.int64] | None = None,
     ) -> BatchResult: ...
 
 
@@ -41,10 +42,13 @@ class LocalExecutor:
         state: KeyState,
         *,
         watermark: int,
+        flush_keys: npt.NDArray[np.int64] | None = None,
     ) -> BatchResult:
         from streamkit.kernel import run_batch
 
-        return run_batch(cm, key_ids, events, times, state, watermark=watermark)
+        return run_batch(
+            cm, key_ids, events, times, state, watermark=watermark, flush_keys=flush_keys
+        )
 
     def __repr__(self) -> str:
         return "LocalExecutor()"
@@ -120,6 +124,7 @@ class DaskExecutor:
         state: KeyState,
         *,
         watermark: int,
+        flush_keys: npt.NDArray[np.int64] | None = None,  # every key is flushed here
     ) -> BatchResult:
         from streamkit.kernel import BatchResult
 

@@ -7,10 +7,10 @@ log's rows to partitions, so a log partition ``p`` of ``P`` (``P`` dividing
 
 A group's state on disk is a chain: a *base* (every key of the group) followed
 by *deltas* (only the keys whose state changed since the previous link). A
-checkpoint writes at most one state file: one Arrow IPC record batch per group
-the batch touched -- a delta, or a new base when the group is compacted.
-Checkpoints list, per group, the (file, record batch, rows) links of its
-chain, and every file once with its size and checksum::
+checkpoint writes at most one state file (Arrow IPC), its rows sorted by group
+then key id: for every group the batch touched a delta, or a new base when the
+group is compacted. Checkpoints list, per group, the (file, first row, rows)
+links of its chain, and every file once with its size and checksum::
 
     "state": {"key_groups": 256,
               "files": [{"path": "state/...arrow", "bytes": 1234, "crc32": 99}, ...],
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 import polars as pl
+import pyarrow as pa
 
 from streamkit.errors import CheckpointError, ConfigurationError, CorruptFileError
 from streamkit.pipeline._checkpoints import DEFAULT_KEY_GROUPS, FileRef, new_state_path
@@ -58,7 +59,7 @@ COMPACT_SHARE = 16
 
 ID = "id"
 
-Link = tuple[str, int, int]  # (state file path, record batch, rows)
+Link = tuple[str, int, int]  # (state file path, first row, rows)
 
 
 def check_key_groups(value: Any) -> int:
@@ -104,11 +105,10 @@ def group_of(keys: pl.Series, key_groups: int) -> npt.NDArray[np.int32]:
 @dataclass
 class Changes:
     """What one checkpoint writes for a keyed operator: the rows of ``ids``
-    (sorted by group, then id) into ``path``, one record batch per group."""
+    (sorted by group, then id) into ``path``."""
 
     path: str | None
     ids: npt.NDArray[np.int64]
-    groups: list[tuple[int, int]]  # (group, rows) per record batch, in file order
     chains: list[list[Link]]  # every group's chain once this file is written
 
 
@@ -125,6 +125,7 @@ class GroupedState:
         self._group = np.empty(16, dtype=np.int32)  # per key id, with room to grow
         self._n = 0
         self.sizes = np.zeros(key_groups, dtype=np.int64)  # keys per group
+        self._members: list[list[npt.NDArray[np.int64]]] = [[] for _ in range(key_groups)]
         self.chains: list[list[Link]] = [[] for _ in range(key_groups)]
         self.refs: dict[str, FileRef] = {}
         self._touched: list[npt.NDArray[np.int64]] = []
@@ -140,7 +141,32 @@ class GroupedState:
 
     @group.setter
     def group(self, groups: npt.NDArray[np.int32]) -> None:
+        """Set every key's group (ids 0..n-1); sizes and members follow."""
         self._group, self._n = np.asarray(groups, dtype=np.int32), len(groups)
+        self.sizes = np.bincount(self._group, minlength=self.key_groups).astype(np.int64)
+        self._members = [[] for _ in range(self.key_groups)]
+        self._add_members(np.arange(self._n, dtype=np.int64), self._group)
+
+    def _add_members(self, ids: npt.NDArray[np.int64], groups: npt.NDArray[np.int32]) -> None:
+        """Append ``ids`` (ascending) to their groups' member lists."""
+        if len(ids) == 0:
+            return
+        order = np.argsort(groups, kind="stable")
+        counts = np.bincount(groups, minlength=self.key_groups)
+        start = 0
+        for g in np.flatnonzero(counts):
+            stop = start + int(counts[g])
+            self._members[g].append(ids[order[start:stop]])
+            start = stop
+
+    def members(self, g: int) -> npt.NDArray[np.int64]:
+        """The key ids of group ``g``, ascending."""
+        chunks = self._members[g]
+        if not chunks:
+            return _NO_IDS
+        if len(chunks) > 1:
+            chunks[:] = [np.concatenate(chunks)]
+        return chunks[0]
 
     # -------------------------------------------------------------- tracking
     def add_keys(self, keys: pl.Series) -> None:
@@ -152,6 +178,7 @@ class GroupedState:
             grown[: self._n] = self.group
             self._group = grown
         self._group[self._n : n] = groups
+        self._add_members(np.arange(self._n, n, dtype=np.int64), groups)
         self._n = n
         self.sizes += np.bincount(groups, minlength=self.key_groups)
 
@@ -164,7 +191,6 @@ class GroupedState:
         """Cut the keys into ``key_groups`` groups; the next checkpoint rewrites every base."""
         self.key_groups = check_key_groups(key_groups)
         self.group = group_of(keys, key_groups)
-        self.sizes = np.bincount(self.group, minlength=key_groups).astype(np.int64)
         self.chains = [[] for _ in range(key_groups)]
         self._rebase_all = True
 
@@ -198,21 +224,23 @@ class GroupedState:
                 rebase[g] = True
                 budget -= int(self.sizes[g])
         self._rebase_all = False
-        base_ids = np.flatnonzero(rebase[self.group]) if rebase.any() else _NO_IDS
+        base_ids = np.concatenate(
+            [_NO_IDS, *(self.members(int(g)) for g in np.flatnonzero(rebase))]
+        )
         delta_ids = touched[~rebase[self.group[touched]]]
         ids = np.concatenate([base_ids, delta_ids]).astype(np.int64)
         if len(ids) == 0:
-            return Changes(None, ids, [], [list(c) for c in self.chains])
+            return Changes(None, ids, [list(c) for c in self.chains])
         ids = ids[np.lexsort((ids, self.group[ids]))]
         counts = np.bincount(self.group[ids], minlength=groups)
         path = new_state_path()
-        order: list[tuple[int, int]] = []
-        for batch, g in enumerate(np.flatnonzero(counts)):
+        first = 0
+        for g in np.flatnonzero(counts):
             rows = int(counts[g])
-            link = (path, batch, rows)
+            link = (path, first, rows)
             self.chains[g] = [link] if rebase[g] else [*self.chains[g], link]
-            order.append((int(g), rows))
-        return Changes(path, ids, order, [list(c) for c in self.chains])
+            first += rows
+        return Changes(path, ids, [list(c) for c in self.chains])
 
     # ---------------------------------------------------------- checkpoints
     def entry(self, changes: Changes, written: FileRef | None) -> dict[str, Any]:
@@ -224,7 +252,7 @@ class GroupedState:
         for g, chain in enumerate(changes.chains):
             if chain:
                 groups[str(g)] = [
-                    [files.setdefault(path, len(files)), batch, rows] for path, batch, rows in chain
+                    [files.setdefault(path, len(files)), first, rows] for path, first, rows in chain
                 ]
         return {
             "key_groups": self.key_groups,
@@ -250,10 +278,10 @@ class GroupedState:
                 if not 0 <= g < groups or not links:
                     raise ValueError(f"group {name!r}")
                 chain = []
-                for fi, batch, rows in links:
-                    if not (0 <= int(fi) < len(files) and int(batch) >= 0 and int(rows) >= 0):
-                        raise ValueError(f"link {[fi, batch, rows]} of group {g}")
-                    chain.append((files[int(fi)].path, int(batch), int(rows)))
+                for fi, first, rows in links:
+                    if not (0 <= int(fi) < len(files) and int(first) >= 0 and int(rows) > 0):
+                        raise ValueError(f"link {[fi, first, rows]} of group {g}")
+                    chain.append((files[int(fi)].path, int(first), int(rows)))
                 chains[g] = chain
         except CorruptFileError:
             raise
@@ -299,61 +327,84 @@ class GroupedState:
         wanted = {g: c for g, c in chains.items() if only is None or g in only}
         refs = {f.path: f for f in files}
         needed = sorted({path for chain in wanted.values() for path, _, _ in chain})
-        batches = {path: ckpts.read_state_batches(refs[path]) for path in needed}
-        if check is not None:
-            for path, held in batches.items():
-                for record in held:
-                    frame = pl.from_arrow(record)
-                    assert isinstance(frame, pl.DataFrame)
-                    check(frame, ckpts.where(path))
+        tables = {path: self._read_file(ckpts, refs[path], check) for path in needed}
         parts: list[pl.DataFrame] = []
+        meta: list[tuple[int, str]] = []  # (group, path) of every part
         for g in sorted(wanted):
-            for path, batch, rows in wanted[g]:
-                held = batches[path]
-                if batch >= len(held) or held[batch].num_rows != rows:
-                    found = held[batch].num_rows if batch < len(held) else "no"
+            for path, first, rows in wanted[g]:
+                table = tables[path]
+                if first + rows > table.height:
                     raise CorruptFileError(
-                        f"state file {ckpts.where(path)} record batch {batch} has {found} rows, "
-                        f"the checkpoint lists {rows} for key group {g}; restore it, or rewind "
-                        "to an older checkpoint with run(from_checkpoint=N)"
+                        f"state file {ckpts.where(path)} has {table.height} rows, the checkpoint "
+                        f"lists rows {first}..{first + rows - 1} of it for key group {g}; "
+                        "restore it, or rewind to an older checkpoint with run(from_checkpoint=N)"
                     )
-                frame = pl.from_arrow(held[batch])
-                assert isinstance(frame, pl.DataFrame)
-                if check_groups and frame.height:
-                    wrong = group_of(frame["key"], groups) != g
-                    if wrong.any():
-                        raise CorruptFileError(
-                            f"state file {ckpts.where(path)} holds {int(wrong.sum())} key(s) "
-                            f"in key group {g} that belong to other groups (e.g. "
-                            f"{frame['key'].filter(pl.Series(wrong))[0]!r}); restore it, or "
-                            "rewind to an older checkpoint with run(from_checkpoint=N)"
-                        )
-                parts.append(frame.with_columns(__sk_group=pl.lit(g, pl.Int32)))
+                parts.append(table.slice(first, rows))
+                meta.append((g, path))
         self.refs.update(refs)
         for g, chain in wanted.items():
             self.chains[g] = list(chain)
         if not parts:
+            self.group = np.empty(0, dtype=np.int32)
             return pl.DataFrame()
         try:
-            rows_all = pl.concat(parts, how="vertical_relaxed")
+            every = pl.concat(parts, how="vertical_relaxed", rechunk=True)
         except pl.exceptions.PolarsError as exc:
             raise CorruptFileError(
                 f"state files of {where} do not share one schema ({exc}); restore them, or "
                 "rewind to an older checkpoint with run(from_checkpoint=N)"
             ) from None
-        if ID not in rows_all.columns:
-            raise CorruptFileError(f"state files of {where} lack the {ID!r} column")
-        latest = rows_all.unique(subset=ID, keep="last", maintain_order=True).sort(ID)
-        ids = latest[ID].to_numpy()
-        if only is None and not np.array_equal(ids, np.arange(len(ids))):
+        part = np.repeat(np.arange(len(parts)), [p.height for p in parts])
+        # The newest row of every key: parts run base -> deltas within a group, so
+        # the last occurrence of an id wins; the positions come out in id order.
+        ids = every[ID].to_numpy()
+        size = int(ids.max()) + 1
+        if ids.min() < 0 or (only is None and size > len(ids)):
+            raise self._bad_ids(where)
+        pos = np.full(size, -1, dtype=np.int64)
+        np.maximum.at(pos, ids, np.arange(len(ids), dtype=np.int64))
+        pos = pos[pos >= 0]
+        if only is None and len(pos) != size:  # every id from 0 to n-1, once
+            raise self._bad_ids(where)
+        latest = every[pos]
+        row_group = np.array([g for g, _ in meta], dtype=np.int32)[part[pos]]
+        if check_groups:
+            wrong = np.flatnonzero(group_of(latest["key"], groups) != row_group)
+            if len(wrong):
+                g, path = meta[part[pos[wrong[0]]]]
+                raise CorruptFileError(
+                    f"state file {ckpts.where(path)} holds {len(wrong)} key(s) in key group {g} "
+                    f"that belong to other groups (e.g. {latest['key'][int(wrong[0])]!r}); "
+                    "restore it, or rewind to an older checkpoint with run(from_checkpoint=N)"
+                )
+        if only is None:  # a partial restore leaves key ids to its caller
+            self.group = row_group
+        return latest
+
+    @staticmethod
+    def _read_file(
+        ckpts: CheckpointStore, ref: FileRef, check: Callable[[pl.DataFrame, str], None] | None
+    ) -> pl.DataFrame:
+        """One state file as a frame, checked (size, checksum, types, ``check``)."""
+        batches = ckpts.read_state_batches(ref)
+        frame = pl.from_arrow(pa.Table.from_batches(batches)) if batches else pl.DataFrame()
+        assert isinstance(frame, pl.DataFrame)
+        if check is not None:
+            check(frame, ckpts.where(ref.path))
+        if ID not in frame.columns or not frame.schema[ID].is_integer():
             raise CorruptFileError(
-                f"state files of {where} hold key ids that are not 0..{len(ids) - 1}: a file "
-                "was replaced or tampered with; restore it, or rewind to an older checkpoint "
-                "with run(from_checkpoint=N)"
+                f"state file {ckpts.where(ref.path)} lacks an integer {ID!r} column; restore it, "
+                "or rewind to an older checkpoint with run(from_checkpoint=N)"
             )
-        self.group = latest["__sk_group"].to_numpy().astype(np.int32)
-        self.sizes = np.bincount(self.group, minlength=self.key_groups).astype(np.int64)
-        return latest.drop("__sk_group")
+        return frame
+
+    @staticmethod
+    def _bad_ids(where: str) -> CorruptFileError:
+        return CorruptFileError(
+            f"state files of {where} hold key ids that are not 0..n-1 (one per key): a file "
+            "was replaced or tampered with; restore it, or rewind to an older checkpoint with "
+            "run(from_checkpoint=N)"
+        )
 
 
 _NO_IDS = np.empty(0, dtype=np.int64)

@@ -403,6 +403,10 @@ class Transitions(KeyedOperator):
         self.index = KeyIndex()
         self.kstate = KeyState.empty(0)
         self.grouped = GroupedState(key_groups)
+        timed = {t.state for t in self.machine.timeouts}
+        # per state code, and -1 ("never seen") last: no timeout
+        self._has_timeout = np.array([s in timed for s in self.machine.states] + [False])
+        self._timed = np.zeros(0, dtype=bool)  # per key id: its state has a timeout
         self.watermark = int(np.iinfo(np.int64).min)
         self._key_dtype: pl.DataType | None = None
         self._compile = compile
@@ -449,6 +453,7 @@ class Transitions(KeyedOperator):
             self.kstate.since[:] = table["since"].cast(pl.Int64).to_numpy()
             self.kstate.last[:] = table["last_time"].cast(pl.Int64).to_numpy()
             self.kstate.events[:] = table["events"].to_numpy()
+            self._timed = self._has_timeout[codes.to_numpy()]
             self._time_dtype = table["since"].dtype
             self._key_dtype = table["key"].dtype
         self._opened = True
@@ -520,7 +525,7 @@ class Transitions(KeyedOperator):
         entry, taken, rows = changes
         written = None
         if rows is not None:
-            written = ckpts.write_state(rows, [n for _, n in taken.groups], taken.path)
+            written = ckpts.write_state(rows, taken.path)
         return dict(entry, state=self.grouped.entry(taken, written))
 
     def regroup(self, key_groups: int) -> None:
@@ -553,6 +558,7 @@ class Transitions(KeyedOperator):
                 np.empty(0, np.int64),
                 self.kstate,
                 watermark=self.watermark,
+                flush_keys=self._flush_keys(np.empty(0, np.int64)),
             )
             empty = np.empty(0, np.int64)
             return self._emit(
@@ -566,9 +572,32 @@ class Transitions(KeyedOperator):
         codes = self.cm.encode_events(df["__sk_event"])
         times = time_s.cast(pl.Int64).to_numpy()
         res = ctx.executor.run_batch(
-            self.cm, key_ids, codes, times, self.kstate, watermark=self.watermark
+            self.cm,
+            key_ids,
+            codes,
+            times,
+            self.kstate,
+            watermark=self.watermark,
+            flush_keys=self._flush_keys(key_ids),
         )
         return self._emit(df, res, ctx, key_ids, codes, times).lazy()
+
+    def _flush_keys(self, key_ids: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """The keys the batch-end flush must look at: those in a state with a
+        timeout, and the batch's own (ascending). Idle keys in untimed states
+        then cost the flush nothing."""
+        n = len(self.index)
+        if len(self._timed) < n:
+            grown = np.zeros(max(n, 2 * len(self._timed)), dtype=bool)
+            grown[: len(self._timed)] = self._timed
+            self._timed = grown
+        self._timed[key_ids] = True  # corrected after the batch (_track_timed)
+        return np.flatnonzero(self._timed[:n]).astype(np.int64)
+
+    def _track_timed(self, ids: np.ndarray[Any, Any]) -> None:
+        """Re-mark the keys ``ids`` (touched by a batch) by whether their state is timed."""
+        if len(ids) and len(self._timed):
+            self._timed[ids] = self._has_timeout[np.asarray(self.kstate.state)[ids]]
 
     @staticmethod
     def _quarantine_rows(
@@ -616,6 +645,8 @@ class Transitions(KeyedOperator):
         self.watermark = int(res.watermark)
         self.grouped.touch(key_ids)
         self.grouped.touch(res.t_key)
+        self._track_timed(key_ids)
+        self._track_timed(res.t_key)
         states = pl.Series("s", list(self.machine.states), dtype=pl.String)
         status = res.status
         n = df.height
