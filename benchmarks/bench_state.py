@@ -256,12 +256,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         )
     lo, hi = min(keys), max(keys)
     if lo != hi:
+        # The goal is about a batch in a running pipeline: the median turn of the
+        # batch loop. ms/batch also carries the run's start (restoring the state),
+        # which the recovery table below measures on its own.
         figures["ratio_largest_vs_smallest"] = (
+            figures[f"median_batch_ms_{hi}"] / figures[f"median_batch_ms_{lo}"]
+        )
+        figures["ratio_with_start_largest_vs_smallest"] = (
             figures[f"ms_per_batch_{hi}"] / figures[f"ms_per_batch_{lo}"]
         )
         print(
-            f"  time per batch, {hi:,} keys / {lo:,} keys: "
-            f"{figures['ratio_largest_vs_smallest']:.2f}x  (goal <= 1.5x)"
+            f"  time per batch (median), {hi:,} keys / {lo:,} keys: "
+            f"{figures['ratio_largest_vs_smallest']:.2f}x  (goal <= 1.5x); with the run's "
+            f"start: {figures['ratio_with_start_largest_vs_smallest']:.2f}x"
         )
     print(
         f"  state on disk / one snapshot, {hi:,} keys: "

@@ -427,6 +427,40 @@ def checkpoints(store_url: str, pipeline: str, options: tuple[str, ...]) -> None
 @main.command()
 @click.argument("store_url")
 @click.argument("pipeline")
+@click.option(
+    "--key-groups",
+    type=int,
+    required=True,
+    help="The new number of key groups: a power of two from 1 to 65,536.",
+)
+@click.option(
+    "--take-over",
+    is_flag=True,
+    default=False,
+    help="Start even while a run of this pipeline is alive; it stops at its next commit.",
+)
+@click.option("--option", "options", multiple=True, help="fsspec storage option key=value.")
+@_errors
+def reshard(
+    store_url: str, pipeline: str, key_groups: int, take_over: bool, options: tuple[str, ...]
+) -> None:
+    """Cut PIPELINE's per-key state into --key-groups key groups, once.
+
+    Finishes a batch a crash left half-committed, then rewrites the state in
+    the new groups as one checkpoint (kind "reshard"); no event is read and no
+    output written. Build the pipeline with the new key_groups afterwards (or
+    with none: a pipeline takes its own).
+    """
+    from streamkit.pipeline import Pipeline
+
+    pipe = Pipeline.open(_store(store_url, options), pipeline)
+    report = pipe.reshard(key_groups, progress=False, take_over=take_over)
+    click.echo(f"pipeline {pipeline}: {key_groups} key groups from checkpoint {report.checkpoint}")
+
+
+@main.command()
+@click.argument("store_url")
+@click.argument("pipeline")
 @click.option("--replay", is_flag=True, help="Also recompute state from the log and compare.")
 @click.option("--checkpoint", type=int, default=None, help="Checkpoint id (default: latest).")
 @click.option("--option", "options", multiple=True, help="fsspec storage option key=value.")

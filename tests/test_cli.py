@@ -313,3 +313,20 @@ def test_run_report_of_a_source_that_never_had_an_append(
     (record,) = [r for r in caplog.records if r.levelname == "WARNING"]
     assert "'ordres'" in record.getMessage() and store.url in record.getMessage()
     assert "no checkpoint yet" in str(report)
+
+
+def test_reshard_rewrites_the_state_in_new_key_groups(runner: CliRunner, lake: str) -> None:
+    from streamkit.pipeline import Pipeline
+    from streamkit.storage import Store
+
+    assert runner.invoke(main, ["run", JOB, "--no-progress"]).exit_code == 0
+    before = Pipeline.open(Store(lake), "crashy").state().sort("key")
+    r = runner.invoke(main, ["reshard", lake, "crashy", "--key-groups", "16"])
+    assert r.exit_code == 0, r.output
+    assert "16 key groups" in r.output
+    pipe = Pipeline.open(Store(lake), "crashy")
+    assert pipe.checkpoints()["key_groups"].to_list()[-1] == 16
+    assert pipe.state().sort("key").equals(before)
+    assert runner.invoke(main, ["verify", lake, "crashy", "--replay"]).exit_code == 0
+    r = runner.invoke(main, ["reshard", lake, "crashy", "--key-groups", "12"])
+    assert r.exit_code == 2 and "power of two" in r.output

@@ -427,7 +427,7 @@ class ByteKeyMap:
         """Room for ``keys`` more keys of ``nbytes`` bytes in all: inserting them
         then never grows or rehashes the table (e.g. when rebuilding an index of
         millions of keys from a checkpoint)."""
-        need = self._n + keys
+        need = self._n + keys + max(keys // 8, 1024)  # and room for some new keys after
         self._hashes = _grown(self._hashes, need)
         self._koffs = _grown(self._koffs, need + 1, fill=int(self._koffs[self._n]))
         used = int(self._koffs[self._n])

@@ -109,6 +109,7 @@ class Changes:
 
     path: str | None
     ids: npt.NDArray[np.int64]
+    touched: npt.NDArray[np.int64]  # the distinct ids touched since the last take
     chains: list[list[Link]]  # every group's chain once this file is written
 
 
@@ -129,6 +130,8 @@ class GroupedState:
         self.chains: list[list[Link]] = [[] for _ in range(key_groups)]
         self.refs: dict[str, FileRef] = {}
         self._touched: list[npt.NDArray[np.int64]] = []
+        self._mark = np.zeros(0, dtype=bool)  # scratch: one flag per key id
+        self._pending = 0  # ids in _touched, duplicates included
         self._rebase_all = False
 
     def __len__(self) -> int:
@@ -186,6 +189,27 @@ class GroupedState:
         """Mark keys whose state may have changed."""
         if len(ids):
             self._touched.append(np.asarray(ids, dtype=np.int64))
+            self._pending += len(ids)
+            if self._pending > max(1 << 22, 4 * self._n):  # many batches, no take(): fold
+                self._touched = [self._take_touched(self._n)]
+                self._pending = len(self._touched[0])
+
+    def _take_touched(self, n: int) -> npt.NDArray[np.int64]:
+        """The distinct ids touched since the last call, ascending (and forget them).
+
+        A mark per key rather than a sort: finding them costs a pass over one
+        byte per key, a few milliseconds for millions of keys.
+        """
+        if not self._touched:
+            return _NO_IDS
+        if len(self._mark) < n:
+            self._mark = np.zeros(max(n, 2 * len(self._mark)), dtype=bool)
+        for ids in self._touched:
+            self._mark[ids] = True
+        self._touched, self._pending = [], 0
+        touched = np.flatnonzero(self._mark[:n]).astype(np.int64)
+        self._mark[touched] = False
+        return touched
 
     def regroup(self, key_groups: int, keys: pl.Series) -> None:
         """Cut the keys into ``key_groups`` groups; the next checkpoint rewrites every base."""
@@ -202,8 +226,7 @@ class GroupedState:
         group gets a delta of its changed keys.
         """
         n, groups = len(self.group), self.key_groups
-        touched = np.unique(np.concatenate(self._touched)) if self._touched else _NO_IDS
-        self._touched = []
+        touched = self._take_touched(n)
         changed = np.bincount(self.group[touched], minlength=groups)
         has_keys = self.sizes > 0
         chain_len = np.array([len(c) for c in self.chains], dtype=np.int64)
@@ -230,8 +253,11 @@ class GroupedState:
         delta_ids = touched[~rebase[self.group[touched]]]
         ids = np.concatenate([base_ids, delta_ids]).astype(np.int64)
         if len(ids) == 0:
-            return Changes(None, ids, [list(c) for c in self.chains])
-        ids = ids[np.lexsort((ids, self.group[ids]))]
+            return Changes(None, ids, touched, [list(c) for c in self.chains])
+        # (group, id) order: each group's ids are ascending already (a group is
+        # all base or all delta); a stable sort on small group numbers is a radix sort.
+        narrow = np.int16 if groups <= 1 << 15 else np.int32
+        ids = ids[np.argsort(self.group[ids].astype(narrow), kind="stable")]
         counts = np.bincount(self.group[ids], minlength=groups)
         path = new_state_path()
         first = 0
@@ -240,7 +266,7 @@ class GroupedState:
             link = (path, first, rows)
             self.chains[g] = [link] if rebase[g] else [*self.chains[g], link]
             first += rows
-        return Changes(path, ids, [list(c) for c in self.chains])
+        return Changes(path, ids, touched, [list(c) for c in self.chains])
 
     # ---------------------------------------------------------- checkpoints
     def entry(self, changes: Changes, written: FileRef | None) -> dict[str, Any]:

@@ -514,6 +514,7 @@ class Transitions(KeyedOperator):
             "keys": len(self.index),
         }
         taken = self.grouped.take()
+        self._track_timed(taken.touched)  # before the next batch's flush
         rows = None
         if taken.path is not None:
             from streamkit.pipeline._keyed import ID
@@ -591,7 +592,7 @@ class Transitions(KeyedOperator):
             grown = np.zeros(max(n, 2 * len(self._timed)), dtype=bool)
             grown[: len(self._timed)] = self._timed
             self._timed = grown
-        self._timed[key_ids] = True  # corrected after the batch (_track_timed)
+        self._timed[key_ids] = True  # corrected after the batch (changes -> _track_timed)
         return np.flatnonzero(self._timed[:n]).astype(np.int64)
 
     def _track_timed(self, ids: np.ndarray[Any, Any]) -> None:
@@ -645,8 +646,6 @@ class Transitions(KeyedOperator):
         self.watermark = int(res.watermark)
         self.grouped.touch(key_ids)
         self.grouped.touch(res.t_key)
-        self._track_timed(key_ids)
-        self._track_timed(res.t_key)
         states = pl.Series("s", list(self.machine.states), dtype=pl.String)
         status = res.status
         n = df.height
