@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 import polars as pl
 
+from streamkit.errors import ConfigurationError
+
 if TYPE_CHECKING:
     from streamkit.machines import Machine
 
@@ -89,22 +91,22 @@ def order_machine() -> Machine:
     return load("order")
 
 
-def _parse_span(span: str | timedelta) -> timedelta:
+def _parse_span(span: str | timedelta, name: str = "span") -> timedelta:
     if isinstance(span, timedelta):
         value = span
     else:
         units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-        text = span.strip().lower()
+        text = str(span).strip().lower()
         number, unit = text[:-1], text[-1:]
         try:
             value = timedelta(seconds=float(number) * units[unit])
-        except (KeyError, ValueError):
-            raise ValueError(
-                f"generate_orders: span must be a timedelta or a number followed by one of "
+        except (KeyError, ValueError, OverflowError):
+            raise ConfigurationError(
+                f"generate_orders: {name} must be a timedelta or a number followed by one of "
                 f"s, m, h, d, w (e.g. '1d', '6h'); got {span!r}"
             ) from None
     if value <= timedelta(0):
-        raise ValueError(f"generate_orders: span must be positive; got {span!r}")
+        raise ConfigurationError(f"generate_orders: {name} must be positive; got {span!r}")
     return value
 
 
@@ -115,7 +117,7 @@ def _resolve_rates(anomalies: bool | Mapping[str, float]) -> dict[str, float]:
         return dict.fromkeys(DEFAULT_ANOMALY_RATES, 0.0)
     unknown = sorted(set(anomalies) - set(DEFAULT_ANOMALY_RATES))
     if unknown:
-        raise ValueError(
+        raise ConfigurationError(
             f"generate_orders: unknown anomaly kind(s) {unknown}; "
             f"expected some of {sorted(DEFAULT_ANOMALY_RATES)}"
         )
@@ -123,7 +125,7 @@ def _resolve_rates(anomalies: bool | Mapping[str, float]) -> dict[str, float]:
     rates.update(anomalies)
     for kind, rate in rates.items():
         if not 0.0 <= float(rate) <= 1.0:
-            raise ValueError(
+            raise ConfigurationError(
                 f"generate_orders: anomaly rate {kind!r} must be between 0 and 1; got {rate!r}"
             )
     return {k: float(v) for k, v in rates.items()}
@@ -158,6 +160,8 @@ def generate_orders(
     anomalies: bool | Mapping[str, float] = True,
     day: int = 0,
     id_offset: int | None = None,
+    out_of_order: float = 0.0,
+    delay: str | timedelta = "10m",
 ) -> pl.DataFrame:
     """Generate a synthetic log of order events, in append order.
 
@@ -188,6 +192,32 @@ def generate_orders(
     ``negative_amount``
         fraction of rows with a negative ``amount`` (for filters to remove).
 
+    Disorder. Real logs are appended in the order events *arrive*, not the order
+    they happened: devices buffer, collectors batch. With ``out_of_order=f`` a
+    fraction ``f`` of the rows is held back: each picked row arrives a uniform
+    random ``0 < d <= delay`` after the moment it would have arrived and is moved
+    behind every row that arrived by then, so the frame is no longer in time
+    order, across orders and within one. Times (``ts``) and every other column are
+    unchanged: the frame is a permutation of the rows of the same call with
+    ``out_of_order=0``. Every row trails the newest time before it in the frame
+    by at most ``delay``, except the ``late`` anomaly's rows, which are late on
+    purpose (turn them off with ``anomalies={"late": 0.0}`` for disorder bounded
+    by ``delay`` alone). A
+    pipeline reading such a log needs ``.transitions(..., lateness=delay)`` to
+    apply every event in time order.
+
+    Successive days. ``day=k`` draws the orders *created* on day ``k`` together with
+    their whole lifecycle, which runs on for days (deliveries) and weeks (returns).
+    Appending ``day=1`` and then ``day=2`` to one log therefore puts day 1's
+    deliveries and returns, up to weeks ahead, before day 2's first events: the
+    watermark, the largest time read, jumps weeks ahead, day 2's unpaid orders
+    time out at once and their later events are quarantined. To feed a log day by
+    day, generate the whole period in one call and append it in slices cut where
+    the running maximum of ``ts`` (the time at which each row reaches the log)
+    crosses midnight; the slices are contiguous, so the log ends up holding
+    exactly the frame, in its order (see the examples). Use ``day`` for
+    independent samples of a day, such as separate logs.
+
     Parameters
     ----------
     n_orders
@@ -209,6 +239,13 @@ def generate_orders(
         appended to the same log.
     id_offset
         Number of the first order (``order_id`` is ``"o-"`` and at least six digits).
+    out_of_order
+        Fraction of rows, in ``[0, 1]``, appended later than their time order says,
+        by up to ``delay``. The default ``0.0`` leaves the frame exactly as before
+        this option existed.
+    delay
+        The longest hold-back of an out-of-order row: a :class:`~datetime.timedelta`
+        or a string such as ``"10m"``, ``"30s"``, ``"1h"``.
 
     Returns
     -------
@@ -218,9 +255,11 @@ def generate_orders(
 
     Raises
     ------
-    ValueError
-        If ``n_orders``, ``day`` or ``id_offset`` is negative, ``span`` cannot be read
-        or an anomaly rate is unknown or outside ``[0, 1]``.
+    streamkit.errors.ConfigurationError
+        (a :class:`ValueError`) If ``n_orders``, ``day`` or ``id_offset`` is
+        negative, ``span`` or ``delay`` cannot be read or is not positive, an
+        anomaly rate is unknown or outside ``[0, 1]``, or ``out_of_order`` is not a
+        number in ``[0, 1]``.
 
     Examples
     --------
@@ -237,14 +276,55 @@ def generate_orders(
     >>> day2 = generate_orders(1_000, seed=7, day=1)
     >>> day2["order_id"].min(), day2["ts"].min() >= df["ts"].min()
     ('o-001000', True)
+
+    Disorder: 10 % of the rows held back by up to ten minutes. The rows are those
+    of the in-order frame; only their order changes.
+
+    >>> import polars as pl
+    >>> calm = generate_orders(1_000, seed=7, anomalies=False)
+    >>> messy = generate_orders(1_000, seed=7, anomalies=False, out_of_order=0.1, delay="10m")
+    >>> calm["ts"].is_sorted(), messy["ts"].is_sorted()
+    (True, False)
+    >>> messy.sort("ts", maintain_order=True).equals(calm)
+    True
+    >>> behind = messy["ts"].cum_max() - messy["ts"]  # how far a row trails the log
+    >>> from datetime import timedelta
+    >>> behind.max() <= timedelta(minutes=10)
+    True
+
+    The day trap: day 0's lifecycles run weeks past day 1's start.
+
+    >>> day0, day1 = generate_orders(1_000, seed=7), generate_orders(1_000, seed=7, day=1)
+    >>> day0["ts"].max() - day1["ts"].min() > timedelta(days=7)
+    True
+
+    Instead, draw a week at once and append it day by day in arrival slices:
+
+    >>> week = generate_orders(7_000, span="7d", seed=7)
+    >>> arrival_day = week["ts"].cum_max().dt.date()
+    >>> slices = [week.filter(arrival_day == d) for d in arrival_day.unique(maintain_order=True)]
+    >>> pl.concat(slices).equals(week)  # log.append(s) for s in slices: the log holds week
+    True
+    >>> [s["ts"].cum_max().dt.date().max() for s in slices[:2]]
+    [datetime.date(2026, 1, 1), datetime.date(2026, 1, 2)]
     """
     if n_orders < 0:
-        raise ValueError(f"generate_orders: n_orders must be >= 0; got {n_orders}")
+        raise ConfigurationError(f"generate_orders: n_orders must be >= 0; got {n_orders}")
     if day < 0:
-        raise ValueError(f"generate_orders: day must be >= 0; got {day}")
+        raise ConfigurationError(f"generate_orders: day must be >= 0; got {day}")
     if id_offset is not None and id_offset < 0:
-        raise ValueError(f"generate_orders: id_offset must be >= 0; got {id_offset}")
+        raise ConfigurationError(f"generate_orders: id_offset must be >= 0; got {id_offset}")
     span_td = _parse_span(span)
+    delay_td = _parse_span(delay, "delay")
+    if (
+        isinstance(out_of_order, bool)
+        or not isinstance(out_of_order, (int, float, np.integer, np.floating))
+        or not 0.0 <= float(out_of_order) <= 1.0
+    ):
+        raise ConfigurationError(
+            f"generate_orders: out_of_order must be a fraction of rows between 0 and 1 "
+            f"(e.g. 0.1); got {out_of_order!r}"
+        )
     rates = _resolve_rates(anomalies)
     first_id = day * n_orders if id_offset is None else id_offset
     rng = np.random.default_rng([seed, day])
@@ -332,6 +412,17 @@ def generate_orders(
     mixed = rng.random(m) < rates["mixed_case"]
     case[mixed] = 1 + rng.integers(0, 2, size=int(mixed.sum()), dtype=np.int16)
 
+    # --- disorder: a permutation of the finished rows, from its own random stream ---
+    if out_of_order > 0.0 and m:
+        perm = _disorder(
+            np.random.default_rng([seed, day, 1]),
+            ts,
+            float(out_of_order),
+            delay_td // timedelta(microseconds=1),
+        )
+        order_idx, ts, code = order_idx[perm], ts[perm], code[perm]
+        row_amount, case = row_amount[perm], case[perm]
+
     names = [*EVENTS, *UNKNOWN_EVENTS]
     vocabulary = pl.Series(
         "type",
@@ -390,3 +481,24 @@ def _late_ranks(
     rank = np.arange(m, dtype=np.float64)
     rank[chosen] = np.maximum(arrive_pos - 1, next_pos[chosen]) + 0.5
     return rank
+
+
+def _disorder(
+    rng: np.random.Generator, ts: np.ndarray, fraction: float, delay_us: int
+) -> np.ndarray:
+    """A permutation of the rows that holds back a ``fraction`` of them by up to ``delay_us``.
+
+    A row arrives when the log first reaches its time, the running maximum of
+    ``ts`` in row order (its own time, unless it is already late). A picked row
+    arrives a uniform ``1 <= d <= delay_us`` microseconds later instead and goes
+    behind every row that arrived by then; the other rows keep their order.
+    """
+    m = ts.size
+    arrival = np.maximum.accumulate(ts)
+    picked = np.flatnonzero(rng.random(m) < fraction)
+    hold = rng.integers(1, delay_us + 1, size=picked.size, dtype=np.int64)
+    rank = np.arange(m, dtype=np.float64)
+    # Behind the last row that arrived by arrival + hold (never ahead of itself).
+    to = np.searchsorted(arrival, arrival[picked] + hold, side="right") - 1
+    rank[picked] = np.maximum(to, picked) + 0.5
+    return np.argsort(rank, kind="stable")
