@@ -202,9 +202,11 @@ def generate_orders(
     ``out_of_order=0``. Every row trails the newest time before it in the frame
     by at most ``delay``, except the ``late`` anomaly's rows, which are late on
     purpose (turn them off with ``anomalies={"late": 0.0}`` for disorder bounded
-    by ``delay`` alone). A
-    pipeline reading such a log needs ``.transitions(..., lateness=delay)`` to
-    apply every event in time order.
+    by ``delay`` alone). :meth:`~streamkit.Log.append` sorts the rows of one
+    append by time, so the disorder reaches a log only where the frame is
+    appended in pieces, in its row order, as a collector would (``for part in
+    df.iter_slices(200): log.append(part)``); a pipeline reading such a log needs
+    ``.transitions(..., lateness=delay)`` to apply every event in time order.
 
     Successive days. ``day=k`` draws the orders *created* on day ``k`` together with
     their whole lifecycle, which runs on for days (deliveries) and weeks (returns).
@@ -214,9 +216,9 @@ def generate_orders(
     time out at once and their later events are quarantined. To feed a log day by
     day, generate the whole period in one call and append it in slices cut where
     the running maximum of ``ts`` (the time at which each row reaches the log)
-    crosses midnight; the slices are contiguous, so the log ends up holding
-    exactly the frame, in its order (see the examples). Use ``day`` for
-    independent samples of a day, such as separate logs.
+    crosses midnight. The slices are contiguous pieces of the frame, and no slice
+    holds a time after the next slice's day starts (see the examples). Use
+    ``day`` for independent samples of a day, such as separate logs.
 
     Parameters
     ----------
