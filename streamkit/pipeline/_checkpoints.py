@@ -577,8 +577,9 @@ def _entry_files(entry: dict[str, Any], where: str) -> list[FileRef]:
     ``state_file``.
     """
     files: list[FileRef] = []
-    if entry.get("state_file") is not None:
-        files.append(FileRef.from_dict(entry["state_file"], where))
+    for single in ("state_file", "waiting_file"):  # format 1's state; events waiting
+        if entry.get(single) is not None:
+            files.append(FileRef.from_dict(entry[single], where))
     state = entry.get("state")
     if state is not None:
         if not isinstance(state, dict) or not isinstance(state.get("files"), list):

@@ -27,6 +27,7 @@ class Executor(Protocol):
         *,
         watermark: int,
         flush_keys: npt.NDArray[np.int64] | None = None,
+        wm: npt.NDArray[np.int64] | None = None,
     ) -> BatchResult: ...
 
 
@@ -43,11 +44,12 @@ class LocalExecutor:
         *,
         watermark: int,
         flush_keys: npt.NDArray[np.int64] | None = None,
+        wm: npt.NDArray[np.int64] | None = None,
     ) -> BatchResult:
         from streamkit.kernel import run_batch
 
         return run_batch(
-            cm, key_ids, events, times, state, watermark=watermark, flush_keys=flush_keys
+            cm, key_ids, events, times, state, watermark=watermark, flush_keys=flush_keys, wm=wm
         )
 
     def __repr__(self) -> str:
@@ -125,13 +127,17 @@ class DaskExecutor:
         *,
         watermark: int,
         flush_keys: npt.NDArray[np.int64] | None = None,  # every key is flushed here
+        wm: npt.NDArray[np.int64] | None = None,
     ) -> BatchResult:
         from streamkit.kernel import BatchResult
 
         n = len(key_ids)
         n_keys = len(state.state)
-        wm = np.maximum.accumulate(np.concatenate(([watermark], times)))[1:] if n else times
-        flush = int(wm[-1]) if n else int(watermark)
+        if wm is None:  # the log's watermark at every event: the running maximum
+            wm = np.maximum.accumulate(np.concatenate(([watermark], times)))[1:] if n else times
+            flush = int(wm[-1]) if n else int(watermark)
+        else:  # given (event time with lateness): flush up to the batch's watermark
+            flush = max(int(watermark), int(wm[-1])) if n else int(watermark)
         parts = self.partitions
         group = np.arange(n_keys, dtype=np.int64) % parts
         futures = []

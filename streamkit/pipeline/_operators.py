@@ -51,6 +51,7 @@ class BatchContext:
     executor: Executor
     quarantine: list[pl.DataFrame] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    final: bool = False  # end of input: apply every event still waiting
 
     def count(self, name: str, n: int) -> None:
         self.counts[name] = self.counts.get(name, 0) + int(n)
@@ -201,6 +202,7 @@ def operator_from_plan(d: dict[str, Any], machine_from_dict: Any) -> Operator:
             event=expr_from_json(d["event"]),
             on_undefined=d["on_undefined"],
             tick=None if tick is None else timedelta(microseconds=int(tick)),
+            lateness=_lateness_from_json(d.get("lateness")),
         )
         op.event_name = str(d.get("event_name", "event"))
     else:
@@ -347,8 +349,10 @@ class Transitions(KeyedOperator):
         event: str | pl.Expr,
         on_undefined: OnUndefined,
         tick: timedelta | None,
+        lateness: timedelta | str | int | None = None,
     ) -> None:
         super().__init__()
+        self.lateness = _check_lateness(lateness)
         if on_undefined not in ("quarantine", "ignore", "error"):
             raise ConfigurationError(
                 f"on_undefined must be 'quarantine', 'ignore' or 'error', got {on_undefined!r}"
@@ -362,9 +366,10 @@ class Transitions(KeyedOperator):
         self._opened = False
 
     def describe(self) -> str:
+        late = "" if not self.lateness else f", lateness={_format_lateness(self.lateness)!r}"
         return (
             f"transitions({self.machine.name!r}, event={self.event_name!r}, "
-            f"on_undefined={self.on_undefined!r})"
+            f"on_undefined={self.on_undefined!r}{late})"
         )
 
     def fingerprint(self) -> str:
@@ -376,6 +381,7 @@ class Transitions(KeyedOperator):
             event=self.event,
             on_undefined=on_undefined or self.on_undefined,
             tick=self.tick,
+            lateness=self.lateness,
         )
         new.op_id = self.op_id
         return new
@@ -392,6 +398,7 @@ class Transitions(KeyedOperator):
             "event_name": self.event_name,
             "on_undefined": self.on_undefined,
             "tick_us": None if self.tick is None else self.tick // timedelta(microseconds=1),
+            "lateness": _lateness_to_json(self.lateness),
         }
 
     # --------------------------------------------------------------- state
@@ -408,6 +415,10 @@ class Transitions(KeyedOperator):
         self._has_timeout = np.array([s in timed for s in self.machine.states] + [False])
         self._timed = np.zeros(0, dtype=bool)  # per key id: its state has a timeout
         self.watermark = int(np.iinfo(np.int64).min)
+        self.max_time = self.watermark  # the largest time read (event time)
+        self.waiting = _no_waiting()  # events read but not applied yet (lateness)
+        self._waiting_changed = False
+        self._waiting_ref: dict[str, Any] | None = None
         self._key_dtype: pl.DataType | None = None
         self._compile = compile
         self.cm: Any = None
@@ -435,6 +446,13 @@ class Transitions(KeyedOperator):
             where = ref.path
             self.grouped.regroup(key_groups, table["key"] if table.height else pl.Series([]))
         self.watermark = int(entry["watermark"])
+        self.max_time = int(entry.get("max_time", self.watermark))
+        if entry.get("waiting_file") is not None:
+            from streamkit.pipeline._checkpoints import FileRef
+
+            ref = FileRef.from_dict(entry["waiting_file"])
+            self.waiting = _check_waiting(ckpts.read_state(ref), ckpts.where(ref.path))
+            self._waiting_ref = ref.to_dict()
         self.machines_used = [str(f) for f in entry.get("machines_used", [entry["machine"]])]
         if table.height:
             _check_state_table(table, where)
@@ -513,6 +531,11 @@ class Transitions(KeyedOperator):
             "watermark": self.watermark,
             "keys": len(self.index),
         }
+        if self.lateness:
+            entry["max_time"] = self.max_time
+            entry["waiting"] = self.waiting.height
+        waiting = self.waiting if self._waiting_changed else None
+        self._waiting_changed = False
         taken = self.grouped.take()
         self._track_timed(taken.touched)  # before the next batch's flush
         rows = None
@@ -520,14 +543,19 @@ class Transitions(KeyedOperator):
             from streamkit.pipeline._keyed import ID
 
             rows = self._rows(taken.ids).insert_column(0, pl.Series(ID, taken.ids))
-        return entry, taken, rows
+        return entry, taken, rows, waiting
 
     def persist(self, ckpts: CheckpointStore, changes: Any) -> dict[str, Any]:
-        entry, taken, rows = changes
+        entry, taken, rows, waiting = changes
         written = None
         if rows is not None:
             written = ckpts.write_state(rows, taken.path)
-        return dict(entry, state=self.grouped.entry(taken, written))
+        if waiting is not None:  # the events waiting changed: one file holds them all
+            self._waiting_ref = ckpts.write_state(waiting).to_dict() if waiting.height else None
+        entry = dict(entry, state=self.grouped.entry(taken, written))
+        if self._waiting_ref is not None:
+            entry["waiting_file"] = self._waiting_ref
+        return entry
 
     def regroup(self, key_groups: int) -> None:
         self.grouped.regroup(key_groups, self.index.keys)
@@ -551,6 +579,8 @@ class Transitions(KeyedOperator):
                 f"the time column {ctx.time!r} is {time_s.dtype} in this batch but "
                 f"{self._time_dtype} in the checkpointed state"
             )
+        if self.lateness:
+            return self._process_in_time(df, ctx).lazy()
         if df.height == 0:
             res = ctx.executor.run_batch(
                 self.cm,
@@ -565,11 +595,7 @@ class Transitions(KeyedOperator):
             return self._emit(
                 df.drop("__sk_event"), res, ctx, empty, empty.astype(np.int32), empty
             ).lazy()
-        known = len(self.index)
-        key_ids = self.index.lookup_or_insert(key_s)
-        if len(self.index) > known:
-            self.grouped.add_keys(self.index.keys.slice(known))
-        self.kstate.grow(len(self.index))
+        key_ids = self._key_ids(key_s)
         codes = self.cm.encode_events(df["__sk_event"])
         times = time_s.cast(pl.Int64).to_numpy()
         res = ctx.executor.run_batch(
@@ -581,7 +607,108 @@ class Transitions(KeyedOperator):
             watermark=self.watermark,
             flush_keys=self._flush_keys(key_ids),
         )
+        self.max_time = max(self.max_time, self.watermark)
         return self._emit(df, res, ctx, key_ids, codes, times).lazy()
+
+    def _key_ids(self, keys: pl.Series) -> np.ndarray[Any, Any]:
+        """Ids of ``keys``, new keys registered in their key groups and the state."""
+        known = len(self.index)
+        key_ids = self.index.lookup_or_insert(keys)
+        if len(self.index) > known:
+            self.grouped.add_keys(self.index.keys.slice(known))
+        self.kstate.grow(len(self.index))
+        return key_ids
+
+    def _lateness_ticks(self, dtype: pl.DataType) -> int:
+        """``lateness`` in units of the time column."""
+        if isinstance(self.lateness, int):
+            return self.lateness
+        if dtype.is_integer() and self.tick is None:
+            raise ConfigurationError(
+                f"lateness={_format_lateness(self.lateness)!r} is a duration but the time "
+                "column is an integer: say how long one unit is with tick=timedelta(...), "
+                "or give lateness in units of the time column (an int)"
+            )
+        tick = time_tick(dtype, self.tick)
+        if isinstance(tick, int):  # nanoseconds
+            return int(self.lateness // timedelta(microseconds=1)) * 1000
+        return int(self.lateness // tick)
+
+    def _process_in_time(self, df: pl.DataFrame, ctx: BatchContext) -> pl.DataFrame:
+        """Apply the events the watermark has passed, in (time, log order); keep the
+        others waiting (see :mod:`streamkit.pipeline._eventtime`)."""
+        from streamkit.pipeline._eventtime import release
+
+        time_dtype = df[ctx.time].dtype
+        new_times = df[ctx.time].cast(pl.Int64).to_numpy()
+        waiting = self.waiting
+        plan = release(
+            new_times,
+            df[OFFSET].cast(pl.Int64).to_numpy(),
+            waiting["time"].cast(pl.Int64).to_numpy(),
+            waiting["offset"].to_numpy(),
+            watermark=self.watermark,
+            max_time=self.max_time,
+            lateness=self._lateness_ticks(time_dtype),
+            final=ctx.final,
+        )
+        fresh = pl.DataFrame(
+            {
+                ctx.key: df[ctx.key],
+                ctx.time: df[ctx.time],
+                "__sk_event": df["__sk_event"],
+                OFFSET: df[OFFSET].cast(pl.Int64),
+                "__sk_src": pl.int_range(0, df.height, dtype=pl.Int64, eager=True),
+                "__sk_data": pl.Series([None] * df.height, dtype=pl.String),
+            }
+        )
+        old = pl.DataFrame(
+            {
+                ctx.key: waiting["key"].cast(df[ctx.key].dtype),
+                ctx.time: waiting["time"].cast(time_dtype),
+                "__sk_event": waiting["event"],
+                OFFSET: waiting["offset"],
+                "__sk_src": pl.Series([-1] * waiting.height, dtype=pl.Int64),
+                "__sk_data": waiting["data"],
+            }
+        )
+        both = pl.concat([old, fresh])
+        released = both[plan.order]
+        held_new = df.filter(pl.Series(plan.held_new))
+        kept = pl.concat(
+            [waiting.filter(pl.Series(plan.held_waiting)), _waiting_rows(held_new, ctx)]
+        )
+        self._waiting_changed = (
+            self._waiting_changed
+            or kept.height != waiting.height
+            or bool((~plan.held_waiting).any() or plan.held_new.any())
+        )
+        self.waiting = kept
+        self.max_time = plan.max_time
+        key_ids = self._key_ids(released[ctx.key])
+        codes = self.cm.encode_events(released["__sk_event"])
+        times = released[ctx.time].cast(pl.Int64).to_numpy()
+        res = ctx.executor.run_batch(
+            self.cm,
+            key_ids,
+            codes,
+            times,
+            self.kstate,
+            watermark=plan.watermark,
+            wm=plan.wm,
+            flush_keys=self._flush_keys(key_ids),
+        )
+
+        def data_of(rows: pl.DataFrame) -> pl.Series:
+            data = rows["__sk_data"]
+            src = rows["__sk_src"].to_numpy()
+            fresh_rows = np.flatnonzero(src >= 0)
+            if len(fresh_rows):
+                payload = _payload_json(df[src[fresh_rows]])
+                data = data.scatter(fresh_rows, payload)
+            return data
+
+        return self._emit(released, res, ctx, key_ids, codes, times, data_of=data_of)
 
     def _flush_keys(self, key_ids: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """The keys the batch-end flush must look at: those in a state with a
@@ -608,6 +735,7 @@ class Transitions(KeyedOperator):
         res: Any,
         states: pl.Series,
         ctx: BatchContext,
+        data_of: Any = None,
     ) -> pl.DataFrame:
         """Set-aside events in the quarantine's fixed schema.
 
@@ -616,12 +744,7 @@ class Transitions(KeyedOperator):
         """
         q = df.filter(pl.Series(setaside)) if setaside.any() else df.clear()
         reason = np.where(late[setaside], "late", "undefined")
-        payload = q.drop(OFFSET, "__sk_event")
-        data = (
-            payload.select(pl.struct(pl.all()).struct.json_encode().alias("data"))["data"]
-            if payload.width
-            else pl.Series("data", [], dtype=pl.String)
-        )
+        data = _payload_json(q) if data_of is None else data_of(q).rename("data")
         return pl.DataFrame(
             {
                 ctx.key: q[ctx.key],
@@ -642,6 +765,7 @@ class Transitions(KeyedOperator):
         key_ids: np.ndarray[Any, Any],
         codes: np.ndarray[Any, Any],
         times: np.ndarray[Any, Any],
+        data_of: Any = None,
     ) -> pl.DataFrame:
         self.watermark = int(res.watermark)
         self.grouped.touch(key_ids)
@@ -665,7 +789,9 @@ class Transitions(KeyedOperator):
         if self.on_undefined == "ignore":
             ctx.count("ignored", int(undefined.sum()))
         setaside = late | undefined if self.on_undefined == "quarantine" else late
-        ctx.quarantine.append(self._quarantine_rows(df, setaside, late, res, states, ctx))
+        ctx.quarantine.append(
+            self._quarantine_rows(df, setaside, late, res, states, ctx, data_of=data_of)
+        )
         # History rows: fired events and timeouts, ordered by (time, firing order):
         # per key that is firing order (a key's times never decrease), and the
         # output log, which stores each append in time order, finds them sorted.
@@ -684,3 +810,100 @@ class Transitions(KeyedOperator):
                 "to_state": states.gather(to),
             }
         )
+
+
+def _payload_json(rows: pl.DataFrame) -> pl.Series:
+    """Each event row (without streamkit's own columns) as JSON: the quarantine's ``data``."""
+    payload = rows.drop(
+        [c for c in (OFFSET, "__sk_event", "__sk_src", "__sk_data") if c in rows.columns]
+    )
+    if not payload.width:
+        return pl.Series("data", [None] * rows.height, dtype=pl.String)
+    return payload.select(pl.struct(pl.all()).struct.json_encode().alias("data"))["data"]
+
+
+_WAITING_SCHEMA = ("key", "time", "event", "offset", "data")
+
+
+def _no_waiting() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={
+            "key": pl.String,
+            "time": pl.Int64,
+            "event": pl.String,
+            "offset": pl.Int64,
+            "data": pl.String,
+        }
+    )
+
+
+def _waiting_rows(rows: pl.DataFrame, ctx: BatchContext) -> pl.DataFrame:
+    """Events that start to wait, in the waiting buffer's columns."""
+    return pl.DataFrame(
+        {
+            "key": rows[ctx.key],
+            "time": rows[ctx.time],
+            "event": rows["__sk_event"],
+            "offset": rows[OFFSET].cast(pl.Int64),
+            "data": _payload_json(rows),
+        }
+    )
+
+
+def _check_waiting(frame: pl.DataFrame, where: str) -> pl.DataFrame:
+    """Refuse a waiting-events file whose columns are not what streamkit writes."""
+    if tuple(frame.columns) != _WAITING_SCHEMA or frame.schema["offset"] != pl.Int64:
+        raise CorruptFileError(
+            f"state file {where} (events waiting for the watermark) has columns "
+            f"{frame.columns}, expected {list(_WAITING_SCHEMA)}; restore it, or rewind to an "
+            "older checkpoint with run(from_checkpoint=N)"
+        )
+    return frame
+
+
+def _check_lateness(value: Any) -> timedelta | int:
+    """``lateness=``: a duration (``"10m"``, a timedelta) or ticks (an int >= 0)."""
+    from streamkit.machines._duration import parse_duration
+
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        raise ConfigurationError(f"lateness must be a duration or a number of ticks, got {value!r}")
+    if isinstance(value, int | np.integer):
+        if value < 0:
+            raise ConfigurationError(f"lateness must be >= 0, got {value}")
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except Exception as exc:  # MachineError with the grammar's hint
+            raise ConfigurationError(f"lateness {value!r} is not a duration: {exc}") from None
+    if isinstance(value, timedelta):
+        if value < timedelta(0):
+            raise ConfigurationError(f"lateness must be >= 0, got {value}")
+        return value
+    raise ConfigurationError(
+        f"lateness must be a duration ('10m', a timedelta) or ticks (an int), got {value!r}"
+    )
+
+
+def _format_lateness(value: timedelta | int) -> str:
+    from streamkit.machines._duration import format_duration
+
+    return format_duration(value) if isinstance(value, timedelta) else f"{value} ticks"
+
+
+def _lateness_to_json(value: timedelta | int) -> dict[str, int] | None:
+    if not value:
+        return None
+    if isinstance(value, timedelta):
+        return {"us": value // timedelta(microseconds=1)}
+    return {"ticks": value}
+
+
+def _lateness_from_json(d: Any) -> timedelta | int:
+    if not d:
+        return 0
+    if "us" in d:
+        return timedelta(microseconds=int(d["us"]))
+    return int(d["ticks"])

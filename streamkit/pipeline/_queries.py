@@ -82,7 +82,18 @@ def state(pipe: Pipeline, checkpoint: int | None) -> pl.DataFrame:
     entry = cp.operators.get(op.op_id) if cp is not None else None
     probe = op.fresh()
     probe.open(entry, ckpts, cp.key_groups if cp is not None else DEFAULT_KEY_GROUPS)
-    return probe.state_frame()
+    frame = probe.state_frame()
+    if not probe.lateness:
+        return frame
+    # Events waiting for the watermark, counted per key; a key whose every event
+    # still waits has no state yet (nulls).
+    waiting = probe.waiting.group_by("key").len("waiting")
+    if frame.height == 0 and waiting.height == 0:
+        return frame.with_columns(waiting=pl.lit(0, pl.UInt32))
+    waiting = waiting.with_columns(pl.col("key").cast(frame.schema["key"]))
+    return frame.join(
+        waiting, on="key", how="full", coalesce=True, maintain_order="left"
+    ).with_columns(pl.col("waiting").fill_null(0))
 
 
 def quarantine(pipe: Pipeline) -> pl.DataFrame:

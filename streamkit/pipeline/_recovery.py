@@ -177,8 +177,9 @@ class Recovery:
         """
         ckpts = self.ckpts
         entry = dict(entry)
-        if entry.get("state_file") is not None:
-            entry["state_file"] = ckpts.copy_state(FileRef.from_dict(entry["state_file"])).to_dict()
+        for single in ("state_file", "waiting_file"):
+            if entry.get(single) is not None:
+                entry[single] = ckpts.copy_state(FileRef.from_dict(entry[single])).to_dict()
         if entry.get("state") is not None:
             state = dict(entry["state"])
             state["files"] = [

@@ -51,6 +51,7 @@ class Batch:
     changes: dict[str, Any]
     counts: dict[str, int]
     desc: dict[str, Any] | None = None
+    final: bool = False
 
 
 class BatchConflict(Exception):
@@ -78,6 +79,7 @@ class Runner:
         self.ckpts = pipe._ckpts()
         self.recovery = Recovery(pipe, self.ckpts)
         self.epoch = 0
+        self.final = False  # the end-of-input batch is still to come
 
     def run(
         self,
@@ -88,6 +90,7 @@ class Runner:
         progress: bool | None,
         take_over: bool,
         key_groups: int | None = None,
+        final: bool = False,
     ) -> RunReport:
         """Claim the lease, recover, process batches; ``key_groups`` re-shards at the end."""
         pipe, ckpts = self.pipe, self.ckpts
@@ -103,6 +106,7 @@ class Runner:
             report = RunReport(pipe.name, checkpoint=latest.id if latest else None)
             report.start_offset = report.end_offset = cp.position
             report._note_source(pipe.source, view.end, pipe.store)
+            self.final = final
             cp = self._loop(cp, view, pending, report, max_batches, batch_rows, progress)
             if key_groups is not None:
                 cp = self._reshard(cp, key_groups, report)
@@ -171,6 +175,9 @@ class Runner:
                     todo, pending = pending, None
                 elif next_pos < end and (max_batches is None or planned < max_batches):
                     todo = view.cut(next_pos, rows_per_batch)
+                elif self._final_due(cp, next_pos, end, planned, max_batches):
+                    todo = Todo(next_pos, next_pos, final=True)
+                    self.final = False
                 elif inflight is None:
                     break
                 t0 = _time.perf_counter()
@@ -219,6 +226,22 @@ class Runner:
         view.end = end
         return cp
 
+    def _final_due(
+        self, cp: Checkpoint, pos: int, end: int, planned: int, max_batches: int | None
+    ) -> bool:
+        """Whether the end-of-input batch comes now: asked for, caught up, and the
+        pipeline holds events that wait for the watermark (or did not end so yet)."""
+        if not self.final or pos < end:
+            return False
+        if max_batches is not None and planned >= max_batches:
+            return False
+        waits = any(
+            getattr(op, "lateness", 0)
+            for op in self.pipe.operators
+            if isinstance(op, KeyedOperator)
+        )
+        return waits and not (planned == 0 and cp.kind == "final")
+
     def _landed(self, future: Future[Checkpoint], report: RunReport, bar: Progress) -> Checkpoint:
         """Wait for a batch's commit; then progress, retractions and retention."""
         cp = future.result()
@@ -241,7 +264,9 @@ class Runner:
         """Run the operators on the source batch ``todo`` (read now unless ``batch``
         holds it already); advances the operators' state."""
         pipe = self.pipe
-        ctx = BatchContext(key=pipe.source.key, time=pipe.source.time, executor=self.executor)
+        ctx = BatchContext(
+            key=pipe.source.key, time=pipe.source.time, executor=self.executor, final=todo.final
+        )
         if batch is None:
             batch = view.read(todo)
         ctx.count("rows_in", batch.height)
@@ -267,7 +292,7 @@ class Runner:
             out = out.drop(OFFSET)
         changes = {op.op_id: op.changes() for op in pipe.operators if isinstance(op, KeyedOperator)}
         quarantine = pl.concat(ctx.quarantine) if ctx.quarantine else None
-        return Batch(todo.lo, todo.hi, out, quarantine, changes, ctx.counts, todo.desc)
+        return Batch(todo.lo, todo.hi, out, quarantine, changes, ctx.counts, todo.desc, todo.final)
 
     def commit(
         self,
@@ -282,7 +307,7 @@ class Runner:
         pipe, ckpts, epoch = self.pipe, self.ckpts, self.epoch
         counts = dict(batch.counts)
         seq = cp.id + 1
-        todo = Todo(batch.lo, batch.hi, batch.desc)
+        todo = Todo(batch.lo, batch.hi, batch.desc, batch.final)
         meta = todo.meta()
         ckpts.check_lease(epoch)
         outputs: dict[str, dict[str, Any]] = {}
@@ -307,6 +332,7 @@ class Runner:
             parent=cp.id,
             epoch=epoch,
             created=datetime.now(UTC).isoformat(),
+            kind="final" if batch.final else "batch",
             source=getattr(pipe.source, "name", ""),
             position=batch.hi,
             source_state=view.state_after(cp, todo),

@@ -21,16 +21,21 @@ class Todo:
     lo: int
     hi: int
     desc: dict[str, Any] | None = None
+    final: bool = False  # the end-of-input batch: no rows, the watermark moves on
 
     def meta(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"start": self.lo, "end": self.hi}
         if self.desc is not None:
             meta["source"] = self.desc
+        if self.final:
+            meta["final"] = True
         return meta
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> Todo:
-        return cls(int(meta["start"]), int(meta["end"]), meta.get("source"))
+        return cls(
+            int(meta["start"]), int(meta["end"]), meta.get("source"), bool(meta.get("final"))
+        )
 
 
 class SourceView:
@@ -88,7 +93,9 @@ class SourceView:
 
     def redo(self, cp: Checkpoint, todo: Todo) -> Todo:
         """A stored batch to redo after ``cp``, with its files."""
-        if self.planned and todo.desc is None:  # stored without its files (older streamkit)
+        if (
+            self.planned and todo.desc is None and not todo.final
+        ):  # stored without its files (older streamkit)
             plan = self.source.plan(self.position(cp))
             return Todo(todo.lo, todo.hi, plan.batch(todo.lo, todo.hi))
         return todo
@@ -102,6 +109,9 @@ class SourceView:
 
     def read(self, todo: Todo) -> pl.DataFrame:
         """The batch's rows with their offsets (read ahead on a thread)."""
+        if todo.final:  # no rows: the schema only
+            schema = dict(self.source.schema or {})
+            return pl.DataFrame(schema=schema).with_columns(pl.lit(0, pl.Int64).alias(OFFSET))
 
         if todo.desc is not None:
             frame = self.source.read_batch(todo.desc, with_offset=OFFSET)
@@ -114,6 +124,8 @@ class SourceView:
 
     def state_after(self, cp: Checkpoint, todo: Todo) -> dict[str, Any] | None:
         """The source position after ``todo`` read from ``cp``, for its checkpoint."""
+        if todo.final:
+            return cp.source_state
         if not self.planned or todo.desc is None:
             return None
         state: dict[str, Any] = self.source.advance(self.position(cp), todo.desc).to_dict()

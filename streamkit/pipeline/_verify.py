@@ -246,6 +246,21 @@ def _file_batches(pipe: Pipeline, cp: Checkpoint) -> list[dict[str, Any]] | str 
     return found
 
 
+def _final_offsets(pipe: Pipeline, cp: Checkpoint) -> list[int]:
+    """Source offsets of the end-of-input batches on ``cp``'s line."""
+    found: list[int] = []
+    for log in (pipe._quarantine_log(), pipe.sink):
+        if log is None:
+            continue
+        for seq, meta in log.writer_history(pipe.writer_id).items():
+            on_line = seq <= cp.id and not any(lo <= seq <= hi for lo, hi in cp.retracted)
+            if on_line and meta.get("final"):
+                found.append(int(meta["start"]))
+        if found:
+            break
+    return found
+
+
 def _chain(metas: dict[int, dict[str, Any]], cp: Checkpoint) -> list[dict[str, Any]] | str | None:
     """The batch descriptions of ``metas`` if they cover ``[0, cp.position)`` one after another."""
     batches: list[dict[str, Any]] = []
@@ -253,6 +268,9 @@ def _chain(metas: dict[int, dict[str, Any]], cp: Checkpoint) -> list[dict[str, A
     for seq in sorted(metas):
         meta = metas[seq]
         lo, hi = int(meta.get("start", -1)), int(meta.get("end", -1))
+        if meta.get("final") and lo == hi == pos:
+            batches.append({"final": True})
+            continue
         if lo != pos:
             return (
                 f"batch {seq} in the output logs reads source offsets [{lo:,}, {hi:,}), the "
@@ -332,22 +350,43 @@ def _replay(
     replayer.open(None, pipe._ckpts(), cp.key_groups)
     executor = LocalExecutor()
 
-    def frames() -> Iterator[pl.LazyFrame]:
+    # End-of-input batches (run(final=True)) moved the watermark at these offsets.
+    finals = sorted(_final_offsets(pipe, cp)) if replayer.lateness else []
+    empty = pl.DataFrame(schema=dict(source.schema or {})).with_columns(
+        pl.lit(0, pl.Int64).alias(OFFSET)
+    )
+
+    def frames() -> Iterator[tuple[pl.LazyFrame, bool]]:
         if batches is not None:
             for desc in batches:
-                yield source.read_batch(desc, with_offset=OFFSET)
+                if desc.get("final"):
+                    yield empty.lazy(), True
+                else:
+                    yield source.read_batch(desc, with_offset=OFFSET), False
             return
         pos, step = start, max(pipe.batch_rows, 1)
-        while pos < cp.position:
-            hi = min(pos + step, cp.position)
-            yield source.scan(start=Position(pos), end=Position(hi), with_offset=OFFSET)
+        pending = list(finals)
+        while pos < cp.position or pending:
+            if pending and pending[0] <= pos:
+                pending.pop(0)
+                yield empty.lazy(), True
+                continue
+            hi = min(pos + step, cp.position, *(pending[:1]))
+            yield source.scan(start=Position(pos), end=Position(hi), with_offset=OFFSET), False
             pos = hi
 
-    for lf in frames():
-        ctx = BatchContext(key=source.key, time=source.time, executor=executor)
+    for lf, final in frames():
+        ctx = BatchContext(key=source.key, time=source.time, executor=executor, final=final)
         for o in fresh:
             lf = o.process(lf, ctx)
         lf.collect()
+    if replayer.lateness:
+        held = int(cp.operators.get(op.op_id, {}).get("waiting", 0))
+        if replayer.waiting.height != held:
+            return False, (
+                f"replay leaves {replayer.waiting.height:,} events waiting for the watermark, "
+                f"the checkpoint {held:,}"
+            )
     got = replayer.state_frame().sort("key")
     want = saved.sort("key")
     if got.height != want.height:

@@ -161,6 +161,7 @@ class Pipeline:
         event: str | pl.Expr = "event",
         on_undefined: OnUndefined = "quarantine",
         tick: timedelta | None = None,
+        lateness: timedelta | str | int | None = None,
     ) -> Pipeline:
         """Run ``machine`` per key of the source log; the frame becomes the history.
 
@@ -198,6 +199,17 @@ class Pipeline:
         tick : timedelta, optional
             For integer time columns: the duration of one unit, used to convert
             timeouts; required when the machine has timeouts.
+        lateness : str, timedelta or int, optional
+            How far out of time order events may arrive (``"10m"``, a
+            timedelta, or units of an integer time column). The watermark is
+            then the largest time read minus ``lateness``: each event waits
+            until the watermark reaches its time and is applied in (time, log
+            order); timeouts fire only as the watermark passes them. Waiting
+            events are part of the checkpointed state (``pipe.state()`` counts
+            them per key in ``waiting``); ``run(final=True)`` applies them at the
+            end of a bounded input. Default ``None`` (the same as 0): every
+            event is applied as it is read, in log order. Results never depend
+            on how the log is cut into batches.
 
         Returns
         -------
@@ -233,7 +245,11 @@ class Pipeline:
         """
         if any(isinstance(op, Transitions) for op in self.operators):
             raise ConfigurationError("a pipeline runs one .transitions(...) operator")
-        return self._add(Transitions(machine, event=event, on_undefined=on_undefined, tick=tick))
+        return self._add(
+            Transitions(
+                machine, event=event, on_undefined=on_undefined, tick=tick, lateness=lateness
+            )
+        )
 
     def write(self, log: Log) -> Pipeline:
         """Append each batch's output to ``log`` exactly once.
@@ -392,6 +408,7 @@ class Pipeline:
         executor: Executor | None = None,
         progress: bool | None = None,
         take_over: bool = False,
+        final: bool = False,
     ) -> RunReport:
         """Process what arrived since the last checkpoint, then return.
 
@@ -416,6 +433,15 @@ class Pipeline:
             Start even while another run of this pipeline is alive (its
             heartbeat is fresh): that run then stops with ``LeaseError`` at its
             next commit. Default False: step aside instead.
+        final : bool
+            End of a bounded input, for ``.transitions(..., lateness=...)``: once
+            caught up, move the watermark to the largest time read, so that every
+            event still waiting is applied and the timeouts it passes fire, and
+            commit that as a checkpoint of kind ``"final"``. The input may still
+            grow afterwards: a later event whose key has moved past its time is
+            quarantined as late, any other is applied as usual. Timeouts beyond
+            the last event's time never fire on their own (nothing says time
+            moved on). Without lateness it changes nothing.
 
         Returns
         -------
@@ -454,6 +480,7 @@ class Pipeline:
             batch_rows=rows_per_batch,
             progress=progress,
             take_over=take_over,
+            final=final,
         )
 
     def reshard(

@@ -1,0 +1,215 @@
+"""Event time with lateness: waiting events, batch independence, end of input."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import streamkit as sk
+from streamkit.pipeline._eventtime import NOTHING, release
+from tests.pipeline.oracle import history_by_key, state_dict
+
+
+def _machine() -> sk.Machine:
+    return sk.Machine(
+        "lamp",
+        states=["off", "on", "broken"],
+        initial="off",
+        final=["off"],
+        transitions=[("off", "on", "on"), ("on", "off", "off"), ("on", "hit", "broken")],
+        timeouts=[("on", "10s", "off"), ("broken", "30s", "off")],
+    )
+
+
+def _pipe(store: sk.Store, lateness: Any, **kw: Any) -> sk.Pipeline:
+    return (
+        sk.Pipeline("lamps", store, **kw)
+        .read(store.log("lamps", key="lamp", time="t"))
+        .transitions(_machine(), event="ev", tick=timedelta(seconds=1), lateness=lateness)
+        .write(store.log("history", key="key", time="time"))
+    )
+
+
+def _events(n: int, keys: int, disorder: int, seed: int) -> pl.DataFrame:
+    """Times rise by 0-4 per event; a fraction arrive up to ``disorder`` late."""
+    rng = np.random.default_rng(seed)
+    t = np.cumsum(rng.integers(0, 5, n)).astype(np.int64)
+    late = rng.random(n) < 0.3
+    t = np.where(late, np.maximum(t - rng.integers(0, disorder + 1, n), 0), t)
+    return pl.DataFrame(
+        {
+            "lamp": pl.Series(rng.integers(0, keys, n)).cast(pl.String).str.replace(r"^", "l"),
+            "t": t,
+            "ev": rng.choice(["on", "off", "hit"], n),
+            "note": rng.integers(0, 100, n),
+        }
+    )
+
+
+def _store(frame: pl.DataFrame, rows: int = 7) -> sk.Store:
+    """A log of ``frame`` in appends of ``rows`` rows: an append is stored in time
+    order, so the disorder is what lies between appends (like collectors' batches)."""
+    store = sk.Store(f"memory://late-{uuid.uuid4().hex}")
+    log = store.log("lamps", key="lamp", time="t")
+    for part in frame.iter_slices(rows):
+        log.append(part)
+    return store
+
+
+def _outcome(store: sk.Store, lateness: Any) -> tuple[Any, ...]:
+    pipe = _pipe(store, lateness)
+    history = store.log("history").scan().collect()
+    q = pipe.quarantine().sort("offset").select("offset", "reason", "data").rows()
+    return history_by_key(history), state_dict(pipe.state()), q
+
+
+def test_release_applies_events_once_the_watermark_passes_them() -> None:
+    t = np.array([10, 30, 12, 50, 20])
+    r = release(t, np.arange(5), t[:0], t[:0], watermark=NOTHING, max_time=NOTHING, lateness=15)
+    # watermarks after each read: -5, 15, 15, 35, 35
+    # 10 by read 1, 12 by its own read, 30 by read 3; 20 arrives after the
+    # watermark passed it: applied by its own read, after timeouts up to 35
+    assert r.order.tolist() == [0, 2, 1, 4]
+    assert r.held_new.tolist() == [False, False, False, True, False]
+    assert r.watermark == 35 and r.max_time == 50
+    assert r.wm.tolist() == [10, 15, 30, 35]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    lateness=st.sampled_from([0, 3, 12, 40]),
+    batch_rows=st.integers(1, 60),
+    cuts=st.lists(st.integers(1, 5), max_size=3),
+    groups=st.sampled_from([1, 16]),
+)
+def test_results_do_not_depend_on_the_batches(
+    seed: int, lateness: int, batch_rows: int, cuts: list[int], groups: int
+) -> None:
+    # One batch over everything against small batches over several runs (each
+    # run restores the waiting events from its checkpoint).
+    frame = _events(90, 6, disorder=30, seed=seed)
+    ref = _store(frame)
+    _pipe(ref, lateness).run(progress=False)
+    store = _store(frame)
+    for n in cuts:
+        _pipe(store, lateness, batch_rows=batch_rows, key_groups=groups).run(
+            progress=False, max_batches=n
+        )
+    _pipe(store, lateness, batch_rows=batch_rows, key_groups=groups).run(progress=False)
+    assert _outcome(store, lateness) == _outcome(ref, lateness)
+    # ... and after the end of input too
+    _pipe(ref, lateness).run(progress=False, final=True)
+    _pipe(store, lateness, batch_rows=batch_rows, key_groups=groups).run(progress=False, final=True)
+    assert _outcome(store, lateness) == _outcome(ref, lateness)
+    report = _pipe(store, lateness).verify(replay=True)
+    assert report.ok, report
+
+
+def test_lateness_zero_is_the_default_behaviour() -> None:
+    frame = _events(300, 8, disorder=30, seed=4)
+    plain = _store(frame)
+    (
+        sk.Pipeline("lamps", plain, batch_rows=37)
+        .read(plain.log("lamps"))
+        .transitions(_machine(), event="ev", tick=timedelta(seconds=1))
+        .write(plain.log("history", key="key", time="time"))
+        .run(progress=False)
+    )
+    zero = _store(frame)
+    _pipe(zero, 0, batch_rows=37).run(progress=False)
+    assert plain.log("history").scan().collect().equals(zero.log("history").scan().collect())
+    assert state_dict(_pipe(plain, None).state()) == state_dict(_pipe(zero, 0).state())
+
+
+def test_lateness_turns_disorder_into_order_and_late_counts_fall() -> None:
+    frame = _events(1000, 3, disorder=25, seed=7)
+    without = _store(frame)
+    r0 = _pipe(without, None).run(progress=False)
+    within = _store(frame)
+    r1 = _pipe(within, "30s").run(progress=False, final=True)
+    assert r0.late > 100
+    assert r1.late == 0  # every displacement is within the lateness
+    assert r1.rows_in == r0.rows_in == 1000
+
+
+def test_waiting_events_are_state_counted_and_survive_a_restart() -> None:
+    store = _store(
+        pl.DataFrame(
+            {"lamp": ["a", "a", "b", "a"], "t": [10, 30, 12, 20], "ev": ["on", "off", "on", "on"],
+             "note": [1, 2, 3, 4]}
+        ),
+        rows=1,
+    )  # fmt: skip
+    _pipe(store, 15).run(progress=False)
+    state = _pipe(store, 15).state().sort("key")
+    assert state.select("key", "state", "waiting").rows() == [("a", "on", 2), ("b", "on", 0)]
+    cp = _pipe(store, 15)._ckpts().latest()
+    assert cp is not None and cp.operators["0-transitions"]["waiting"] == 2
+    # nothing new: an idle run leaves everything waiting as it was
+    assert _pipe(store, 15).run(progress=False).batches == 0
+    assert _pipe(store, 15).state().sort("key")["waiting"].to_list() == [2, 0]
+    report = _pipe(store, 15).run(progress=False, final=True)
+    assert report.batches == 1 and report.checkpoint == 2
+    assert _pipe(store, 15)._ckpts().latest().kind == "final"  # type: ignore[union-attr]
+    assert _pipe(store, 15).state()["waiting"].sum() == 0
+    history = store.log("history").scan().collect().filter(pl.col("key") == "a")
+    assert history.select("time", "event").rows() == [
+        (10, "on"),
+        (20, "timeout"),
+        (20, "on"),
+        (30, "timeout"),
+    ]
+    # the late "off" at 30 found the key off: quarantined as undefined, its row kept
+    q = _pipe(store, 15).quarantine()
+    assert q.select("offset", "reason").rows() == [(1, "undefined")]
+    assert '"note":2' in q["data"][0]
+    # a second final run has nothing to do
+    assert _pipe(store, 15).run(progress=False, final=True).batches == 0
+    # events appended after the end: older than their key's last -> late
+    store.log("lamps").append(
+        pl.DataFrame({"lamp": ["a", "c"], "t": [25, 26], "ev": ["on", "on"], "note": [5, 6]})
+    )
+    report = _pipe(store, 15).run(progress=False, final=True)
+    assert report.late == 1
+    assert _pipe(store, 15).verify(replay=True).ok
+
+
+def test_a_rewind_restores_the_waiting_events() -> None:
+    frame = _events(400, 10, disorder=30, seed=9)
+    ref = _store(frame)
+    _pipe(ref, 40).run(progress=False)
+    store = _store(frame)
+    _pipe(store, 40, batch_rows=50).run(progress=False)
+    _pipe(store, 40, batch_rows=50).run(progress=False, from_checkpoint=3)
+    assert _outcome(store, 40) == _outcome(ref, 40)
+    assert _pipe(store, 40).verify(replay=True).ok
+
+
+@pytest.mark.parametrize("bad", [-1, "soon", True, 1.5])
+def test_lateness_must_be_a_duration_or_ticks(bad: Any) -> None:
+    store = _store(_events(5, 2, 0, 1))
+    with pytest.raises(sk.ConfigurationError, match="lateness"):
+        _pipe(store, bad)
+
+
+def test_a_duration_on_integer_time_needs_a_tick() -> None:
+    store = _store(_events(5, 2, 0, 1))
+    pipe = (
+        sk.Pipeline("p", store)
+        .read(store.log("lamps"))
+        .transitions(
+            sk.Machine("m", states=["a"], initial="a", final=["a"], transitions=[("a", "on", "a")]),
+            event="ev",
+            lateness="10s",
+        )
+    )
+    with pytest.raises(sk.ConfigurationError, match="tick"):
+        pipe.run(progress=False)
