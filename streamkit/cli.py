@@ -262,6 +262,13 @@ def demo(store_dir: str, orders: int) -> None:
     default=False,
     help="Start even while another run of this pipeline is alive; it stops at its next commit.",
 )
+@click.option(
+    "--final",
+    is_flag=True,
+    default=False,
+    help="End of a bounded input: apply every event still waiting for the watermark "
+    "(pipelines with .transitions(..., lateness=...)).",
+)
 @_errors
 def run(
     target: str,
@@ -270,6 +277,7 @@ def run(
     from_checkpoint: int | None,
     progress: bool | None,
     take_over: bool,
+    final: bool,
 ) -> None:
     """Run the pipeline object NAME (default: pipeline) defined in FILE.py.
 
@@ -295,6 +303,7 @@ def run(
         from_checkpoint=from_checkpoint,
         progress=progress,
         take_over=take_over,
+        final=final,
     )
     click.echo(str(report))
 

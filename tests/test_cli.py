@@ -330,3 +330,31 @@ def test_reshard_rewrites_the_state_in_new_key_groups(runner: CliRunner, lake: s
     assert runner.invoke(main, ["verify", lake, "crashy", "--replay"]).exit_code == 0
     r = runner.invoke(main, ["reshard", lake, "crashy", "--key-groups", "12"])
     assert r.exit_code == 2 and "power of two" in r.output
+
+
+def test_run_final_applies_the_events_waiting_for_the_watermark(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    job = tmp_path / "late_job.py"
+    job.write_text(
+        "import datetime as dt\n"
+        "import polars as pl\n"
+        "import streamkit as sk\n"
+        f"store = sk.Store({str(tmp_path / 'lake')!r})\n"
+        "log = store.log('ev', key='k', time='t')\n"
+        "if log.count() == 0:\n"
+        "    log.append(pl.DataFrame({'k': ['a', 'b'], 't': [10, 30], 'ev': ['go', 'go']}))\n"
+        "m = sk.Machine('m', states=['idle', 'busy'], initial='idle', final=['idle'],\n"
+        "               transitions=[('idle', 'go', 'busy'), ('busy', 'stop', 'idle')])\n"
+        "pipeline = (sk.Pipeline('late', store).read(log)\n"
+        "            .transitions(m, event='ev', lateness=100)\n"
+        "            .write(store.log('h', key='key', time='time')))\n"
+    )
+    r = runner.invoke(main, ["run", str(job), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["run", str(job), "--no-progress", "--final"])
+    assert r.exit_code == 0, r.output
+    from streamkit.storage import Store
+
+    history = Store(str(tmp_path / "lake")).log("h").scan().collect()
+    assert history["key"].to_list() == ["a", "b"]  # both waited until --final

@@ -570,6 +570,7 @@ class Transitions(KeyedOperator):
             if given is None and not self.machine.timeouts and time_s.dtype.is_integer():
                 given = timedelta(seconds=1)  # no timeouts: the unit does not matter
             tick = time_tick(time_s.dtype, given)
+            self._tick_value = tick
             self.cm = self._compile(self.machine, tick=tick)
         if self._time_dtype is None:
             self._time_dtype = time_s.dtype
@@ -598,6 +599,10 @@ class Transitions(KeyedOperator):
         key_ids = self._key_ids(key_s)
         codes = self.cm.encode_events(df["__sk_event"])
         times = time_s.cast(pl.Int64).to_numpy()
+        flush_keys = self._flush_keys(key_ids)
+        self._check_timer_budget(
+            int(times.min()), max(self.watermark, int(times.max())), len(flush_keys) + len(times)
+        )
         res = ctx.executor.run_batch(
             self.cm,
             key_ids,
@@ -605,10 +610,42 @@ class Transitions(KeyedOperator):
             times,
             self.kstate,
             watermark=self.watermark,
-            flush_keys=self._flush_keys(key_ids),
+            flush_keys=flush_keys,
         )
         self.max_time = max(self.max_time, self.watermark)
         return self._emit(df, res, ctx, key_ids, codes, times).lazy()
+
+    def _check_timer_budget(self, first: int, watermark: int, chains: int) -> None:
+        """Bound what a periodic machine emits in one batch, before anything runs.
+
+        A machine with a cycle of timeouts alone (``periodic=True``) fires, for
+        an idle key, a timeout per period for as long as the watermark moves:
+        a batch whose watermark jumps over a long quiet stretch of the log
+        could emit without limit. At most ``chains`` chains (keys in timed
+        states, plus one per event) each fire at most what the machine can fire
+        over the span the batch's watermark covers; above
+        ``MAX_TIMEOUTS_PER_BATCH`` rows the batch is refused.
+        """
+        if not getattr(self.machine, "periodic", False) or self.cm is None:
+            return
+        from streamkit.machines._validate import max_timeouts_within
+
+        start = first if self.watermark == _NO_TIME else min(first, self.watermark)
+        ticks = max(watermark - start, 0)
+        tick = self._tick_value
+        span = (
+            tick * ticks if isinstance(tick, timedelta) else timedelta(microseconds=ticks // 1000)
+        )
+        per_chain = max_timeouts_within(self.machine, span)
+        if per_chain * chains > MAX_TIMEOUTS_PER_BATCH:
+            raise ConfigurationError(
+                f"machine {self.machine.name!r} is periodic and this batch moves the watermark "
+                f"over {span}: up to {per_chain:,} timeouts for each of {chains:,} keys and "
+                f"events, more than {MAX_TIMEOUTS_PER_BATCH:,} rows in one batch; nothing was "
+                "committed. A quiet stretch of the log this long makes every idle key fire "
+                "once per period: give the machine a final state its loop can leave, or "
+                "process the log with smaller batches around the gap (batch_rows=...)"
+            )
 
     def _key_ids(self, keys: pl.Series) -> np.ndarray[Any, Any]:
         """Ids of ``keys``, new keys registered in their key groups and the state."""
@@ -688,6 +725,9 @@ class Transitions(KeyedOperator):
         key_ids = self._key_ids(released[ctx.key])
         codes = self.cm.encode_events(released["__sk_event"])
         times = released[ctx.time].cast(pl.Int64).to_numpy()
+        flush_keys = self._flush_keys(key_ids)
+        if len(times):
+            self._check_timer_budget(int(times.min()), plan.watermark, len(flush_keys) + len(times))
         res = ctx.executor.run_batch(
             self.cm,
             key_ids,
@@ -696,7 +736,7 @@ class Transitions(KeyedOperator):
             self.kstate,
             watermark=plan.watermark,
             wm=plan.wm,
-            flush_keys=self._flush_keys(key_ids),
+            flush_keys=flush_keys,
         )
 
         def data_of(rows: pl.DataFrame) -> pl.Series:
@@ -823,6 +863,9 @@ def _payload_json(rows: pl.DataFrame) -> pl.Series:
 
 
 _WAITING_SCHEMA = ("key", "time", "event", "offset", "data")
+_NO_TIME = int(np.iinfo(np.int64).min)
+#: The most timeout rows a periodic machine may fire in one batch.
+MAX_TIMEOUTS_PER_BATCH = 50_000_000
 
 
 def _no_waiting() -> pl.DataFrame:

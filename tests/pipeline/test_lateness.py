@@ -213,3 +213,36 @@ def test_a_duration_on_integer_time_needs_a_tick() -> None:
     )
     with pytest.raises(sk.ConfigurationError, match="tick"):
         pipe.run(progress=False)
+
+
+def test_a_periodic_machine_cannot_flood_a_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamkit.pipeline import _operators
+
+    blink = sk.Machine(
+        "blink",
+        states=["on", "off"],
+        initial="on",
+        final=["off"],
+        transitions=[("off", "press", "on")],
+        timeouts=[("on", "1s", "off"), ("off", "1s", "on")],
+        periodic=True,
+    )
+    store = _store(
+        pl.DataFrame({"lamp": ["a", "b"], "t": [0, 0], "ev": ["press"] * 2, "note": [0, 0]})
+    )
+    pipe = (
+        sk.Pipeline("blink", store)
+        .read(store.log("lamps"))
+        .transitions(blink, event="ev", tick=timedelta(seconds=1))
+        .write(store.log("history", key="key", time="time"))
+    )
+    pipe.run(progress=False)
+    monkeypatch.setattr(_operators, "MAX_TIMEOUTS_PER_BATCH", 1_000)
+    store.log("lamps").append(
+        pl.DataFrame({"lamp": ["a"], "t": [3600], "ev": ["press"], "note": [1]})
+    )  # an hour later: 3,600 blinks per key
+    with pytest.raises(sk.ConfigurationError, match="periodic"):
+        pipe.run(progress=False)
+    assert pipe.checkpoints().height == 1  # nothing committed
+    monkeypatch.setattr(_operators, "MAX_TIMEOUTS_PER_BATCH", 50_000_000)
+    assert pipe.run(progress=False).rows_out > 7_000
