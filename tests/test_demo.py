@@ -39,3 +39,13 @@ def test_demo_tables_are_labelled_by_scope_and_throughput_printed_once(tmp_path:
     everything = demo_pipeline(Store(str(store))).quarantine()
     assert reasons["all runs"].sum() == everything.height > report.quarantined
     assert reasons.filter(pl.col("this run") > pl.col("all runs")).height == 0
+
+    # the same events applied in log order (no lateness) for comparison: lateness
+    # quarantines no more late events, and its column is the pipeline's quarantine
+    assert "applied in log order vs with lateness='10m'" in text
+    compared = out["lateness"].sort("reason")
+    assert compared.columns == ["reason", "in log order", "lateness=10m"]
+    assert compared["lateness=10m"].sum() == everything.height
+    late = compared.filter(pl.col("reason") == "late")
+    assert late.height == 0 or late["in log order"][0] >= late["lateness=10m"][0]
+    assert f"{out['waiting']:,} events wait for the watermark" in text
