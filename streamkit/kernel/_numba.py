@@ -418,6 +418,40 @@ def _run_part(
     return np.int64(n), wm, np.int64(mu), _DONE
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _flush_key(
+    k: Any,
+    wm: Any,
+    before: Any,
+    tmo: Any,
+    rec: Any,
+    t_key: Any,
+    t_time: Any,
+    t_from: Any,
+    t_to: Any,
+    t_before: Any,
+    mu: Any,
+    mu_end: Any,
+) -> Any:  # pragma: no cover - compiled
+    """Rule 6 for key ``k``: fire its due timeouts up to ``wm``; returns ``(mu, code)``
+    (``_BAD`` for a state outside the machine, ``_FULL`` when the buffers filled)."""
+    n_states = np.uint64(tmo.shape[0] // _NCOL - 1)
+    r = np.uint64(k) * np.uint64(_RW)
+    s = np.int64(np.int32(rec[r]))
+    if np.uint64(s + 1) > n_states:  # s outside [-1, n_states)
+        return mu, _BAD
+    # Row 0 of tmo ("never seen") has no timeout.
+    since = rec[r + np.uint64(1)]
+    if _maybe_due(tmo, s + 1, since, wm) and _due(tmo, s + 1, since, wm):
+        _, _, _, mu, full = _fire_chain(
+            k, s, since, rec[r + np.uint64(2)], wm, before, tmo,
+            t_key, t_time, t_from, t_to, t_before, mu, mu_end, rec, r,
+        )  # fmt: skip
+        if full:
+            return mu, _FULL
+    return mu, _DONE
+
+
 @numba.njit(cache=True, nogil=True)
 def _run_flush(
     k0: int,
@@ -438,8 +472,6 @@ def _run_flush(
     ...`` from key ``k0`` on (``G = 2**GROUP_SHIFT`` keys per group); returns
     ``(k, m, code)`` like ``_run_events`` (``k``: the key to resume from)."""
     n_keys = rec.shape[0] // _RW
-    n_states = np.uint64(tmo.shape[0] // _NCOL - 1)
-    rw = np.uint64(_RW)
     mu = np.uint64(m)
     mu_end = np.uint64(m_end)
     # Groups of 2**GROUP_SHIFT consecutive keys, every step-th group.
@@ -447,19 +479,11 @@ def _run_flush(
     skip = (step - 1) * group
     k = k0
     while k < n_keys:
-        r = np.uint64(k) * rw
-        s = np.int64(np.int32(rec[r]))
-        if np.uint64(s + 1) > n_states:  # s outside [-1, n_states)
-            return k, np.int64(mu), _BAD
-        # Row 0 of tmo ("never seen") has no timeout.
-        since = rec[r + np.uint64(1)]
-        if _maybe_due(tmo, s + 1, since, wm) and _due(tmo, s + 1, since, wm):
-            _, _, _, mu, full = _fire_chain(
-                k, s, since, rec[r + np.uint64(2)], wm, before, tmo,
-                t_key, t_time, t_from, t_to, t_before, mu, mu_end, rec, r,
-            )  # fmt: skip
-            if full:
-                return k, np.int64(mu), _FULL
+        mu, code = _flush_key(
+            k, wm, before, tmo, rec, t_key, t_time, t_from, t_to, t_before, mu, mu_end
+        )
+        if code != _DONE:
+            return k, np.int64(mu), code
         k += 1 if (k + 1) % group else 1 + skip
     return n_keys, np.int64(mu), _DONE
 
@@ -486,8 +510,6 @@ def _run_flush_keys(
     (``(k >> GROUP_SHIFT) & mask == part``), from list position ``j0`` on;
     returns ``(j, m, code)`` (``j``: the list position to resume from)."""
     n_keys = rec.shape[0] // _RW
-    n_states = np.uint64(tmo.shape[0] // _NCOL - 1)
-    rw = np.uint64(_RW)
     mu = np.uint64(m)
     mu_end = np.uint64(m_end)
     j = j0
@@ -498,18 +520,11 @@ def _run_flush_keys(
             continue
         if k < 0 or k >= n_keys:
             return j, np.int64(mu), _BAD
-        r = np.uint64(k) * rw
-        s = np.int64(np.int32(rec[r]))
-        if np.uint64(s + 1) > n_states:  # s outside [-1, n_states)
-            return j, np.int64(mu), _BAD
-        since = rec[r + np.uint64(1)]
-        if _maybe_due(tmo, s + 1, since, wm) and _due(tmo, s + 1, since, wm):
-            _, _, _, mu, full = _fire_chain(
-                k, s, since, rec[r + np.uint64(2)], wm, before, tmo,
-                t_key, t_time, t_from, t_to, t_before, mu, mu_end, rec, r,
-            )  # fmt: skip
-            if full:
-                return j, np.int64(mu), _FULL
+        mu, code = _flush_key(
+            k, wm, before, tmo, rec, t_key, t_time, t_from, t_to, t_before, mu, mu_end
+        )
+        if code != _DONE:
+            return j, np.int64(mu), code
         j += 1
     return j, np.int64(mu), _DONE
 

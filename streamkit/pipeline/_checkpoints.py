@@ -21,6 +21,7 @@ body, so a flipped bit is detected even when the JSON still parses.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -165,6 +166,24 @@ class Checkpoint:
         if self.source_state is not None:
             body["source_state"] = self.source_state
         return body
+
+    def successor(
+        self, cid: int, epoch: int, kind: str, operators: dict[str, dict[str, Any]], **changes: Any
+    ) -> Checkpoint:
+        """A checkpoint at the same read position with new state and no batch
+        (a rewind, a re-shard): ``cid`` as of now, by run ``epoch``."""
+        fields: dict[str, Any] = {
+            "id": cid,
+            "parent": self.id,
+            "epoch": epoch,
+            "created": datetime.now(UTC).isoformat(),
+            "kind": kind,
+            "batch": None,
+            "operators": operators,
+            "counts": dict(self.counts),
+            "retracted": list(self.retracted),
+        }
+        return dataclasses.replace(self, **{**fields, **changes})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Checkpoint:

@@ -14,7 +14,6 @@ commit -- keeps a run that was taken over from committing anything.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from streamkit.errors import CheckpointError, ConfigurationError, LeaseError
@@ -140,22 +139,13 @@ class Recovery:
         # The rewind owns copies of the base's state files: pruning the base
         # (by this or an overlapping run) must never break it.
         operators = {op_id: self._copy_state(entry) for op_id, entry in base.operators.items()}
-        rewind = Checkpoint(
-            id=newest + 1,
-            parent=base.id,
-            epoch=epoch,
-            created=datetime.now(UTC).isoformat(),
-            kind="rewind",
-            source=base.source,
-            position=base.position,
-            source_state=base.source_state,
-            batch=None,
-            operators=operators,
-            outputs=base.outputs,
-            counts=dict(base.counts),
+        rewind = base.successor(
+            newest + 1,
+            epoch,
+            "rewind",
+            operators,
             retracted=sorted({*retracted, (base.id + 1, newest + 1)}),
             plan=self.pipe._plan(),
-            key_groups=base.key_groups,
         )
         ckpts.check_lease(epoch)
         if not ckpts.commit(rewind):

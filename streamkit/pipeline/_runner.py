@@ -378,22 +378,8 @@ class Runner:
             if isinstance(op, KeyedOperator):
                 op.regroup(key_groups)
                 entries[op.op_id] = op.persist(ckpts, op.changes())
-        new = Checkpoint(
-            id=cp.id + 1,
-            parent=cp.id,
-            epoch=self.epoch,
-            created=datetime.now(UTC).isoformat(),
-            kind="reshard",
-            source=cp.source,
-            position=cp.position,
-            source_state=cp.source_state,
-            batch=None,
-            operators=entries,
-            outputs=cp.outputs,
-            counts=dict(cp.counts),
-            retracted=list(cp.retracted),
-            plan=pipe._plan(),
-            key_groups=key_groups,
+        new = cp.successor(
+            cp.id + 1, self.epoch, "reshard", entries, plan=pipe._plan(), key_groups=key_groups
         )
         ckpts.check_lease(self.epoch)
         if not ckpts.commit(new):
