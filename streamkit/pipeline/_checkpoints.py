@@ -596,9 +596,12 @@ def _entry_files(entry: dict[str, Any], where: str) -> list[FileRef]:
     ``state_file``.
     """
     files: list[FileRef] = []
-    for single in ("state_file", "waiting_file"):  # format 1's state; events waiting
-        if entry.get(single) is not None:
-            files.append(FileRef.from_dict(entry[single], where))
+    if entry.get("state_file") is not None:  # format 1: the whole state in one file
+        files.append(FileRef.from_dict(entry["state_file"], where))
+    waiting = entry.get("waiting_files") or []  # events waiting for the watermark
+    if not isinstance(waiting, list):
+        raise CorruptFileError(f"corrupt file {where}: 'waiting_files' is not a list")
+    files += [FileRef.from_dict(f, where) for f in waiting]
     state = entry.get("state")
     if state is not None:
         if not isinstance(state, dict) or not isinstance(state.get("files"), list):

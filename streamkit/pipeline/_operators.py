@@ -417,8 +417,10 @@ class Transitions(KeyedOperator):
         self.watermark = int(np.iinfo(np.int64).min)
         self.max_time = self.watermark  # the largest time read (event time)
         self.waiting = _no_waiting()  # events read but not applied yet (lateness)
-        self._waiting_changed = False
-        self._waiting_ref: dict[str, Any] | None = None
+        self._fresh_waiting: list[pl.DataFrame] = []  # started waiting since changes()
+        # Files of the events that started waiting in earlier batches (with the
+        # largest time in each): one stays listed until the watermark passes it.
+        self._waiting_files: list[dict[str, Any]] = []
         self._key_dtype: pl.DataType | None = None
         self._compile = compile
         self.cm: Any = None
@@ -447,12 +449,9 @@ class Transitions(KeyedOperator):
             self.grouped.regroup(key_groups, table["key"] if table.height else pl.Series([]))
         self.watermark = int(entry["watermark"])
         self.max_time = int(entry.get("max_time", self.watermark))
-        if entry.get("waiting_file") is not None:
-            from streamkit.pipeline._checkpoints import FileRef
-
-            ref = FileRef.from_dict(entry["waiting_file"])
-            self.waiting = _check_waiting(ckpts.read_state(ref), ckpts.where(ref.path))
-            self._waiting_ref = ref.to_dict()
+        if entry.get("waiting_files"):
+            self.waiting = _read_waiting(entry["waiting_files"], ckpts, self.watermark)
+            self._waiting_files = [dict(f) for f in entry["waiting_files"]]
         self.machines_used = [str(f) for f in entry.get("machines_used", [entry["machine"]])]
         if table.height:
             _check_state_table(table, where)
@@ -534,8 +533,10 @@ class Transitions(KeyedOperator):
         if self.lateness:
             entry["max_time"] = self.max_time
             entry["waiting"] = self.waiting.height
-        waiting = self.waiting if self._waiting_changed else None
-        self._waiting_changed = False
+        fresh = (
+            pl.concat(self._fresh_waiting, how="vertical_relaxed") if self._fresh_waiting else None
+        )
+        self._fresh_waiting = []
         taken = self.grouped.take()
         self._track_timed(taken.touched)  # before the next batch's flush
         rows = None
@@ -543,18 +544,25 @@ class Transitions(KeyedOperator):
             from streamkit.pipeline._keyed import ID
 
             rows = self._rows(taken.ids).insert_column(0, pl.Series(ID, taken.ids))
-        return entry, taken, rows, waiting
+        return entry, taken, rows, fresh
 
     def persist(self, ckpts: CheckpointStore, changes: Any) -> dict[str, Any]:
-        entry, taken, rows, waiting = changes
+        entry, taken, rows, fresh = changes
         written = None
         if rows is not None:
             written = ckpts.write_state(rows, taken.path)
-        if waiting is not None:  # the events waiting changed: one file holds them all
-            self._waiting_ref = ckpts.write_state(waiting).to_dict() if waiting.height else None
+        # Waiting events, incrementally: each batch writes only the events that
+        # started waiting in it; a file drops out once the watermark passed its
+        # every event (an event waits exactly while its time is after the watermark).
+        wm = int(entry["watermark"])
+        files = [f for f in self._waiting_files if int(f["max_time"]) > wm]
+        if fresh is not None and fresh.height:
+            ref = ckpts.write_state(fresh).to_dict()
+            files.append(dict(ref, max_time=int(fresh["time"].max())))
+        self._waiting_files = files
         entry = dict(entry, state=self.grouped.entry(taken, written))
-        if self._waiting_ref is not None:
-            entry["waiting_file"] = self._waiting_ref
+        if files:
+            entry["waiting_files"] = files
         return entry
 
     def regroup(self, key_groups: int) -> None:
@@ -696,7 +704,7 @@ class Transitions(KeyedOperator):
                 "__sk_event": df["__sk_event"],
                 OFFSET: df[OFFSET].cast(pl.Int64),
                 "__sk_src": pl.int_range(0, df.height, dtype=pl.Int64, eager=True),
-                "__sk_data": pl.Series([None] * df.height, dtype=pl.String),
+                "__sk_data": pl.repeat(None, df.height, dtype=pl.String, eager=True),
             }
         )
         old = pl.DataFrame(
@@ -705,7 +713,7 @@ class Transitions(KeyedOperator):
                 ctx.time: waiting["time"].cast(time_dtype),
                 "__sk_event": waiting["event"],
                 OFFSET: waiting["offset"],
-                "__sk_src": pl.Series([-1] * waiting.height, dtype=pl.Int64),
+                "__sk_src": pl.Series(np.full(waiting.height, -1, dtype=np.int64)),
                 "__sk_data": waiting["data"],
             }
         )
@@ -713,13 +721,11 @@ class Transitions(KeyedOperator):
         released = both[plan.order]
         held_new = df.filter(pl.Series(plan.held_new))
         kept = pl.concat(
-            [waiting.filter(pl.Series(plan.held_waiting)), _waiting_rows(held_new, ctx)]
+            [waiting.filter(pl.Series(plan.held_waiting)), _waiting_rows(held_new, ctx)],
+            how="vertical_relaxed",
         )
-        self._waiting_changed = (
-            self._waiting_changed
-            or kept.height != waiting.height
-            or bool((~plan.held_waiting).any() or plan.held_new.any())
-        )
+        if held_new.height:
+            self._fresh_waiting.append(kept.tail(held_new.height))
         self.waiting = kept
         self.max_time = plan.max_time
         key_ids = self._key_ids(released[ctx.key])
@@ -871,8 +877,8 @@ MAX_TIMEOUTS_PER_BATCH = 50_000_000
 def _no_waiting() -> pl.DataFrame:
     return pl.DataFrame(
         schema={
-            "key": pl.String,
-            "time": pl.Int64,
+            "key": pl.Null,  # the source key's type once an event waits
+            "time": pl.Int64,  # in ticks
             "event": pl.String,
             "offset": pl.Int64,
             "data": pl.String,
@@ -885,7 +891,7 @@ def _waiting_rows(rows: pl.DataFrame, ctx: BatchContext) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "key": rows[ctx.key],
-            "time": rows[ctx.time],
+            "time": rows[ctx.time].cast(pl.Int64),
             "event": rows["__sk_event"],
             "offset": rows[OFFSET].cast(pl.Int64),
             "data": _payload_json(rows),
@@ -895,13 +901,32 @@ def _waiting_rows(rows: pl.DataFrame, ctx: BatchContext) -> pl.DataFrame:
 
 def _check_waiting(frame: pl.DataFrame, where: str) -> pl.DataFrame:
     """Refuse a waiting-events file whose columns are not what streamkit writes."""
-    if tuple(frame.columns) != _WAITING_SCHEMA or frame.schema["offset"] != pl.Int64:
+    schema = frame.schema
+    if (
+        tuple(frame.columns) != _WAITING_SCHEMA
+        or schema["offset"] != pl.Int64
+        or schema["time"] != pl.Int64
+    ):
         raise CorruptFileError(
             f"state file {where} (events waiting for the watermark) has columns "
             f"{frame.columns}, expected {list(_WAITING_SCHEMA)}; restore it, or rewind to an "
             "older checkpoint with run(from_checkpoint=N)"
         )
     return frame
+
+
+def _read_waiting(
+    files: list[dict[str, Any]], ckpts: CheckpointStore, watermark: int
+) -> pl.DataFrame:
+    """The events still waiting: those of the listed files after the watermark."""
+    from streamkit.pipeline._checkpoints import FileRef
+
+    frames = []
+    for f in files:
+        ref = FileRef.from_dict(f)
+        frames.append(_check_waiting(ckpts.read_state(ref), ckpts.where(ref.path)))
+    every = pl.concat(frames, how="vertical_relaxed")
+    return every.filter(pl.col("time") > watermark).sort("offset")
 
 
 def _check_lateness(value: Any) -> timedelta | int:

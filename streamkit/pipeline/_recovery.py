@@ -167,9 +167,13 @@ class Recovery:
         """
         ckpts = self.ckpts
         entry = dict(entry)
-        for single in ("state_file", "waiting_file"):
-            if entry.get(single) is not None:
-                entry[single] = ckpts.copy_state(FileRef.from_dict(entry[single])).to_dict()
+        if entry.get("state_file") is not None:
+            entry["state_file"] = ckpts.copy_state(FileRef.from_dict(entry["state_file"])).to_dict()
+        if entry.get("waiting_files"):
+            entry["waiting_files"] = [
+                dict(ckpts.copy_state(FileRef.from_dict(f)).to_dict(), max_time=f["max_time"])
+                for f in entry["waiting_files"]
+            ]
         if entry.get("state") is not None:
             state = dict(entry["state"])
             state["files"] = [

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import streamkit as sk
+from streamkit.pipeline._checkpoints import FileRef
 from streamkit.pipeline._eventtime import NOTHING, release
 from tests.pipeline.oracle import history_by_key, state_dict
 
@@ -246,3 +247,59 @@ def test_a_periodic_machine_cannot_flood_a_batch(monkeypatch: pytest.MonkeyPatch
     assert pipe.checkpoints().height == 1  # nothing committed
     monkeypatch.setattr(_operators, "MAX_TIMEOUTS_PER_BATCH", 50_000_000)
     assert pipe.run(progress=False).rows_out > 7_000
+
+
+def test_datetime_times_and_integer_keys_wait_too() -> None:
+    import datetime as dt
+
+    t0 = dt.datetime(2026, 1, 1)
+    times = [t0 + dt.timedelta(seconds=s) for s in (0, 30, 5, 60, 20)]
+    frame = pl.DataFrame(
+        {"lamp": [1, 1, 2, 1, 2], "t": times, "ev": ["on", "off", "on", "on", "off"]}
+    )
+    store = sk.Store(f"memory://late-{uuid.uuid4().hex}")
+    log = store.log("lamps", key="lamp", time="t")
+    for part in frame.iter_slices(1):
+        log.append(part)
+    pipe = (
+        sk.Pipeline("p", store, batch_rows=2)
+        .read(log)
+        .transitions(_machine(), event="ev", lateness="25s")
+        .write(store.log("history", key="key", time="time"))
+    )
+    pipe.run(progress=False, max_batches=1)
+    pipe.run(progress=False)
+    waiting = pipe.state().sort("key")
+    assert waiting["key"].dtype == pl.Int64 and waiting["waiting"].sum() > 0
+    pipe.run(progress=False, final=True)
+    assert pipe.state()["waiting"].sum() == 0
+    history = store.log("history").scan().collect()
+    assert history["time"].dtype == pl.Datetime("us")
+    assert pipe.verify(replay=True).ok
+    ckpts = pipe._ckpts()
+    on_disk = {f"state/{n}" for n in ckpts.fs.ls("state")}
+    live = set().union(*(ckpts._state_files(ckpts.read(i)) for i in ckpts.ids()))
+    assert on_disk == live
+
+
+def test_waiting_events_are_checkpointed_incrementally() -> None:
+    # times 0, 1, 2, ... with lateness 20: the 20 newest events wait; each
+    # checkpoint writes only the events that started waiting in its batch, and
+    # a file leaves the list once the watermark passed all of its events.
+    n = 200
+    frame = pl.DataFrame(
+        {"lamp": [f"l{i % 7}" for i in range(n)], "t": list(range(n)), "ev": ["on"] * n,
+         "note": [0] * n}
+    )  # fmt: skip
+    store = _store(frame, rows=10)
+    pipe = _pipe(store, 20, batch_rows=10)
+    pipe.run(progress=False)
+    ckpts = pipe._ckpts()
+    for cid in ckpts.ids():
+        entry = ckpts.read(cid).operators["0-transitions"]
+        files = entry.get("waiting_files", [])
+        assert len(files) <= 3  # 20 waiting events span at most 3 batches of 10
+        newest = ckpts.read_state(FileRef.from_dict(files[-1]))
+        assert newest.height <= 10
+        assert entry["waiting"] == min(20, 10 * cid)
+    assert pipe.state()["waiting"].sum() == 20
