@@ -418,7 +418,9 @@ def _replay(
 
 def _gone(source: Any, batches: list[dict[str, Any]]) -> list[str]:
     """Files the ``batches`` read that are no longer in the FileLog's folder."""
-    paths = dict.fromkeys(str(item[0]) for desc in batches for item in desc["files"])
+    paths = dict.fromkeys(
+        str(item[0]) for desc in batches for item in desc.get("files", ())  # finals: none
+    )
     if not paths:
         return []
     nested = any("/" in p for p in paths)

@@ -303,3 +303,24 @@ def test_waiting_events_are_checkpointed_incrementally() -> None:
         assert newest.height <= 10
         assert entry["waiting"] == min(20, 10 * cid)
     assert pipe.state()["waiting"].sum() == 20
+
+
+def test_a_file_log_source_waits_and_ends_too(tmp_path: Any) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    for i in range(4):  # each file in time order, the files overlapping
+        frame = pl.DataFrame({"k": ["a", "b"], "t": [10 * i + 5, 10 * i], "ev": ["on", "off"]})
+        frame.write_parquet(drop / f"f{i}.parquet")
+    store = sk.Store(str(tmp_path / "lake"))
+    pipe = (
+        sk.Pipeline("fl", store, batch_rows=2)
+        .read(sk.FileLog(str(drop), key="k", time="t"))
+        .transitions(_machine(), event="ev", tick=timedelta(seconds=1), lateness=12)
+        .write(store.log("h", key="key", time="time"))
+    )
+    pipe.run(progress=False)
+    assert pipe.state()["waiting"].sum() > 0
+    pipe.run(progress=False, final=True)
+    assert pipe.state()["waiting"].sum() == 0
+    report = pipe.verify(replay=True)
+    assert report.ok, report
