@@ -17,7 +17,8 @@ CONTRACT = {
 #: What streamkit.storage declares for the layers built on it (pipelines, the CLI).
 STORAGE = {
     "AppendResult", "FileCursor", "FileLog", "FileMark", "FilePlan", "FileSystem", "Log",
-    "Position", "Store", "Transaction", "crc32", "key_hash", "partition_of", "safe_relpath",
+    "Position", "SegmentRef", "Store", "Transaction", "crc32", "key_hash", "partition_of",
+    "safe_relpath",
 }  # fmt: skip
 
 

@@ -10,7 +10,9 @@ create-if-absent commit primitive), :func:`crc32` (the checksum every stored
 file carries) and :func:`safe_relpath` (the check for a path read from a stored
 file). ``Store.log_at`` opens logs at nested paths such as a pipeline's
 quarantine; ``Log.retract``, ``Log.writer_history`` and ``Log.check_manifest``
-serve writers that append with ``writer=``/``seq=``.
+serve writers that append with ``writer=``/``seq=``. ``Log.write_segments`` and
+``Log.commit_segments`` split an append across processes: workers write segment
+files and return :class:`SegmentRef` references, one process commits them all.
 
 Examples
 --------
@@ -33,6 +35,7 @@ from streamkit.storage.position import (
     FileCursor,
     FileMark,
     Position,
+    SegmentRef,
     Transaction,
 )
 from streamkit.storage.store import Store
@@ -46,6 +49,7 @@ __all__ = [
     "FileSystem",
     "Log",
     "Position",
+    "SegmentRef",
     "Store",
     "Transaction",
     "crc32",

@@ -24,11 +24,11 @@ import html
 import json
 import logging
 import random
+import re
 import threading
 import time as _time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,7 @@ from streamkit.storage import _reader
 from streamkit.storage._fs import FileSystem, verify
 from streamkit.storage._hash import partition_of
 from streamkit.storage._reader import Piece, read_parquet_checked, scan_pieces
-from streamkit.storage.position import AppendResult, Position, Transaction
+from streamkit.storage.position import AppendResult, Position, SegmentRef, Transaction
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -64,6 +64,8 @@ MAX_PARTITIONS = 1024
 _PROBE_FIRST = 1
 _PROBE_MAX = 256
 _COMMIT_ATTEMPTS = 10_000
+#: The name of a segment file below its partition folder: ``<ms>-<uuid hex>.parquet``.
+_SEGMENT_NAME = re.compile(r"[0-9]+-[0-9a-f]{32}\.parquet")
 
 TimeBound = Position | int | dt.datetime | dt.date | None
 
@@ -576,21 +578,7 @@ class Log:
         """
         where = f"append to log {self._name!r} ({self._fs.url})"
         frame = to_polars(df, where)
-        if (writer is None) != (seq is None):
-            raise ConfigurationError(
-                f"{where}: writer and seq go together, found writer={writer!r}, seq={seq!r}"
-            )
-        if writer is not None and (not isinstance(writer, str) or not writer):
-            raise ConfigurationError(f"{where}: writer must be a non-empty str, found {writer!r}")
-        if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
-            raise ConfigurationError(f"{where}: seq must be an int, found {seq!r}")
-        meta_dict = dict(meta or {})
-        if meta and writer is None:
-            raise ConfigurationError(f"{where}: meta needs writer and seq")
-        try:
-            json.dumps(meta_dict, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"{where}: meta must be JSON-able: {exc}") from None
+        meta_dict = _txn_args(writer, seq, meta, where)
 
         state = self._refresh()
         self._validate(frame, state, where)
@@ -602,7 +590,7 @@ class Log:
             return AppendResult(state.version, 0, pos, pos, False, 0)
         schema_b64 = schema_to_b64(frame.schema, where)
 
-        written = self._write_segments(frame, state)
+        written = self._write_segments(frame, state, schema_b64)
         return self._commit_append(
             frame,
             written=written,
@@ -612,6 +600,229 @@ class Log:
             meta=meta_dict,
             where=where,
         )
+
+    def write_segments(self, df: Any) -> list[SegmentRef]:
+        """Write rows as segment files without committing them; commit with :meth:`commit_segments`.
+
+        The files are written exactly as :meth:`append` writes them (rows routed to
+        partitions by key, sorted by ``(time, input order)`` within each, the same
+        size bounds, names and checksums), but no version references them yet:
+        no reader sees them. Any process that opens the log from its URL and
+        storage options can call this (a worker), and hand the references to the
+        one process that commits (a driver), which never reads the data.
+        Files that are never committed are removed by :meth:`vacuum`.
+
+        Parameters
+        ----------
+        df : polars/pyarrow/pandas frame
+            Must hold the key and time columns without nulls; once the log has a
+            schema, exactly its columns and types.
+
+        Returns
+        -------
+        list of SegmentRef
+            One per file written (none for an empty frame), JSON-able with
+            :meth:`SegmentRef.to_dict`.
+
+        Raises
+        ------
+        SchemaError
+            As :meth:`append` does.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> import streamkit as sk
+        >>> url = "memory://streamkit-doc-write-segments"
+        >>> driver = sk.Store(url).log("l", key="k", time="t", partitions=2)
+        >>> worker = sk.Store(url).log("l")  # another process, say
+        >>> refs = worker.write_segments(pl.DataFrame({"k": [1, 2, 3], "t": [3, 1, 2]}))
+        >>> [(r.partition, r.rows) for r in refs], driver.count()
+        ([(0, 1), (1, 2)], 0)
+        >>> sorted(refs[0].to_dict())[:4]
+        ['bytes', 'crc32', 'created', 'log']
+        """
+        where = f"write segments to log {self._name!r} ({self._fs.url})"
+        frame = to_polars(df, where)
+        state = self._refresh()
+        self._validate(frame, state, where)
+        if frame.height == 0:
+            return []
+        return self._write_segments(frame, state, schema_to_b64(frame.schema, where))
+
+    def commit_segments(
+        self,
+        refs: Sequence[SegmentRef],
+        *,
+        writer: str | None = None,
+        seq: int | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> AppendResult:
+        """Commit segment files written by :meth:`write_segments`, all in one new version.
+
+        The files may come from many processes. The commit is an append of their
+        rows: offsets follow the order of ``refs`` (within a file, its order),
+        the first commit sets the log's schema, and ``writer``/``seq`` make it
+        idempotent exactly as for :meth:`append`.
+
+        The data is never read: each file must be listed in the store with the
+        size its reference records (its checksum is checked by every reader),
+        and must be a segment file of this log that no version holds yet.
+        Nothing is committed otherwise. Files of a refused commit stay for
+        :meth:`vacuum` to remove; a duplicate (``writer`` committed ``seq``
+        already) deletes them unless a committed version holds them, as
+        :meth:`append` deletes its own.
+
+        Parameters
+        ----------
+        refs : sequence of SegmentRef
+            What :meth:`write_segments` returned (possibly in other processes,
+            shipped with :meth:`SegmentRef.to_dict`/:meth:`SegmentRef.from_dict`).
+        writer, seq : str and int, optional
+            If ``writer`` already committed a ``seq`` at least this large,
+            nothing is committed and the result is marked ``duplicate``.
+        meta : dict, optional
+            JSON-able data stored with the transaction (see :meth:`transaction`).
+
+        Returns
+        -------
+        AppendResult
+            ``rows`` is the sum of the references' rows; ``segments`` their number.
+
+        Raises
+        ------
+        ConfigurationError
+            A reference of another log (or of a log since deleted and created
+            again at the same URL), a path that is not a segment file of this
+            log, a file listed twice or committed already.
+        CorruptFileError
+            A file is missing or its size differs from its reference (named).
+        SchemaError
+            The references' columns differ from each other or from the log's.
+        OutcomeUnknownError
+            The store may or may not have applied the commit; retrying it is safe.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> import streamkit as sk
+        >>> url = "memory://streamkit-doc-commit-segments"
+        >>> driver = sk.Store(url).log("l", key="k", time="t")
+        >>> a = sk.Store(url).log("l").write_segments(pl.DataFrame({"k": [1], "t": [5]}))
+        >>> b = sk.Store(url).log("l").write_segments(pl.DataFrame({"k": [2, 3], "t": [1, 2]}))
+        >>> driver.commit_segments(a + b, writer="driver", seq=1)
+        AppendResult(version=1, rows=3, offsets=[0, 3), segments=2)
+        >>> driver.scan(with_offset="offset").collect().rows()
+        [(1, 5, 0), (2, 1, 1), (3, 2, 2)]
+        >>> driver.commit_segments(a + b, writer="driver", seq=1).duplicate
+        True
+        """
+        where = f"commit of segments to log {self._name!r} ({self._fs.url})"
+        items = list(refs)
+        meta_dict = _txn_args(writer, seq, meta, where)
+        state = self._refresh()
+        schema_b64 = self._check_refs(items, state, where)
+        dup = _duplicate(state, writer, seq)
+        if dup is not None:
+            self._discard_unreferenced([r.path for r in items])
+            return dup
+        if not items and writer is None:
+            pos = Position(state.next_offset)
+            return AppendResult(state.version, 0, pos, pos, False, 0)
+        empty = None
+        if schema_b64 is not None:
+            empty = pl.DataFrame(schema=schema_from_b64(schema_b64, where))
+        return self._commit_append(
+            empty,
+            written=items,
+            schema_b64=schema_b64,
+            writer=writer,
+            seq=seq,
+            meta=meta_dict,
+            where=where,
+            what="commit of segments",
+            owned=False,
+        )
+
+    def _check_refs(self, refs: list[SegmentRef], state: mf.LogState, where: str) -> str | None:
+        """Check that ``refs`` can be committed to this log; their common schema.
+
+        Refuses references of another log, paths that are not segment files of
+        this log (so a tampered reference cannot make a version point outside
+        the log's folder), inconsistent counts, a file listed twice, columns
+        that differ, and files that are missing or have another size. One
+        listing per partition folder; no file is read.
+        """
+        fs = self._fs
+        seen: set[str] = set()
+        for i, ref in enumerate(refs):
+            if not isinstance(ref, SegmentRef):
+                raise TypeError(
+                    f"{where}: refs[{i}] must be a SegmentRef (from log.write_segments() or "
+                    f"SegmentRef.from_dict()), found {type(ref).__name__}"
+                )
+            if ref.log != self.url or ref.created != state.created:
+                raise ConfigurationError(
+                    f"{where}: refs[{i}] ({ref.path}) was written to the log at {ref.log} "
+                    f"created at {ref.created} (ms), but this log is at {self.url}, created "
+                    f"at {state.created}; commit a reference to the log that wrote it"
+                )
+            folder = f"data/p={ref.partition:03d}/"
+            if not (
+                0 <= ref.partition < state.partitions
+                and ref.path.startswith(folder)
+                and _SEGMENT_NAME.fullmatch(ref.path[len(folder) :])
+            ):
+                raise ConfigurationError(
+                    f"{where}: refs[{i}] names {ref.path!r} in partition {ref.partition}, which "
+                    f"is not a segment file of this log (data/p=NNN/<ms>-<uuid>.parquet, "
+                    f"partition < {state.partitions}); a damaged or tampered reference is "
+                    "never committed"
+                )
+            if (
+                ref.rows <= 0
+                or ref.bytes <= 0
+                or ref.min_time > ref.max_time
+                or not 0 <= ref.crc32 < 2**32
+            ):
+                raise ConfigurationError(
+                    f"{where}: refs[{i}] ({ref.path}) records impossible values ({ref.rows} "
+                    f"rows, {ref.bytes} bytes, time [{ref.min_time}, {ref.max_time}], crc32 "
+                    f"{ref.crc32}); a damaged or tampered reference is never committed"
+                )
+            if ref.path in seen:
+                raise ConfigurationError(
+                    f"{where}: refs[{i}] ({ref.path}) is listed twice; a segment file is "
+                    "committed once"
+                )
+            seen.add(ref.path)
+        if not refs:
+            return None
+        schemas = list(dict.fromkeys(ref.schema for ref in refs))
+        first = schema_from_b64(schemas[0], where)
+        for text in schemas[1:]:
+            other = next(i for i, ref in enumerate(refs) if ref.schema == text)
+            _check_schema(first, schema_from_b64(text, where), f"{where}: refs[{other}]")
+        self._validate(pl.DataFrame(schema=first), state, where)
+        listed: dict[str, int] = {}
+        for part in sorted({ref.partition for ref in refs}):
+            for entry in fs.find_details(f"data/p={part:03d}", recursive=False):
+                listed[str(entry["path"])] = int(entry["size"])
+        for ref in refs:
+            size = listed.get(ref.path)
+            if size is None:
+                raise CorruptFileError(
+                    f"{where}: missing file {_fmt_path(fs, ref.path)} ({ref.rows} rows, "
+                    f"{ref.bytes} bytes): written by write_segments() but no longer in the "
+                    "store (removed by vacuum()?); nothing committed: write its rows again"
+                )
+            if size != ref.bytes:
+                raise CorruptFileError(
+                    f"{where}: file {_fmt_path(fs, ref.path)} holds {size} bytes, its "
+                    f"reference records {ref.bytes}: it changed after write_segments(); "
+                    "nothing committed: write its rows again"
+                )
+        return schemas[0]
 
     def _validate(self, frame: pl.DataFrame, state: mf.LogState, where: str) -> None:
         for role, col in (("key", state.key), ("time", state.time)):
@@ -643,9 +854,11 @@ class Log:
         if expected is not None:
             _check_schema(expected, frame.schema, where)
 
-    def _write_segments(self, frame: pl.DataFrame, state: mf.LogState) -> list[_Written]:
+    def _write_segments(
+        self, frame: pl.DataFrame, state: mf.LogState, schema_b64: str
+    ) -> list[SegmentRef]:
         """Write one segment file per non-empty partition (not yet committed)."""
-        out: list[_Written] = []
+        out: list[SegmentRef] = []
         if frame.height == 0:
             return out
         parts: list[tuple[int, pl.DataFrame]]
@@ -674,7 +887,18 @@ class Log:
                     if not created:  # pragma: no cover - uuid collision
                         raise StorageError(f"segment name collision at {_fmt_path(self._fs, path)}")
                     out.append(
-                        _Written(path, part, piece.height, int(phys[0]), int(phys[-1]), size, crc)
+                        SegmentRef(
+                            log=self.url,
+                            created=state.created,
+                            path=path,
+                            partition=part,
+                            rows=piece.height,
+                            bytes=size,
+                            crc32=crc,
+                            min_time=int(phys[0]),
+                            max_time=int(phys[-1]),
+                            schema=schema_b64,
+                        )
                     )
         except BaseException:
             self._discard([w.path for w in out])
@@ -683,25 +907,43 @@ class Log:
 
     def _commit_append(
         self,
-        frame: pl.DataFrame,
+        frame: pl.DataFrame | None,
         *,
-        written: Sequence[_Written],
-        schema_b64: str,
+        written: Sequence[SegmentRef],
+        schema_b64: str | None,
         writer: str | None,
         seq: int | None,
         meta: dict[str, Any],
         where: str,
+        what: str = "append",
+        owned: bool = True,
     ) -> AppendResult:
+        """Commit ``written`` as one version (op ``append``), offsets in their order.
+
+        ``frame`` (None: no rows to check) is checked against the latest schema
+        in every attempt. ``what`` names the operation in messages. ``owned``:
+        the files were written by this call, so a refused commit deletes them;
+        files written by other processes are left to :meth:`vacuum`.
+        """
         result: list[AppendResult] = []
-        empty = frame.head(0)
+        empty = None if frame is None else frame.head(0)
 
         def build(state: mf.LogState) -> dict[str, Any] | None:
             # Another writer may have set the schema or committed this txn meanwhile.
-            self._validate(empty, state, where)
+            if empty is not None:
+                self._validate(empty, state, where)
             dup = _duplicate(state, writer, seq)
             if dup is not None:
                 result[:] = [dup]
                 return None
+            for w in written:
+                seg = state.segments.get(w.path)
+                if seg is not None:  # a version already holds it: never count rows twice
+                    raise ConfigurationError(
+                        f"{where}: segment {_fmt_path(self._fs, w.path)} was committed by "
+                        f"version {seg.version} already; a segment file is committed once "
+                        "(commit with writer=/seq= to make a retried commit a no-op)"
+                    )
             offset = state.next_offset
             seg_no = state.next_segment
             version = state.version + 1
@@ -748,15 +990,22 @@ class Log:
             # confirm): never delete files a committed version may reference.
             # Unreferenced ones are removed by vacuum() after its retention.
             _logger.warning(
-                "append to log %r failed in its commit; its %d segment file(s) are kept "
+                "%s to log %r failed in its commit; its %d segment file(s) are kept "
                 "for vacuum() in case the store applied the commit",
+                what,
                 self._name,
                 len(written),
             )
+            noun = "append" if what == "append" else "commit"
             if writer is not None:
                 advice = (
-                    f"retrying the same append (writer={writer!r}, seq={seq}) is safe: it "
+                    f"retrying the same {noun} (writer={writer!r}, seq={seq}) is safe: it "
                     "is a no-op if this one landed"
+                )
+            elif not owned:
+                advice = (
+                    "retrying the same commit is safe: if this one landed, the retry is "
+                    "refused with an error naming a segment it committed"
                 )
             else:
                 advice = (
@@ -766,7 +1015,8 @@ class Log:
                 )
             raise OutcomeUnknownError(f"{where}: {exc}; {advice}") from None
         except BaseException:
-            self._discard([w.path for w in written])  # refused: no version holds them
+            if owned:
+                self._discard([w.path for w in written])  # refused: no version holds them
             raise
         if not committed:
             self._discard_unreferenced([w.path for w in written])
@@ -1072,19 +1322,6 @@ class Log:
 
 
 # -------------------------------------------------------------------- helpers
-@dataclass(frozen=True, slots=True)
-class _Written:
-    """A segment file written by an append that is not committed yet."""
-
-    path: str
-    partition: int
-    rows: int
-    min_time: int
-    max_time: int
-    bytes: int
-    crc32: int
-
-
 def _pieces(rows: pl.DataFrame) -> list[pl.DataFrame]:
     """Cut one partition's sorted rows into segments a reader will always decode.
 
@@ -1108,6 +1345,28 @@ def _write_parquet(frame: pl.DataFrame, target: Any) -> None:
     # some 10% more bytes, and as fast to read. Statistics let readers skip row
     # groups by time.
     frame.write_parquet(target, compression="zstd", compression_level=1, statistics=True)
+
+
+def _txn_args(
+    writer: str | None, seq: int | None, meta: Mapping[str, Any] | None, where: str
+) -> dict[str, Any]:
+    """Check an append's or a commit's ``writer``/``seq``/``meta``; the meta as a dict."""
+    if (writer is None) != (seq is None):
+        raise ConfigurationError(
+            f"{where}: writer and seq go together, found writer={writer!r}, seq={seq!r}"
+        )
+    if writer is not None and (not isinstance(writer, str) or not writer):
+        raise ConfigurationError(f"{where}: writer must be a non-empty str, found {writer!r}")
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
+        raise ConfigurationError(f"{where}: seq must be an int, found {seq!r}")
+    meta_dict = dict(meta or {})
+    if meta and writer is None:
+        raise ConfigurationError(f"{where}: meta needs writer and seq")
+    try:
+        json.dumps(meta_dict, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{where}: meta must be JSON-able: {exc}") from None
+    return meta_dict
 
 
 def _removal_body(op: str, gone: list[str], state: mf.LogState) -> dict[str, Any]:

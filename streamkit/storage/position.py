@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["AppendResult", "FileCursor", "FileMark", "Position", "Transaction"]
+__all__ = ["AppendResult", "FileCursor", "FileMark", "Position", "SegmentRef", "Transaction"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,3 +360,115 @@ class AppendResult:
             f"offsets=[{self.start.offset}, {self.end.offset}), "
             f"segments={self.segments}{dup})"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRef:
+    """A segment file written to a log but not committed yet (see ``Log.write_segments``).
+
+    What a process that wrote segments (a worker) hands to the one that commits
+    them (``Log.commit_segments``): everything the commit records, so the
+    committer never reads the data. Plain JSON through :meth:`to_dict` and
+    :meth:`from_dict`; it holds no credentials.
+
+    Attributes
+    ----------
+    log : str
+        URL of the log the file belongs to (``Log.url``, no credentials).
+    created : int
+        When that log was created (ms since the epoch): tells a log from one
+        deleted and created again at the same URL.
+    path : str
+        The file, relative to the log's folder (``data/p=000/<ms>-<uuid>.parquet``).
+    partition : int
+        The partition its rows were routed to.
+    rows : int
+        Number of rows.
+    bytes : int
+        File size.
+    crc32 : int
+        CRC-32 of the file's bytes (checked by every reader).
+    min_time, max_time : int
+        Smallest and largest time of its rows (physical value: an int, or a
+        Datetime in its time unit).
+    schema : str
+        The rows' column names and types (Arrow IPC schema, base64).
+
+    Examples
+    --------
+    >>> ref = SegmentRef("memory://s/l", 1, "data/p=000/1-ab.parquet", 0, 3, 512, 7, 1, 9, "...")
+    >>> SegmentRef.from_dict(ref.to_dict()) == ref
+    True
+    >>> ref
+    SegmentRef(log='memory://s/l', path='data/p=000/1-ab.parquet', rows=3, bytes=512, time=[1, 9])
+    """
+
+    log: str
+    created: int
+    path: str
+    partition: int
+    rows: int
+    bytes: int
+    crc32: int
+    min_time: int
+    max_time: int
+    schema: str
+
+    def __repr__(self) -> str:
+        return (
+            f"SegmentRef(log={self.log!r}, path={self.path!r}, rows={self.rows}, "
+            f"bytes={self.bytes}, time=[{self.min_time}, {self.max_time}])"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The reference as a JSON-able dict.
+
+        Examples
+        --------
+        >>> ref = SegmentRef("memory://s/l", 1, "data/p=000/1-ab.parquet", 0, 3, 512, 7, 1, 9, "S")
+        >>> ref.to_dict()["rows"], ref.to_dict()["path"]
+        (3, 'data/p=000/1-ab.parquet')
+        """
+        return {
+            "log": self.log,
+            "created": self.created,
+            "path": self.path,
+            "partition": self.partition,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "crc32": self.crc32,
+            "min_time": self.min_time,
+            "max_time": self.max_time,
+            "schema": self.schema,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SegmentRef:
+        """Rebuild a reference from :meth:`to_dict` output.
+
+        Raises
+        ------
+        ValueError
+            If ``data`` lacks a field or holds one of the wrong type.
+
+        Examples
+        --------
+        >>> SegmentRef.from_dict({"log": "memory://s/l"})
+        Traceback (most recent call last):
+        ...
+        ValueError: expected a segment reference (SegmentRef.to_dict()), found ...
+        """
+        ints = ("created", "partition", "rows", "bytes", "crc32", "min_time", "max_time")
+        strs = ("log", "path", "schema")
+        fields = {*ints, *strs}
+        ok = isinstance(data, dict) and set(data) == fields
+        if ok:
+            ok = all(isinstance(data[n], str) for n in strs) and all(
+                isinstance(data[n], int) and not isinstance(data[n], bool) for n in ints
+            )
+        if not ok:
+            raise ValueError(
+                "expected a segment reference (SegmentRef.to_dict()), found "
+                f"{data!r:.300}; fields {sorted(fields)} (str: {list(strs)}, the others int)"
+            )
+        return cls(**{n: data[n] for n in sorted(fields)})
