@@ -602,7 +602,7 @@ class Log:
         )
 
     def write_segments(self, df: Any) -> list[SegmentRef]:
-        """Write rows as segment files without committing them; commit with :meth:`commit_segments`.
+        """Write rows as segment files, committed later by :meth:`commit_segments`.
 
         The files are written exactly as :meth:`append` writes them (rows routed to
         partitions by key, sorted by ``(time, input order)`` within each, the same
