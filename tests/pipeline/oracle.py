@@ -22,18 +22,29 @@ def run_oracle(
     event: str,
     tick: timedelta = timedelta(microseconds=1),
     on_undefined: str = "quarantine",
+    lateness: int | None = None,
+    final: bool = False,
 ) -> dict[str, Any]:
     """Process ``events`` (already filtered, in log order) in one go.
 
-    Returns per-key history lists, the final state per key and the quarantine
-    as a list of (offset, reason) pairs.
+    Without ``lateness`` each event is applied as it is read, after its key's
+    timeouts up to the largest time read so far. With ``lateness`` (in ticks of
+    the time column) this is the streaming definition, one event at a time:
+    after reading an event the watermark is ``max(previous, largest time -
+    lateness)``; every buffered event whose time it reached is applied, in
+    (time, offset) order, after its key's timeouts up to ``max(the watermark
+    before this read, its time)``. ``final`` then applies what still waits with
+    the watermark at the largest time read. At the end every key's timeouts
+    fire up to the last watermark.
+
+    Returns per-key history lists, the final state per key, the quarantine as
+    a list of (offset, reason) pairs and the number of events still waiting.
     """
     table = {(t.source, t.event): t.target for t in machine.transitions}
     timeouts = {t.state: (t.after // tick, t.target) for t in machine.timeouts}
     state: dict[Any, list[Any]] = {}
     history: dict[Any, list[tuple[Any, ...]]] = defaultdict(list)
     quarantine: list[tuple[int, str]] = []
-    watermark = None
     times = events[time].cast(pl.Int64).to_list()
 
     def fire(k: Any, bound: int) -> None:
@@ -44,29 +55,56 @@ def run_oracle(
             history[k].append((deadline, "timeout", s[0], target))
             s[0], s[1], s[2] = target, deadline, max(s[2], deadline)
 
-    for row, t in zip(events.iter_rows(named=True), times, strict=True):
+    def apply(row: dict[str, Any], t: int, bound: int) -> None:
         k, ev = row[key], row[event]
-        watermark = t if watermark is None else max(watermark, t)
         if k not in state:
             state[k] = [machine.initial, t, t, 0]
-        fire(k, watermark)
+        fire(k, bound)
         s = state[k]
         if t < s[2]:
             quarantine.append((row["offset"], "late"))
-            continue
+            return
         s[3] += 1
         target = table.get((s[0], ev))
         if target is None:
             s[2] = t
             if on_undefined == "quarantine":
                 quarantine.append((row["offset"], "undefined"))
-            continue
+            return
         history[k].append((t, ev, s[0], target))
         s[0], s[1], s[2] = target, t, t
+
+    watermark: int | None = None
+    buffer: list[tuple[int, int, dict[str, Any]]] = []
+    largest: int | None = None
+    for row, t in zip(events.iter_rows(named=True), times, strict=True):
+        if lateness is None:
+            watermark = t if watermark is None else max(watermark, t)
+            apply(row, t, watermark)
+            continue
+        largest = t if largest is None else max(largest, t)
+        now = largest - lateness if watermark is None else max(watermark, largest - lateness)
+        buffer.append((t, row["offset"], row))
+        ready = sorted((b for b in buffer if b[0] <= now), key=lambda b: (b[0], b[1]))
+        buffer = [b for b in buffer if b[0] > now]
+        for bt, _, brow in ready:
+            apply(brow, bt, bt if watermark is None else max(watermark, bt))
+        watermark = now
+    if lateness is not None and final and largest is not None:
+        before = watermark if watermark is not None else largest
+        for bt, _, brow in sorted(buffer, key=lambda b: (b[0], b[1])):
+            apply(brow, bt, max(before, bt))
+        buffer = []
+        watermark = max(before, largest)
     for k in state:
         fire(k, watermark if watermark is not None else 0)
-    final = {k: (s[0], s[1], s[2], s[3]) for k, s in state.items()}
-    return {"history": dict(history), "state": final, "quarantine": sorted(quarantine)}
+    final_state = {k: (s[0], s[1], s[2], s[3]) for k, s in state.items()}
+    return {
+        "history": dict(history),
+        "state": final_state,
+        "quarantine": sorted(quarantine),
+        "waiting": len(buffer),
+    }
 
 
 def history_by_key(history: pl.DataFrame) -> dict[Any, list[tuple[Any, ...]]]:

@@ -324,3 +324,40 @@ def test_a_file_log_source_waits_and_ends_too(tmp_path: Any) -> None:
     assert pipe.state()["waiting"].sum() == 0
     report = pipe.verify(replay=True)
     assert report.ok, report
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    lateness=st.sampled_from([1, 5, 20, 60]),
+    batch_rows=st.integers(1, 40),
+    final=st.booleans(),
+)
+def test_the_pipeline_equals_the_streaming_oracle(
+    seed: int, lateness: int, batch_rows: int, final: bool
+) -> None:
+    from tests.pipeline.oracle import run_oracle
+
+    frame = _events(80, 5, disorder=40, seed=seed)
+    store = _store(frame, rows=5)
+    pipe = _pipe(store, lateness, batch_rows=batch_rows)
+    pipe.run(progress=False, final=final)
+    log_order = store.log("lamps").scan(with_offset="offset").collect()
+    want = run_oracle(
+        log_order,
+        _machine(),
+        key="lamp",
+        time="t",
+        event="ev",
+        tick=timedelta(seconds=1),
+        lateness=lateness,
+        final=final,
+    )
+    history = store.log("history").scan().collect()
+    assert history_by_key(history) == want["history"]
+    state = pipe.state()
+    applied = state.filter(pl.col("state").is_not_null()).drop("waiting")
+    assert state_dict(applied) == want["state"]
+    assert int(state["waiting"].sum()) == want["waiting"]
+    q = pipe.quarantine().sort("offset").select("offset", "reason").rows()
+    assert q == want["quarantine"]
