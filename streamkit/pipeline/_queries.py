@@ -13,7 +13,7 @@ import polars as pl
 
 from streamkit.errors import ConfigurationError, CorruptFileError
 from streamkit.pipeline._checkpoints import DEFAULT_KEY_GROUPS
-from streamkit.pipeline._operators import Transitions
+from streamkit.pipeline._transitions import Transitions
 
 if TYPE_CHECKING:
     from streamkit.pipeline.pipeline import Pipeline

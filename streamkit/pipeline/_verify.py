@@ -11,8 +11,9 @@ from streamkit.errors import StreamkitError
 from streamkit.pipeline._checkpoints import Checkpoint, CheckpointStore, FileRef
 from streamkit.pipeline._executor import LocalExecutor
 from streamkit.pipeline._keyed import ID, GroupedState
-from streamkit.pipeline._operators import OFFSET, BatchContext, Transitions, _check_state_table
+from streamkit.pipeline._operators import OFFSET, BatchContext
 from streamkit.pipeline._report import VerifyReport
+from streamkit.pipeline._transitions import Transitions, _check_state_table
 from streamkit.storage import Log, Position
 
 if TYPE_CHECKING:
@@ -419,7 +420,9 @@ def _replay(
 def _gone(source: Any, batches: list[dict[str, Any]]) -> list[str]:
     """Files the ``batches`` read that are no longer in the FileLog's folder."""
     paths = dict.fromkeys(
-        str(item[0]) for desc in batches for item in desc.get("files", ())  # finals: none
+        str(item[0])
+        for desc in batches
+        for item in desc.get("files", ())  # finals: none
     )
     if not paths:
         return []

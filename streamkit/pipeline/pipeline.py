@@ -20,11 +20,11 @@ from streamkit.pipeline._operators import (
     KeyedOperator,
     OnUndefined,
     Operator,
-    Transitions,
     WithColumns,
 )
 from streamkit.pipeline._report import RunReport, VerifyReport
 from streamkit.pipeline._runner import Runner
+from streamkit.pipeline._transitions import Transitions
 
 if TYPE_CHECKING:
     from streamkit.machines import Machine

@@ -217,7 +217,7 @@ def test_a_duration_on_integer_time_needs_a_tick() -> None:
 
 
 def test_a_periodic_machine_cannot_flood_a_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamkit.pipeline import _operators
+    from streamkit.pipeline import _transitions
 
     blink = sk.Machine(
         "blink",
@@ -238,14 +238,14 @@ def test_a_periodic_machine_cannot_flood_a_batch(monkeypatch: pytest.MonkeyPatch
         .write(store.log("history", key="key", time="time"))
     )
     pipe.run(progress=False)
-    monkeypatch.setattr(_operators, "MAX_TIMEOUTS_PER_BATCH", 1_000)
+    monkeypatch.setattr(_transitions, "MAX_TIMEOUTS_PER_BATCH", 1_000)
     store.log("lamps").append(
         pl.DataFrame({"lamp": ["a"], "t": [3600], "ev": ["press"], "note": [1]})
     )  # an hour later: 3,600 blinks per key
     with pytest.raises(sk.ConfigurationError, match="periodic"):
         pipe.run(progress=False)
     assert pipe.checkpoints().height == 1  # nothing committed
-    monkeypatch.setattr(_operators, "MAX_TIMEOUTS_PER_BATCH", 50_000_000)
+    monkeypatch.setattr(_transitions, "MAX_TIMEOUTS_PER_BATCH", 50_000_000)
     assert pipe.run(progress=False).rows_out > 7_000
 
 

@@ -1,0 +1,758 @@
+"""The transitions operator: a finite-state machine per key, in event time.
+
+``Transitions`` keeps per key its state, since, last time and event count
+(key-grouped, checkpointed incrementally by :mod:`._keyed`), runs each batch
+through the compiled kernel and emits the transition history; with
+``lateness`` events first wait for the watermark (:mod:`._eventtime`).
+Events it sets aside go to the quarantine in a fixed schema.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from streamkit.errors import (
+    CheckpointError,
+    ConfigurationError,
+    CorruptFileError,
+    SchemaError,
+    UndefinedTransitionError,
+)
+from streamkit.pipeline._operators import (
+    OFFSET,
+    BatchContext,
+    KeyedOperator,
+    OnUndefined,
+    expr_to_json,
+)
+
+if TYPE_CHECKING:
+    from streamkit.machines import Machine
+    from streamkit.pipeline._checkpoints import CheckpointStore
+
+
+def time_tick(dtype: pl.DataType, tick: timedelta | None) -> timedelta | int:
+    """The duration of one integer unit of a time column (an int counts nanoseconds)."""
+    if isinstance(dtype, pl.Datetime):
+        unit = dtype.time_unit or "us"
+        if unit == "ns":
+            return 1  # kernel: an int tick counts nanoseconds
+        return timedelta(microseconds=1) if unit == "us" else timedelta(milliseconds=1)
+    if dtype.is_integer():
+        if tick is None:
+            raise ConfigurationError(
+                "the time column is an integer and the machine has timeouts: say how long "
+                "one unit is with .transitions(..., tick=timedelta(milliseconds=1)) (or "
+                "seconds=1, ...), so that timeouts fire at the right time"
+            )
+        return tick
+    raise ConfigurationError(
+        f"the time column must be Datetime or an integer type, found {dtype}; "
+        "cast it with .with_columns(...) before .transitions()"
+    )
+
+
+_STATE_COLUMNS = ("key", "state", "since", "last_time", "events")
+
+
+def _check_state_table(table: pl.DataFrame, path: str) -> None:
+    """Refuse a state table whose columns are not what ``freeze`` writes."""
+    missing = [c for c in _STATE_COLUMNS if c not in table.columns]
+    if missing:
+        raise CorruptFileError(
+            f"state file {path} lacks columns {missing}; restore it, or rewind to an older "
+            "checkpoint with run(from_checkpoint=N)"
+        )
+    schema = table.schema
+    wrong = [
+        f"{name}: {schema[name]}"
+        for name, ok in (
+            ("key", not (schema["key"].is_nested() or schema["key"] == pl.Null)),
+            ("state", schema["state"] in (pl.String, pl.Categorical)),
+            ("since", isinstance(schema["since"], pl.Datetime) or schema["since"].is_integer()),
+            (
+                "last_time",
+                isinstance(schema["last_time"], pl.Datetime) or schema["last_time"].is_integer(),
+            ),
+            ("events", schema["events"].is_integer()),
+        )
+        if not ok
+    ]
+    if wrong:
+        raise CorruptFileError(
+            f"state file {path} has unexpected column types ({', '.join(wrong)}); streamkit "
+            "writes a scalar key, a String state, Datetime or integer times and integer "
+            "counts. Restore it, or rewind to an older checkpoint with run(from_checkpoint=N)"
+        )
+    nulls = [c for c in _STATE_COLUMNS if table[c].null_count()]
+    if nulls:
+        raise CorruptFileError(
+            f"state file {path} holds nulls in {nulls}; restore it, or rewind to an older "
+            "checkpoint with run(from_checkpoint=N)"
+        )
+
+
+def _refuse_nulls(df: pl.DataFrame, ctx: BatchContext) -> None:
+    """A null key or time cannot be ordered or kept: stop with the offsets.
+
+    The source log holds no nulls in its key and time columns (``append`` and
+    ``FileLog`` refuse them), so an operator before ``.transitions()`` made them.
+    The quarantine cannot keep such rows either: it is a log keyed the same way.
+    """
+    for role, col in (("key", ctx.key), ("time", ctx.time)):
+        nulls = df[col].null_count()
+        if not nulls:
+            continue
+        rows = df.filter(df[col].is_null())
+        offsets = rows[OFFSET].head(5).to_list() if OFFSET in rows.columns else []
+        raise SchemaError(
+            f"the {role} column {col!r} is null in {nulls} event(s) reaching "
+            f".transitions() (source offsets {offsets}{'...' if nulls > 5 else ''}); the "
+            f"log holds no null {role}s, so an operator before .transitions() produced "
+            f"them. Keep {col!r} non-null, e.g. add .filter(pl.col({col!r}).is_not_null()) "
+            "before .transitions(); nothing of this batch was committed"
+        )
+
+
+class Transitions(KeyedOperator):
+    """Run a finite-state machine per key; emit the transition history."""
+
+    kind = "transitions"
+
+    def __init__(
+        self,
+        machine: Machine,
+        *,
+        event: str | pl.Expr,
+        on_undefined: OnUndefined,
+        tick: timedelta | None,
+        lateness: timedelta | str | int | None = None,
+    ) -> None:
+        super().__init__()
+        self.lateness = _check_lateness(lateness)
+        if on_undefined not in ("quarantine", "ignore", "error"):
+            raise ConfigurationError(
+                f"on_undefined must be 'quarantine', 'ignore' or 'error', got {on_undefined!r}"
+            )
+        machine.check()
+        self.machine = machine
+        self.event = pl.col(event) if isinstance(event, str) else event
+        self.event_name = event if isinstance(event, str) else "event"
+        self.on_undefined: OnUndefined = on_undefined
+        self.tick = tick
+        self._opened = False
+
+    def describe(self) -> str:
+        late = "" if not self.lateness else f", lateness={_format_lateness(self.lateness)!r}"
+        return (
+            f"transitions({self.machine.name!r}, event={self.event_name!r}, "
+            f"on_undefined={self.on_undefined!r}{late})"
+        )
+
+    def fingerprint(self) -> str:
+        return self.machine.fingerprint()
+
+    def fresh(self, *, on_undefined: OnUndefined | None = None) -> Transitions:
+        new = Transitions(
+            self.machine,
+            event=self.event,
+            on_undefined=on_undefined or self.on_undefined,
+            tick=self.tick,
+            lateness=self.lateness,
+        )
+        new.op_id = self.op_id
+        return new
+
+    def plan(self) -> dict[str, Any] | None:
+        event = expr_to_json(self.event)
+        if event is None:
+            return None
+        return {
+            "id": self.op_id,
+            "kind": self.kind,
+            "machine": self.machine.to_dict(),
+            "event": event,
+            "event_name": self.event_name,
+            "on_undefined": self.on_undefined,
+            "tick_us": None if self.tick is None else self.tick // timedelta(microseconds=1),
+            "lateness": _lateness_to_json(self.lateness),
+        }
+
+    # --------------------------------------------------------------- state
+    def open(self, entry: dict[str, Any] | None, ckpts: CheckpointStore, key_groups: int) -> None:
+        from streamkit.kernel import KeyIndex, KeyState, compile
+        from streamkit.pipeline._keyed import GroupedState
+
+        self._time_dtype: pl.DataType | None = None
+        self.index = KeyIndex()
+        self.kstate = KeyState.empty(0)
+        self.grouped = GroupedState(key_groups)
+        timed = {t.state for t in self.machine.timeouts}
+        # per state code, and -1 ("never seen") last: no timeout
+        self._has_timeout = np.array([s in timed for s in self.machine.states] + [False])
+        self._timed = np.zeros(0, dtype=bool)  # per key id: its state has a timeout
+        self.watermark = int(np.iinfo(np.int64).min)
+        self.max_time = self.watermark  # the largest time read (event time)
+        self.waiting = _no_waiting()  # events read but not applied yet (lateness)
+        self._fresh_waiting: list[pl.DataFrame] = []  # started waiting since changes()
+        # Files of the events that started waiting in earlier batches (with the
+        # largest time in each): one stays listed until the watermark passes it.
+        self._waiting_files: list[dict[str, Any]] = []
+        self._key_dtype: pl.DataType | None = None
+        self._compile = compile
+        self.cm: Any = None
+        self.machines_used: list[str] = []
+        if entry is None:
+            self._opened = True
+            return
+        states = list(entry.get("states", []))
+        missing = [s for s in states if s not in self.machine.states]
+        if missing:
+            raise CheckpointError(
+                f"the checkpoint was written by machine {entry.get('machine_name')!r} whose "
+                f"states {missing} the current machine {self.machine.name!r} does not declare; "
+                "keep those states, or reprocess from the start with "
+                "run(from_checkpoint=0)"
+            )
+        if entry.get("state") is not None:
+            table = self.grouped.restore(entry["state"], ckpts, check=_check_state_table)
+            where = f"{ckpts.where('state')} (key-group chains)"
+        else:  # format 1: the whole state in one file, regrouped at the next checkpoint
+            from streamkit.pipeline._checkpoints import FileRef
+
+            ref = FileRef.from_dict(entry["state_file"])
+            table = ckpts.read_state(ref)
+            where = ref.path
+            self.grouped.regroup(key_groups, table["key"] if table.height else pl.Series([]))
+        self.watermark = int(entry["watermark"])
+        self.max_time = int(entry.get("max_time", self.watermark))
+        if entry.get("waiting_files"):
+            self.waiting = _read_waiting(entry["waiting_files"], ckpts, self.watermark)
+            self._waiting_files = [dict(f) for f in entry["waiting_files"]]
+        self.machines_used = [str(f) for f in entry.get("machines_used", [entry["machine"]])]
+        if table.height:
+            _check_state_table(table, where)
+            self.index = KeyIndex.from_series(table["key"])
+            codes = table["state"].replace_strict(
+                list(self.machine.states),
+                list(range(len(self.machine.states))),
+                default=-1,
+                return_dtype=pl.Int32,
+            )
+            if (codes < 0).any():
+                bad = table.filter(codes < 0)["state"].unique().to_list()
+                raise CheckpointError(f"state file {where} holds unknown states {bad}")
+            self.kstate = KeyState.empty(table.height)
+            self.kstate.state[:] = codes.to_numpy()
+            self.kstate.since[:] = table["since"].cast(pl.Int64).to_numpy()
+            self.kstate.last[:] = table["last_time"].cast(pl.Int64).to_numpy()
+            self.kstate.events[:] = table["events"].to_numpy()
+            self._timed = self._has_timeout[codes.to_numpy()]
+            self._time_dtype = table["since"].dtype
+            self._key_dtype = table["key"].dtype
+        self._opened = True
+
+    @staticmethod
+    def empty_state() -> pl.DataFrame:
+        """The state of a pipeline that has seen no key yet."""
+        return pl.DataFrame(
+            schema={
+                "key": pl.String,
+                "state": pl.String,
+                "since": pl.Int64,
+                "last_time": pl.Int64,
+                "events": pl.Int64,
+            }
+        )
+
+    def state_frame(self) -> pl.DataFrame:
+        """The per-key state as the contract's columns (a copy of the arrays), by key id."""
+        return self._rows(None)
+
+    def _rows(self, ids: np.ndarray[Any, Any] | None) -> pl.DataFrame:
+        """The state of the keys ``ids`` (None: every key, in id order)."""
+        if self._time_dtype is None or self._key_dtype is None:
+            return self.empty_state()
+        k = self.kstate
+        if ids is None:
+            n = len(self.index)
+            keys = self.index.keys
+            state, since, last, events = (
+                np.array(a[:n]) for a in (k.state, k.since, k.last, k.events)
+            )
+        else:
+            keys = self.index.keys.gather(ids)
+            state, since, last, events = (a[ids] for a in (k.state, k.since, k.last, k.events))
+        names = pl.Series("state", list(self.machine.states), dtype=pl.String)
+        return pl.DataFrame(
+            {
+                "key": keys,
+                "state": names.gather(state),
+                "since": pl.Series(since).cast(self._time_dtype),
+                "last_time": pl.Series(last).cast(self._time_dtype),
+                "events": pl.Series(events, dtype=pl.Int64),
+            }
+        )
+
+    def changes(self) -> Any:
+        fingerprint = self.machine.fingerprint()
+        if fingerprint not in self.machines_used:
+            self.machines_used.append(fingerprint)
+        entry = {
+            "kind": self.kind,
+            "machine": fingerprint,
+            "machines_used": list(self.machines_used),
+            "machine_name": self.machine.name,
+            "states": list(self.machine.states),
+            "watermark": self.watermark,
+            "keys": len(self.index),
+        }
+        if self.lateness:
+            entry["max_time"] = self.max_time
+            entry["waiting"] = self.waiting.height
+        fresh = (
+            pl.concat(self._fresh_waiting, how="vertical_relaxed") if self._fresh_waiting else None
+        )
+        self._fresh_waiting = []
+        taken = self.grouped.take()
+        self._track_timed(taken.touched)  # before the next batch's flush
+        rows = None
+        if taken.path is not None:
+            from streamkit.pipeline._keyed import ID
+
+            rows = self._rows(taken.ids).insert_column(0, pl.Series(ID, taken.ids))
+        return entry, taken, rows, fresh
+
+    def persist(self, ckpts: CheckpointStore, changes: Any) -> dict[str, Any]:
+        entry, taken, rows, fresh = changes
+        written = None
+        if rows is not None:
+            written = ckpts.write_state(rows, taken.path)
+        # Waiting events, incrementally: each batch writes only the events that
+        # started waiting in it; a file drops out once the watermark passed its
+        # every event (an event waits exactly while its time is after the watermark).
+        wm = int(entry["watermark"])
+        files = [f for f in self._waiting_files if int(f["max_time"]) > wm]
+        if fresh is not None and fresh.height:
+            ref = ckpts.write_state(fresh).to_dict()
+            files.append(dict(ref, max_time=int(fresh["time"].max())))
+        self._waiting_files = files
+        entry = dict(entry, state=self.grouped.entry(taken, written))
+        if files:
+            entry["waiting_files"] = files
+        return entry
+
+    def regroup(self, key_groups: int) -> None:
+        self.grouped.regroup(key_groups, self.index.keys)
+
+    # ------------------------------------------------------------- process
+    def process(self, frame: pl.LazyFrame, ctx: BatchContext) -> pl.LazyFrame:
+        df = frame.with_columns(__sk_event=self.event.cast(pl.String)).collect()
+        _refuse_nulls(df, ctx)
+        key_s, time_s = df[ctx.key], df[ctx.time]
+        if self.cm is None:
+            given = self.tick
+            if given is None and not self.machine.timeouts and time_s.dtype.is_integer():
+                given = timedelta(seconds=1)  # no timeouts: the unit does not matter
+            tick = time_tick(time_s.dtype, given)
+            self._tick_value = tick
+            self.cm = self._compile(self.machine, tick=tick)
+        if self._time_dtype is None:
+            self._time_dtype = time_s.dtype
+            self._key_dtype = key_s.dtype
+        elif time_s.dtype != self._time_dtype:
+            raise CheckpointError(
+                f"the time column {ctx.time!r} is {time_s.dtype} in this batch but "
+                f"{self._time_dtype} in the checkpointed state"
+            )
+        if self.lateness:
+            return self._process_in_time(df, ctx).lazy()
+        if df.height == 0:
+            res = ctx.executor.run_batch(
+                self.cm,
+                np.empty(0, np.int64),
+                np.empty(0, np.int32),
+                np.empty(0, np.int64),
+                self.kstate,
+                watermark=self.watermark,
+                flush_keys=self._flush_keys(np.empty(0, np.int64)),
+            )
+            empty = np.empty(0, np.int64)
+            return self._emit(
+                df.drop("__sk_event"), res, ctx, empty, empty.astype(np.int32), empty
+            ).lazy()
+        key_ids = self._key_ids(key_s)
+        codes = self.cm.encode_events(df["__sk_event"])
+        times = time_s.cast(pl.Int64).to_numpy()
+        flush_keys = self._flush_keys(key_ids)
+        self._check_timer_budget(
+            int(times.min()), max(self.watermark, int(times.max())), len(flush_keys) + len(times)
+        )
+        res = ctx.executor.run_batch(
+            self.cm,
+            key_ids,
+            codes,
+            times,
+            self.kstate,
+            watermark=self.watermark,
+            flush_keys=flush_keys,
+        )
+        self.max_time = max(self.max_time, self.watermark)
+        return self._emit(df, res, ctx, key_ids, codes, times).lazy()
+
+    def _check_timer_budget(self, first: int, watermark: int, chains: int) -> None:
+        """Bound what a periodic machine emits in one batch, before anything runs.
+
+        A machine with a cycle of timeouts alone (``periodic=True``) fires, for
+        an idle key, a timeout per period for as long as the watermark moves:
+        a batch whose watermark jumps over a long quiet stretch of the log
+        could emit without limit. At most ``chains`` chains (keys in timed
+        states, plus one per event) each fire at most what the machine can fire
+        over the span the batch's watermark covers; above
+        ``MAX_TIMEOUTS_PER_BATCH`` rows the batch is refused.
+        """
+        if not getattr(self.machine, "periodic", False) or self.cm is None:
+            return
+        from streamkit.machines._validate import max_timeouts_within
+
+        start = first if self.watermark == _NO_TIME else min(first, self.watermark)
+        ticks = max(watermark - start, 0)
+        tick = self._tick_value
+        span = (
+            tick * ticks if isinstance(tick, timedelta) else timedelta(microseconds=ticks // 1000)
+        )
+        per_chain = max_timeouts_within(self.machine, span)
+        if per_chain * chains > MAX_TIMEOUTS_PER_BATCH:
+            raise ConfigurationError(
+                f"machine {self.machine.name!r} is periodic and this batch moves the watermark "
+                f"over {span}: up to {per_chain:,} timeouts for each of {chains:,} keys and "
+                f"events, more than {MAX_TIMEOUTS_PER_BATCH:,} rows in one batch; nothing was "
+                "committed. A quiet stretch of the log this long makes every idle key fire "
+                "once per period: give the machine a final state its loop can leave, or "
+                "process the log with smaller batches around the gap (batch_rows=...)"
+            )
+
+    def _key_ids(self, keys: pl.Series) -> np.ndarray[Any, Any]:
+        """Ids of ``keys``, new keys registered in their key groups and the state."""
+        known = len(self.index)
+        key_ids = self.index.lookup_or_insert(keys)
+        if len(self.index) > known:
+            self.grouped.add_keys(self.index.keys.slice(known))
+        self.kstate.grow(len(self.index))
+        return key_ids
+
+    def _lateness_ticks(self, dtype: pl.DataType) -> int:
+        """``lateness`` in units of the time column."""
+        if isinstance(self.lateness, int):
+            return self.lateness
+        if dtype.is_integer() and self.tick is None:
+            raise ConfigurationError(
+                f"lateness={_format_lateness(self.lateness)!r} is a duration but the time "
+                "column is an integer: say how long one unit is with tick=timedelta(...), "
+                "or give lateness in units of the time column (an int)"
+            )
+        tick = time_tick(dtype, self.tick)
+        if isinstance(tick, int):  # nanoseconds
+            return int(self.lateness // timedelta(microseconds=1)) * 1000
+        return int(self.lateness // tick)
+
+    def _process_in_time(self, df: pl.DataFrame, ctx: BatchContext) -> pl.DataFrame:
+        """Apply the events the watermark has passed, in (time, log order); keep the
+        others waiting (see :mod:`streamkit.pipeline._eventtime`)."""
+        from streamkit.pipeline._eventtime import release
+
+        time_dtype = df[ctx.time].dtype
+        new_times = df[ctx.time].cast(pl.Int64).to_numpy()
+        waiting = self.waiting
+        plan = release(
+            new_times,
+            df[OFFSET].cast(pl.Int64).to_numpy(),
+            waiting["time"].cast(pl.Int64).to_numpy(),
+            waiting["offset"].to_numpy(),
+            watermark=self.watermark,
+            max_time=self.max_time,
+            lateness=self._lateness_ticks(time_dtype),
+            final=ctx.final,
+        )
+        fresh = pl.DataFrame(
+            {
+                ctx.key: df[ctx.key],
+                ctx.time: df[ctx.time],
+                "__sk_event": df["__sk_event"],
+                OFFSET: df[OFFSET].cast(pl.Int64),
+                "__sk_src": pl.int_range(0, df.height, dtype=pl.Int64, eager=True),
+                "__sk_data": pl.repeat(None, df.height, dtype=pl.String, eager=True),
+            }
+        )
+        old = pl.DataFrame(
+            {
+                ctx.key: waiting["key"].cast(df[ctx.key].dtype),
+                ctx.time: waiting["time"].cast(time_dtype),
+                "__sk_event": waiting["event"],
+                OFFSET: waiting["offset"],
+                "__sk_src": pl.Series(np.full(waiting.height, -1, dtype=np.int64)),
+                "__sk_data": waiting["data"],
+            }
+        )
+        both = pl.concat([old, fresh])
+        released = both[plan.order]
+        held_new = df.filter(pl.Series(plan.held_new))
+        kept = pl.concat(
+            [waiting.filter(pl.Series(plan.held_waiting)), _waiting_rows(held_new, ctx)],
+            how="vertical_relaxed",
+        )
+        if held_new.height:
+            self._fresh_waiting.append(kept.tail(held_new.height))
+        self.waiting = kept
+        self.max_time = plan.max_time
+        key_ids = self._key_ids(released[ctx.key])
+        codes = self.cm.encode_events(released["__sk_event"])
+        times = released[ctx.time].cast(pl.Int64).to_numpy()
+        flush_keys = self._flush_keys(key_ids)
+        if len(times):
+            self._check_timer_budget(int(times.min()), plan.watermark, len(flush_keys) + len(times))
+        res = ctx.executor.run_batch(
+            self.cm,
+            key_ids,
+            codes,
+            times,
+            self.kstate,
+            watermark=plan.watermark,
+            wm=plan.wm,
+            flush_keys=flush_keys,
+        )
+
+        def data_of(rows: pl.DataFrame) -> pl.Series:
+            data = rows["__sk_data"]
+            src = rows["__sk_src"].to_numpy()
+            fresh_rows = np.flatnonzero(src >= 0)
+            if len(fresh_rows):
+                payload = _payload_json(df[src[fresh_rows]])
+                data = data.scatter(fresh_rows, payload)
+            return data
+
+        return self._emit(released, res, ctx, key_ids, codes, times, data_of=data_of)
+
+    def _flush_keys(self, key_ids: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """The keys the batch-end flush must look at: those in a state with a
+        timeout, and the batch's own (ascending). Idle keys in untimed states
+        then cost the flush nothing."""
+        n = len(self.index)
+        if len(self._timed) < n:
+            grown = np.zeros(max(n, 2 * len(self._timed)), dtype=bool)
+            grown[: len(self._timed)] = self._timed
+            self._timed = grown
+        self._timed[key_ids] = True  # corrected after the batch (changes -> _track_timed)
+        return np.flatnonzero(self._timed[:n]).astype(np.int64)
+
+    def _track_timed(self, ids: np.ndarray[Any, Any]) -> None:
+        """Re-mark the keys ``ids`` (touched by a batch) by whether their state is timed."""
+        if len(ids) and len(self._timed):
+            self._timed[ids] = self._has_timeout[np.asarray(self.kstate.state)[ids]]
+
+    @staticmethod
+    def _quarantine_rows(
+        df: pl.DataFrame,
+        setaside: np.ndarray[Any, Any],
+        late: np.ndarray[Any, Any],
+        res: Any,
+        states: pl.Series,
+        ctx: BatchContext,
+        data_of: Any = None,
+    ) -> pl.DataFrame:
+        """Set-aside events in the quarantine's fixed schema.
+
+        Key, time and event stay typed columns; the whole event row is kept as
+        JSON in ``data``, so the quarantine survives changes to the operators.
+        """
+        q = df.filter(pl.Series(setaside)) if setaside.any() else df.clear()
+        reason = np.where(late[setaside], "late", "undefined")
+        data = _payload_json(q) if data_of is None else data_of(q).rename("data")
+        return pl.DataFrame(
+            {
+                ctx.key: q[ctx.key],
+                ctx.time: q[ctx.time],
+                "event": q["__sk_event"],
+                "reason": pl.Series(reason, dtype=pl.String),
+                "state": states.gather(res.from_state[setaside]),
+                "offset": q[OFFSET].cast(pl.Int64),
+                "data": data,
+            }
+        )
+
+    def _emit(
+        self,
+        df: pl.DataFrame,
+        res: Any,
+        ctx: BatchContext,
+        key_ids: np.ndarray[Any, Any],
+        codes: np.ndarray[Any, Any],
+        times: np.ndarray[Any, Any],
+        data_of: Any = None,
+    ) -> pl.DataFrame:
+        self.watermark = int(res.watermark)
+        self.grouped.touch(key_ids)
+        self.grouped.touch(res.t_key)
+        states = pl.Series("s", list(self.machine.states), dtype=pl.String)
+        status = res.status
+        n = df.height
+        undefined = status == 1
+        late = status == 2
+        ctx.count("late", int(late.sum()))
+        ctx.count("undefined", int(undefined.sum()))
+        ctx.count("applied", n - int(late.sum()))
+        if self.on_undefined == "error" and undefined.any():
+            i = int(np.flatnonzero(undefined)[0])
+            raise UndefinedTransitionError(
+                f"undefined transition: key={df[ctx.key][i]!r} time={df[ctx.time][i]} "
+                f"state={states[int(res.from_state[i])]!r} event={df['__sk_event'][i]!r} "
+                f"(source offset {df[OFFSET][i]}); nothing of this batch was committed. "
+                "Declare the transition or use on_undefined='quarantine'"
+            )
+        if self.on_undefined == "ignore":
+            ctx.count("ignored", int(undefined.sum()))
+        setaside = late | undefined if self.on_undefined == "quarantine" else late
+        ctx.quarantine.append(
+            self._quarantine_rows(df, setaside, late, res, states, ctx, data_of=data_of)
+        )
+        # History rows: fired events and timeouts, ordered by (time, firing order):
+        # per key that is firing order (a key's times never decrease), and the
+        # output log, which stores each append in time order, finds them sorted.
+        # Built from integer codes; names come from small dictionaries.
+        from streamkit.kernel import history_arrays
+
+        events = self.machine.events
+        k, t, e, f, to = history_arrays(res, key_ids, times, codes, timeout_code=len(events))
+        names = pl.Series("e", [*events, "timeout"], dtype=pl.String)
+        return pl.DataFrame(
+            {
+                "key": self.index.keys.gather(k).cast(df[ctx.key].dtype),
+                "time": pl.Series(t, dtype=pl.Int64).cast(df[ctx.time].dtype),
+                "event": names.gather(e),
+                "from_state": states.gather(f),
+                "to_state": states.gather(to),
+            }
+        )
+
+
+def _payload_json(rows: pl.DataFrame) -> pl.Series:
+    """Each event row (without streamkit's own columns) as JSON: the quarantine's ``data``."""
+    payload = rows.drop(
+        [c for c in (OFFSET, "__sk_event", "__sk_src", "__sk_data") if c in rows.columns]
+    )
+    if not payload.width:
+        return pl.Series("data", [None] * rows.height, dtype=pl.String)
+    return payload.select(pl.struct(pl.all()).struct.json_encode().alias("data"))["data"]
+
+
+_WAITING_SCHEMA = ("key", "time", "event", "offset", "data")
+_NO_TIME = int(np.iinfo(np.int64).min)
+#: The most timeout rows a periodic machine may fire in one batch.
+MAX_TIMEOUTS_PER_BATCH = 50_000_000
+
+
+def _no_waiting() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={
+            "key": pl.Null,  # the source key's type once an event waits
+            "time": pl.Int64,  # in ticks
+            "event": pl.String,
+            "offset": pl.Int64,
+            "data": pl.String,
+        }
+    )
+
+
+def _waiting_rows(rows: pl.DataFrame, ctx: BatchContext) -> pl.DataFrame:
+    """Events that start to wait, in the waiting buffer's columns."""
+    return pl.DataFrame(
+        {
+            "key": rows[ctx.key],
+            "time": rows[ctx.time].cast(pl.Int64),
+            "event": rows["__sk_event"],
+            "offset": rows[OFFSET].cast(pl.Int64),
+            "data": _payload_json(rows),
+        }
+    )
+
+
+def _check_waiting(frame: pl.DataFrame, where: str) -> pl.DataFrame:
+    """Refuse a waiting-events file whose columns are not what streamkit writes."""
+    schema = frame.schema
+    if (
+        tuple(frame.columns) != _WAITING_SCHEMA
+        or schema["offset"] != pl.Int64
+        or schema["time"] != pl.Int64
+    ):
+        raise CorruptFileError(
+            f"state file {where} (events waiting for the watermark) has columns "
+            f"{frame.columns}, expected {list(_WAITING_SCHEMA)}; restore it, or rewind to an "
+            "older checkpoint with run(from_checkpoint=N)"
+        )
+    return frame
+
+
+def _read_waiting(
+    files: list[dict[str, Any]], ckpts: CheckpointStore, watermark: int
+) -> pl.DataFrame:
+    """The events still waiting: those of the listed files after the watermark."""
+    from streamkit.pipeline._checkpoints import FileRef
+
+    frames = []
+    for f in files:
+        ref = FileRef.from_dict(f)
+        frames.append(_check_waiting(ckpts.read_state(ref), ckpts.where(ref.path)))
+    every = pl.concat(frames, how="vertical_relaxed")
+    return every.filter(pl.col("time") > watermark).sort("offset")
+
+
+def _check_lateness(value: Any) -> timedelta | int:
+    """``lateness=``: a duration (``"10m"``, a timedelta) or ticks (an int >= 0)."""
+    from streamkit.machines._duration import parse_duration
+
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        raise ConfigurationError(f"lateness must be a duration or a number of ticks, got {value!r}")
+    if isinstance(value, int | np.integer):
+        if value < 0:
+            raise ConfigurationError(f"lateness must be >= 0, got {value}")
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except Exception as exc:  # MachineError with the grammar's hint
+            raise ConfigurationError(f"lateness {value!r} is not a duration: {exc}") from None
+    if isinstance(value, timedelta):
+        if value < timedelta(0):
+            raise ConfigurationError(f"lateness must be >= 0, got {value}")
+        return value
+    raise ConfigurationError(
+        f"lateness must be a duration ('10m', a timedelta) or ticks (an int), got {value!r}"
+    )
+
+
+def _format_lateness(value: timedelta | int) -> str:
+    from streamkit.machines._duration import format_duration
+
+    return format_duration(value) if isinstance(value, timedelta) else f"{value} ticks"
+
+
+def _lateness_to_json(value: timedelta | int) -> dict[str, int] | None:
+    if not value:
+        return None
+    if isinstance(value, timedelta):
+        return {"us": value // timedelta(microseconds=1)}
+    return {"ticks": value}
+
+
+def _lateness_from_json(d: Any) -> timedelta | int:
+    if not d:
+        return 0
+    if "us" in d:
+        return timedelta(microseconds=int(d["us"]))
+    return int(d["ticks"])
