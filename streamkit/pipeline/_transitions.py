@@ -372,35 +372,17 @@ class Transitions(KeyedOperator):
         if self.lateness:
             return self._process_in_time(df, ctx).lazy()
         if df.height == 0:
-            res = ctx.executor.run_batch(
-                self.cm,
-                np.empty(0, np.int64),
-                np.empty(0, np.int32),
-                np.empty(0, np.int64),
-                self.kstate,
-                watermark=self.watermark,
-                flush_keys=self._flush_keys(np.empty(0, np.int64)),
-            )
             empty = np.empty(0, np.int64)
+            res = self._run_kernel(
+                ctx, empty, empty.astype(np.int32), empty, watermark=self.watermark
+            )
             return self._emit(
                 df.drop("__sk_event"), res, ctx, empty, empty.astype(np.int32), empty
             ).lazy()
         key_ids = self._key_ids(key_s)
         codes = self.cm.encode_events(df["__sk_event"])
         times = time_s.cast(pl.Int64).to_numpy()
-        flush_keys = self._flush_keys(key_ids)
-        self._check_timer_budget(
-            int(times.min()), max(self.watermark, int(times.max())), len(flush_keys) + len(times)
-        )
-        res = ctx.executor.run_batch(
-            self.cm,
-            key_ids,
-            codes,
-            times,
-            self.kstate,
-            watermark=self.watermark,
-            flush_keys=flush_keys,
-        )
+        res = self._run_kernel(ctx, key_ids, codes, times, watermark=self.watermark)
         self.max_time = max(self.max_time, self.watermark)
         return self._emit(df, res, ctx, key_ids, codes, times).lazy()
 
@@ -512,19 +494,7 @@ class Transitions(KeyedOperator):
         key_ids = self._key_ids(released[ctx.key])
         codes = self.cm.encode_events(released["__sk_event"])
         times = released[ctx.time].cast(pl.Int64).to_numpy()
-        flush_keys = self._flush_keys(key_ids)
-        if len(times):
-            self._check_timer_budget(int(times.min()), plan.watermark, len(flush_keys) + len(times))
-        res = ctx.executor.run_batch(
-            self.cm,
-            key_ids,
-            codes,
-            times,
-            self.kstate,
-            watermark=plan.watermark,
-            wm=plan.wm,
-            flush_keys=flush_keys,
-        )
+        res = self._run_kernel(ctx, key_ids, codes, times, watermark=plan.watermark, wm=plan.wm)
 
         def data_of(rows: pl.DataFrame) -> pl.Series:
             data = rows["__sk_data"]
@@ -536,6 +506,33 @@ class Transitions(KeyedOperator):
             return data
 
         return self._emit(released, res, ctx, key_ids, codes, times, data_of=data_of)
+
+    def _run_kernel(
+        self,
+        ctx: BatchContext,
+        key_ids: np.ndarray[Any, Any],
+        codes: np.ndarray[Any, Any],
+        times: np.ndarray[Any, Any],
+        *,
+        watermark: int,
+        wm: np.ndarray[Any, Any] | None = None,
+    ) -> Any:
+        """The kernel over a batch's events (in the order given), with the flush
+        over the keys that may be timed; a periodic machine's output bounded first."""
+        flush_keys = self._flush_keys(key_ids)
+        if len(times):
+            after = watermark if wm is not None else max(watermark, int(times.max()))
+            self._check_timer_budget(int(times.min()), after, len(flush_keys) + len(times))
+        return ctx.executor.run_batch(
+            self.cm,
+            key_ids,
+            codes,
+            times,
+            self.kstate,
+            watermark=watermark,
+            flush_keys=flush_keys,
+            wm=wm,
+        )
 
     def _flush_keys(self, key_ids: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """The keys the batch-end flush must look at: those in a state with a

@@ -130,3 +130,18 @@ def state_dict(state: pl.DataFrame) -> dict[Any, tuple[Any, ...]]:
             strict=True,
         )
     }
+
+
+def lamp_machine() -> Any:
+    """A small machine with a timeout chain: off -on-> on -off-> off, on -hit->
+    broken; on times out to off after 10 s, broken after 30 s."""
+    import streamkit as sk
+
+    return sk.Machine(
+        "lamp",
+        states=["off", "on", "broken"],
+        initial="off",
+        final=["off"],
+        transitions=[("off", "on", "on"), ("on", "off", "off"), ("on", "hit", "broken")],
+        timeouts=[("on", "10s", "off"), ("broken", "30s", "off")],
+    )

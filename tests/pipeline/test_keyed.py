@@ -17,18 +17,9 @@ from streamkit.pipeline import _keyed
 from streamkit.pipeline._checkpoints import CheckpointStore, FileRef, _canonical
 from streamkit.pipeline._keyed import GroupedState, group_of
 from streamkit.storage import crc32, partition_of
-from tests.pipeline.oracle import history_by_key, state_dict
+from tests.pipeline.oracle import history_by_key, lamp_machine, state_dict
 
-
-def _machine() -> sk.Machine:
-    return sk.Machine(
-        "lamp",
-        states=["off", "on", "broken"],
-        initial="off",
-        final=["off"],
-        transitions=[("off", "on", "on"), ("on", "off", "off"), ("on", "hit", "broken")],
-        timeouts=[("on", "10s", "off"), ("broken", "30s", "off")],
-    )
+_machine = lamp_machine
 
 
 def _events(n: int, keys: int, seed: int) -> pl.DataFrame:

@@ -15,18 +15,9 @@ from hypothesis import strategies as st
 import streamkit as sk
 from streamkit.pipeline._checkpoints import FileRef
 from streamkit.pipeline._eventtime import NOTHING, release
-from tests.pipeline.oracle import history_by_key, state_dict
+from tests.pipeline.oracle import history_by_key, lamp_machine, state_dict
 
-
-def _machine() -> sk.Machine:
-    return sk.Machine(
-        "lamp",
-        states=["off", "on", "broken"],
-        initial="off",
-        final=["off"],
-        transitions=[("off", "on", "on"), ("on", "off", "off"), ("on", "hit", "broken")],
-        timeouts=[("on", "10s", "off"), ("broken", "30s", "off")],
-    )
+_machine = lamp_machine
 
 
 def _pipe(store: sk.Store, lateness: Any, **kw: Any) -> sk.Pipeline:
