@@ -280,6 +280,8 @@ class GroupedState:
                 groups[str(g)] = [
                     [files.setdefault(path, len(files)), first, rows] for path, first, rows in chain
                 ]
+        if len(self.refs) > 2 * len(files) + 64:  # forget files no chain uses any more
+            self.refs = {path: self.refs[path] for path in files}
         return {
             "key_groups": self.key_groups,
             "files": [self.refs[path].to_dict() for path in files],

@@ -88,6 +88,15 @@ def state(pipe: Pipeline, checkpoint: int | None) -> pl.DataFrame:
     # Events waiting for the watermark, counted per key; a key whose every event
     # still waits has no state yet (nulls).
     waiting = probe.waiting.group_by("key").len("waiting")
+    if frame.height == 0:  # no key applied yet: the source's key and time types
+        schema = pipe.source.schema or {}
+        frame = frame.cast(
+            {
+                "key": schema.get(pipe.source.key, pl.String),
+                "since": schema.get(pipe.source.time, pl.Int64),
+                "last_time": schema.get(pipe.source.time, pl.Int64),
+            }
+        )
     if frame.height == 0 and waiting.height == 0:
         return frame.with_columns(waiting=pl.lit(0, pl.UInt32))
     waiting = waiting.with_columns(pl.col("key").cast(frame.schema["key"]))

@@ -122,7 +122,8 @@ class Recovery:
                 "line (see pipe.checkpoints()) or to 0"
             )
         start = self.pipe.source.start().offset
-        base = initial_checkpoint(start) if target == 0 else ckpts.read(target)
+        groups = latest.key_groups if latest is not None else self.pipe.key_groups
+        base = initial_checkpoint(start, groups) if target == 0 else ckpts.read(target)
         if base.position < start:
             raise CheckpointError(
                 f"checkpoint {target} reads the source from offset {base.position} but "

@@ -80,6 +80,7 @@ class Runner:
         self.recovery = Recovery(pipe, self.ckpts)
         self.epoch = 0
         self.final = False  # the end-of-input batch is still to come
+        self._final_asked = False
 
     def run(
         self,
@@ -106,7 +107,7 @@ class Runner:
             report = RunReport(pipe.name, checkpoint=latest.id if latest else None)
             report.start_offset = report.end_offset = cp.position
             report._note_source(pipe.source, view.end, pipe.store)
-            self.final = final
+            self.final = self._final_asked = final
             cp = self._loop(cp, view, pending, report, max_batches, batch_rows, progress)
             if key_groups is not None:
                 cp = self._reshard(cp, key_groups, report)
@@ -205,6 +206,7 @@ class Runner:
                         # (or other files): drop what was computed after it, redo
                         # exactly that batch and plan what follows it afresh.
                         self.recovery.open_operators(cp)
+                        self.final = self._final_asked  # a dropped final batch comes again
                         pending = view.redo(cp, conflict.todo)
                         view.replan(cp, pending)
                         end, next_pos = view.end, pending.hi

@@ -369,7 +369,7 @@ class Transitions(KeyedOperator):
                 f"the time column {ctx.time!r} is {time_s.dtype} in this batch but "
                 f"{self._time_dtype} in the checkpointed state"
             )
-        if self.lateness:
+        if self.lateness or self.waiting.height:  # (lateness turned off: apply what waits)
             return self._process_in_time(df, ctx).lazy()
         if df.height == 0:
             empty = np.empty(0, np.int64)
@@ -716,8 +716,8 @@ def _check_lateness(value: Any) -> timedelta | int:
     if isinstance(value, bool):
         raise ConfigurationError(f"lateness must be a duration or a number of ticks, got {value!r}")
     if isinstance(value, int | np.integer):
-        if value < 0:
-            raise ConfigurationError(f"lateness must be >= 0, got {value}")
+        if not 0 <= value < 1 << 62:
+            raise ConfigurationError(f"lateness must be >= 0 and < 2**62 ticks, got {value}")
         return int(value)
     if isinstance(value, str):
         try:

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from streamkit.errors import StreamkitError
+from streamkit.errors import CorruptFileError, StreamkitError
 from streamkit.pipeline._checkpoints import Checkpoint, CheckpointStore, FileRef
 from streamkit.pipeline._executor import LocalExecutor
 from streamkit.pipeline._keyed import ID, GroupedState
 from streamkit.pipeline._operators import OFFSET, BatchContext
 from streamkit.pipeline._report import VerifyReport
-from streamkit.pipeline._transitions import Transitions, _check_state_table
+from streamkit.pipeline._transitions import Transitions, _check_state_table, _read_waiting
 from streamkit.storage import Log, Position
 
 if TYPE_CHECKING:
@@ -302,6 +302,16 @@ def _read_state(
     Every file of every key group's chain is read and checked (size, checksum,
     record batch rows, and that each key hashes to the group holding it).
     """
+    waits = ""
+    if entry.get("waiting_files"):  # events waiting for the watermark (lateness)
+        waiting = _read_waiting(entry["waiting_files"], ckpts, int(entry["watermark"]))
+        if waiting.height != int(entry.get("waiting", -1)):
+            raise CorruptFileError(
+                f"the waiting-event files of checkpoint {cp.id} hold {waiting.height:,} events "
+                f"after the watermark, the checkpoint says {entry.get('waiting')}; restore "
+                "them, or rewind to an older checkpoint with run(from_checkpoint=N)"
+            )
+        waits = f"; {waiting.height:,} events waiting in {len(entry['waiting_files'])} files"
     if entry.get("state") is None:  # format 1: one file
         ref = FileRef.from_dict(entry["state_file"])
         return ckpts.read_state(ref), f"one state file {ref.path}; size and checksum match"
@@ -313,7 +323,7 @@ def _read_state(
     longest = max((len(c) for c in chains), default=0)
     return table, (
         f"{len(chains)} of {cp.key_groups} key groups hold keys, in {len(files)} state files "
-        f"(longest chain {longest}); sizes, checksums, rows and key groups match"
+        f"(longest chain {longest}){waits}; sizes, checksums, rows and key groups match"
     )
 
 

@@ -308,3 +308,10 @@ def test_verify_finds_a_key_in_the_wrong_group() -> None:
     report = _pipe(store).verify()
     assert not report.ok
     assert "belong to other groups" in str(report)
+
+
+def test_a_rewind_to_the_start_keeps_the_key_groups() -> None:
+    store, _ = _prefilled("memory://kg-rewind0", 40, groups=16)
+    _pipe(store, key_groups=16).run(progress=False, from_checkpoint=0)
+    assert set(_pipe(store).checkpoints()["key_groups"].to_list()) == {16}
+    _pipe(store, key_groups=16).run(progress=False)  # no ConfigurationError

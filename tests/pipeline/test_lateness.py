@@ -352,3 +352,72 @@ def test_the_pipeline_equals_the_streaming_oracle(
     assert int(state["waiting"].sum()) == want["waiting"]
     q = pipe.quarantine().sort("offset").select("offset", "reason").rows()
     assert q == want["quarantine"]
+
+
+def test_a_final_batch_dropped_by_a_batch_conflict_comes_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamkit.pipeline._runner import BatchConflict, Runner
+    from streamkit.pipeline._source import Todo
+
+    store = _store(_events(90, 5, disorder=25, seed=4))
+    real = Runner.commit
+    hit = {"done": False}
+
+    def commit(self: Runner, cp: Any, batch: Any, *a: Any) -> Any:
+        if not hit["done"] and batch.hi == 90 and not batch.final:
+            hit["done"] = True  # as if an overtaken run had written this batch
+            raise BatchConflict(Todo(batch.lo, batch.hi, batch.desc))
+        return real(self, cp, batch, *a)
+
+    monkeypatch.setattr(Runner, "commit", commit)
+    _pipe(store, 20, batch_rows=30).run(progress=False, final=True)
+    assert hit["done"]
+    kinds = _pipe(store, 20).checkpoints()["kind"].to_list()
+    assert kinds[-1] == "final"
+    assert _pipe(store, 20).state()["waiting"].sum() == 0
+
+
+def test_turning_lateness_off_applies_what_waits() -> None:
+    frame = _events(200, 5, disorder=25, seed=6)
+    store = _store(frame)
+    _pipe(store, 20, batch_rows=100).run(progress=False, max_batches=1)
+    assert _pipe(store, 20).state()["waiting"].sum() > 0
+    _pipe(store, None, batch_rows=100).run(progress=False)
+    cp = _pipe(store, None)._ckpts().latest()
+    assert cp is not None
+    counts = cp.counts
+    assert counts["rows_in"] == 200 == counts["applied"] + counts["late"]
+    assert "waiting_files" not in cp.operators["0-transitions"]
+
+
+def test_verify_reads_the_waiting_event_files() -> None:
+    store = _store(_events(100, 5, disorder=25, seed=8))
+    pipe = _pipe(store, 30)
+    pipe.run(progress=False)
+    ckpts = pipe._ckpts()
+    cp = ckpts.latest()
+    assert cp is not None
+    path = cp.operators["0-transitions"]["waiting_files"][-1]["path"]
+    ckpts.fs.put(path, b"not arrow at all")
+    report = pipe.verify()
+    assert not report.ok and path.split("/")[-1] in str(report)
+
+
+def test_state_keeps_the_key_and_time_types_while_everything_waits() -> None:
+    import datetime as dt
+
+    t0 = dt.datetime(2026, 1, 1)
+    store = sk.Store(f"memory://late-{uuid.uuid4().hex}")
+    log = store.log("lamps", key="lamp", time="t")
+    log.append(pl.DataFrame({"lamp": [1, 2], "t": [t0, t0], "ev": ["on", "on"]}))
+    pipe = (
+        sk.Pipeline("p", store)
+        .read(log)
+        .transitions(_machine(), event="ev", lateness="1h")
+        .write(store.log("history", key="key", time="time"))
+    )
+    pipe.run(progress=False)
+    state = pipe.state()
+    assert state.schema["key"] == pl.Int64 and state.schema["since"] == pl.Datetime("us")
+    assert state["waiting"].to_list() == [1, 1]
