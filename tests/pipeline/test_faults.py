@@ -83,12 +83,14 @@ def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 MACHINE = order_machine()
 
 
-def build(store: sk.Store, *, batch_rows: int = 45, **options: Any) -> sk.Pipeline:
+def build(
+    store: sk.Store, *, batch_rows: int = 45, lateness: str | None = None, **options: Any
+) -> sk.Pipeline:
     return (
         sk.Pipeline("faulty", store, batch_rows=batch_rows, **options)
         .read(store.log("orders", key="order_id", time="ts"))
         .with_columns(event=pl.col("type").str.to_lowercase())
-        .transitions(MACHINE, event="event")
+        .transitions(MACHINE, event="event", lateness=lateness)
         .write(store.log("history", key="key", time="time"))
     )
 
@@ -199,3 +201,20 @@ def test_a_failure_at_every_write_of_chains_compaction_and_retention_then_a_reru
     first_delete = min(i for i, p in enumerate(paths) if p.startswith("rm ") and "/state/" in p)
     assert first_delete < last_checkpoint  # retention ran mid-run, not only at the end
     assert any(holders.get(f"state/{name}", 0) > 1 for name in deleted)  # shared files too
+
+
+def test_a_failure_at_every_write_with_events_waiting_then_a_rerun_converges(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With lateness, every batch also writes the events that started waiting and
+    drops the files the watermark passed; two checkpoints kept, deletes fail too."""
+    frame = generate_orders(40, span="2h", seed=11)
+    monkeypatch.setattr(FaultyMemoryFileSystem, "deletes", True)
+    options: dict[str, Any] = {"batch_rows": 20, "keep_checkpoints": 2, "lateness": "20m"}
+    store, _ = counted_run("faultymem://late-plain", frame, **options)
+    entries = [
+        e for cid in build(store)._ckpts().ids()[-1:]
+        for e in build(store)._ckpts().read(cid).operators.values()
+    ]  # fmt: skip
+    assert any(e.get("waiting_files") for e in entries)  # events do wait here
+    fail_at_every_write(frame, "late", outcome(store), **options)
