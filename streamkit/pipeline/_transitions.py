@@ -444,44 +444,41 @@ class Transitions(KeyedOperator):
 
     def _process_in_time(self, df: pl.DataFrame, ctx: BatchContext) -> pl.DataFrame:
         """Apply the events the watermark has passed, in (time, log order); keep the
-        others waiting (see :mod:`streamkit.pipeline._eventtime`)."""
+        others waiting (see :mod:`streamkit.pipeline._eventtime`).
+
+        Only numeric arrays (key ids, event codes, times, offsets) are put in
+        release order; the string columns of a released event are gathered only
+        for the events the kernel did not apply (see :meth:`_released_frame`).
+        """
         from streamkit.pipeline._eventtime import release
 
         time_dtype = df[ctx.time].dtype
         new_times = df[ctx.time].cast(pl.Int64).to_numpy()
+        new_offsets = df[OFFSET].cast(pl.Int64).to_numpy()
         waiting = self.waiting
+        wait_times = waiting["time"].cast(pl.Int64).to_numpy()
+        wait_offsets = waiting["offset"].to_numpy()
         plan = release(
             new_times,
-            df[OFFSET].cast(pl.Int64).to_numpy(),
-            waiting["time"].cast(pl.Int64).to_numpy(),
-            waiting["offset"].to_numpy(),
+            new_offsets,
+            wait_times,
+            wait_offsets,
             watermark=self.watermark,
             max_time=self.max_time,
             lateness=self._lateness_ticks(time_dtype),
             final=ctx.final,
         )
-        fresh = pl.DataFrame(
-            {
-                ctx.key: df[ctx.key],
-                ctx.time: df[ctx.time],
-                "__sk_event": df["__sk_event"],
-                OFFSET: df[OFFSET].cast(pl.Int64),
-                "__sk_src": pl.int_range(0, df.height, dtype=pl.Int64, eager=True),
-                "__sk_data": pl.repeat(None, df.height, dtype=pl.String, eager=True),
-            }
-        )
-        old = pl.DataFrame(
-            {
-                ctx.key: waiting["key"].cast(df[ctx.key].dtype),
-                ctx.time: waiting["time"].cast(time_dtype),
-                "__sk_event": waiting["event"],
-                OFFSET: waiting["offset"],
-                "__sk_src": pl.Series(np.full(waiting.height, -1, dtype=np.int64)),
-                "__sk_data": waiting["data"],
-            }
-        )
-        both = pl.concat([old, fresh])
-        released = both[plan.order]
+        order = plan.order
+        wait_keys = waiting["key"].cast(df[ctx.key].dtype)
+        key_ids = self._released_key_ids(wait_keys, df[ctx.key], order)
+        codes = np.concatenate(
+            [
+                self.cm.encode_events(waiting["event"]).astype(np.int32, copy=False),
+                self.cm.encode_events(df["__sk_event"]).astype(np.int32, copy=False),
+            ]
+        )[order]
+        times = np.concatenate([wait_times, new_times]).astype(np.int64, copy=False)[order]
+        offsets = np.concatenate([wait_offsets, new_offsets]).astype(np.int64, copy=False)[order]
         held_new = df.filter(pl.Series(plan.held_new))
         kept = pl.concat(
             [waiting.filter(pl.Series(plan.held_waiting)), _waiting_rows(held_new, ctx)],
@@ -491,10 +488,12 @@ class Transitions(KeyedOperator):
             self._fresh_waiting.append(kept.tail(held_new.height))
         self.waiting = kept
         self.max_time = plan.max_time
-        key_ids = self._key_ids(released[ctx.key])
-        codes = self.cm.encode_events(released["__sk_event"])
-        times = released[ctx.time].cast(pl.Int64).to_numpy()
         res = self._run_kernel(ctx, key_ids, codes, times, watermark=plan.watermark, wm=plan.wm)
+        m = waiting.height
+        src = order - m  # the batch's row of each released event, < 0: a waiting one
+        released = self._released_frame(
+            df, waiting, wait_keys, order, src, times, offsets, res.status != 0, ctx
+        )
 
         def data_of(rows: pl.DataFrame) -> pl.Series:
             data = rows["__sk_data"]
@@ -506,6 +505,92 @@ class Transitions(KeyedOperator):
             return data
 
         return self._emit(released, res, ctx, key_ids, codes, times, data_of=data_of)
+
+    def _released_key_ids(
+        self, wait_keys: pl.Series, new_keys: pl.Series, order: np.ndarray[Any, Any]
+    ) -> np.ndarray[Any, Any]:
+        """Key ids of the released events (``order`` into ``[waiting..., new...]``).
+
+        Keys never seen get ids in order of first appearance in the release
+        order, exactly as if the released keys were looked up in that order;
+        keys of events that keep waiting are not inserted.
+        """
+        parts = [
+            self.index.lookup(k) if len(k) else np.empty(0, np.int64) for k in (wait_keys, new_keys)
+        ]
+        key_ids: np.ndarray[Any, Any] = np.concatenate(parts).astype(np.int64, copy=False)[order]
+        unknown = np.flatnonzero(key_ids < 0)
+        if len(unknown):
+            both = pl.concat([wait_keys, new_keys], rechunk=False) if len(wait_keys) else new_keys
+            key_ids[unknown] = self._key_ids(both.gather(order[unknown]))
+        else:
+            self.kstate.grow(len(self.index))
+        return key_ids
+
+    @staticmethod
+    def _released_frame(
+        df: pl.DataFrame,
+        waiting: pl.DataFrame,
+        wait_keys: pl.Series,
+        order: np.ndarray[Any, Any],
+        src: np.ndarray[Any, Any],
+        times: np.ndarray[Any, Any],
+        offsets: np.ndarray[Any, Any],
+        rows: np.ndarray[Any, Any],
+        ctx: BatchContext,
+    ) -> pl.DataFrame:
+        """The released events, in release order, as ``_emit`` reads them.
+
+        ``_emit`` reads the key and time dtypes, the event count, and the values
+        of the events the kernel did not apply (late or undefined: quarantine,
+        error message). Those events (``rows``) get every column; the others
+        get their time, offset and source row, and nulls for key, event and
+        payload, which spares gathering the batch's strings in release order.
+        """
+        n = len(order)
+        at = np.flatnonzero(rows)
+        both = (
+            pl.concat(
+                [
+                    pl.DataFrame(
+                        {
+                            "k": wait_keys,
+                            "e": waiting["event"],
+                            "d": waiting["data"],
+                        }
+                    ),
+                    pl.DataFrame(
+                        {
+                            "k": df[ctx.key],
+                            "e": df["__sk_event"],
+                            "d": pl.repeat(None, df.height, dtype=pl.String, eager=True),
+                        }
+                    ),
+                ],
+                rechunk=False,
+            )
+            if len(at)
+            else None
+        )
+
+        where = np.full(n, len(at), dtype=np.int64)  # a null row past the gathered ones
+        where[at] = np.arange(len(at))
+
+        def column(name: str, dtype: Any) -> pl.Series:
+            if both is None:
+                return pl.repeat(None, n, dtype=dtype, eager=True)
+            return both[name].gather(order[at]).extend_constant(None, 1).gather(where)
+
+        return pl.DataFrame(
+            {
+                ctx.key: column("k", df[ctx.key].dtype),
+                ctx.time: pl.Series(times, dtype=pl.Int64).cast(df[ctx.time].dtype),
+                "__sk_event": column("e", pl.String),
+                OFFSET: pl.Series(offsets, dtype=pl.Int64),
+                "__sk_src": pl.Series(np.where(src >= 0, src, -1).astype(np.int64)),
+                "__sk_data": column("d", pl.String),
+            }
+        )
 
     def _run_kernel(
         self,
