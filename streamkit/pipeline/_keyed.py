@@ -227,7 +227,8 @@ class GroupedState:
         """
         n, groups = len(self.group), self.key_groups
         touched = self._take_touched(n)
-        changed = np.bincount(self.group[touched], minlength=groups)
+        touched_group = self.group[touched]
+        changed = np.bincount(touched_group, minlength=groups)
         has_keys = self.sizes > 0
         chain_len = np.array([len(c) for c in self.chains], dtype=np.int64)
         base_rows = np.array([c[0][2] if c else 0 for c in self.chains], dtype=np.int64)
@@ -247,25 +248,36 @@ class GroupedState:
                 rebase[g] = True
                 budget -= int(self.sizes[g])
         self._rebase_all = False
-        base_ids = np.concatenate(
-            [_NO_IDS, *(self.members(int(g)) for g in np.flatnonzero(rebase))]
-        )
-        delta_ids = touched[~rebase[self.group[touched]]]
-        ids = np.concatenate([base_ids, delta_ids]).astype(np.int64)
+        rebased = np.flatnonzero(rebase)
+        # Rows per group: a rebased group writes its every key, another its touched keys.
+        counts = np.where(rebase, self.sizes, 0)
+        if np.array_equal(rebase, has_keys):  # every touched key is in a rebased group
+            delta_ids, delta_group = _NO_IDS, touched_group[:0]
+        else:
+            is_delta = ~rebase[touched_group]
+            delta_ids, delta_group = touched[is_delta], touched_group[is_delta]
+            counts += np.bincount(delta_group, minlength=groups)
+        # (group, id) order. Members come ascending, group by group; touched ids
+        # ascending, so a stable sort by group (a radix sort on small group
+        # numbers) orders them, and is needed only when both kinds are written.
+        base_ids = np.concatenate([_NO_IDS, *(self.members(int(g)) for g in rebased)])
+        if len(delta_ids) == 0:
+            ids = base_ids
+        else:
+            narrow = np.int16 if groups <= 1 << 15 else np.int32
+            ids = np.concatenate([base_ids, delta_ids])
+            key = np.concatenate([np.repeat(rebased, self.sizes[rebased]), delta_group])
+            ids = ids[np.argsort(key.astype(narrow), kind="stable")]
+        ids = ids.astype(np.int64, copy=False)
         if len(ids) == 0:
             return Changes(None, ids, touched, [list(c) for c in self.chains])
-        # (group, id) order: each group's ids are ascending already (a group is
-        # all base or all delta); a stable sort on small group numbers is a radix sort.
-        narrow = np.int16 if groups <= 1 << 15 else np.int32
-        ids = ids[np.argsort(self.group[ids].astype(narrow), kind="stable")]
-        counts = np.bincount(self.group[ids], minlength=groups)
         path = new_state_path()
         first = 0
-        for g in np.flatnonzero(counts):
-            rows = int(counts[g])
-            link = (path, first, rows)
-            self.chains[g] = [link] if rebase[g] else [*self.chains[g], link]
-            first += rows
+        for g, (rows, whole) in enumerate(zip(counts.tolist(), rebase.tolist(), strict=True)):
+            if rows:
+                link = (path, first, rows)
+                self.chains[g] = [link] if whole else [*self.chains[g], link]
+                first += rows
         return Changes(path, ids, touched, [list(c) for c in self.chains])
 
     # ---------------------------------------------------------- checkpoints
