@@ -285,7 +285,7 @@ class Transitions(KeyedOperator):
                 np.array(a[:n]) for a in (k.state, k.since, k.last, k.events)
             )
         else:
-            keys = self.index.keys.gather(ids)
+            keys = self.index.gather(ids)
             state, since, last, events = (a[ids] for a in (k.state, k.since, k.last, k.events))
         names = pl.Series("state", list(self.machine.states), dtype=pl.String)
         return pl.DataFrame(
@@ -712,7 +712,7 @@ class Transitions(KeyedOperator):
         names = pl.Series("e", [*events, "timeout"], dtype=pl.String)
         return pl.DataFrame(
             {
-                "key": self.index.keys.gather(k).cast(df[ctx.key].dtype),
+                "key": self.index.gather(k).cast(df[ctx.key].dtype),
                 "time": pl.Series(t, dtype=pl.Int64).cast(df[ctx.time].dtype),
                 "event": names.gather(e),
                 "from_state": states.gather(f),
