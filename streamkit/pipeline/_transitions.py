@@ -195,6 +195,7 @@ class Transitions(KeyedOperator):
         # per state code, and -1 ("never seen") last: no timeout
         self._has_timeout = np.array([s in timed for s in self.machine.states] + [False])
         self._timed = np.zeros(0, dtype=bool)  # per key id: its state has a timeout
+        self._timed_stale = False  # a batch scanned every key without marking its own
         self.watermark = int(np.iinfo(np.int64).min)
         self.max_time = self.watermark  # the largest time read (event time)
         self.waiting = _no_waiting()  # events read but not applied yet (lateness)
@@ -607,7 +608,8 @@ class Transitions(KeyedOperator):
         flush_keys = self._flush_keys(key_ids)
         if len(times):
             after = watermark if wm is not None else max(watermark, int(times.max()))
-            self._check_timer_budget(int(times.min()), after, len(flush_keys) + len(times))
+            flushed = len(self.index) if flush_keys is None else len(flush_keys)
+            self._check_timer_budget(int(times.min()), after, flushed + len(times))
         return ctx.executor.run_batch(
             self.cm,
             key_ids,
@@ -619,22 +621,37 @@ class Transitions(KeyedOperator):
             wm=wm,
         )
 
-    def _flush_keys(self, key_ids: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    def _flush_keys(self, key_ids: np.ndarray[Any, Any]) -> np.ndarray[Any, Any] | None:
         """The keys the batch-end flush must look at: those in a state with a
-        timeout, and the batch's own (ascending). Idle keys in untimed states
-        then cost the flush nothing."""
+        timeout, and the batch's own (ascending); None: every key.
+
+        With many idle keys in untimed states the list makes the flush cost
+        what the timed keys cost. A batch about as large as the key space
+        touches most keys anyway: then every key is scanned, which is cheaper
+        than keeping the list, and the marks are corrected from the keys the
+        batch touched (``changes``), or rebuilt from the state before a list
+        is next used (a replay, which takes no ``changes``).
+        """
         n = len(self.index)
         if len(self._timed) < n:
             grown = np.zeros(max(n, 2 * len(self._timed)), dtype=bool)
             grown[: len(self._timed)] = self._timed
             self._timed = grown
+        if n <= 4 * len(key_ids):
+            self._timed_stale = True
+            return None
+        if self._timed_stale:  # marks of keys a scanned batch changed: from the state
+            self._timed[:n] = self._has_timeout[np.asarray(self.kstate.state)[:n]]
+            self._timed_stale = False
         self._timed[key_ids] = True  # corrected after the batch (changes -> _track_timed)
         return np.flatnonzero(self._timed[:n]).astype(np.int64)
 
     def _track_timed(self, ids: np.ndarray[Any, Any]) -> None:
-        """Re-mark the keys ``ids`` (touched by a batch) by whether their state is timed."""
+        """Re-mark the keys ``ids`` -- every key a batch touched -- by whether their
+        state is timed; the marks are then exact again."""
         if len(ids) and len(self._timed):
             self._timed[ids] = self._has_timeout[np.asarray(self.kstate.state)[ids]]
+        self._timed_stale = False
 
     @staticmethod
     def _quarantine_rows(

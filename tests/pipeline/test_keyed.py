@@ -315,3 +315,37 @@ def test_a_rewind_to_the_start_keeps_the_key_groups() -> None:
     _pipe(store, key_groups=16).run(progress=False, from_checkpoint=0)
     assert set(_pipe(store).checkpoints()["key_groups"].to_list()) == {16}
     _pipe(store, key_groups=16).run(progress=False)  # no ConfigurationError
+
+
+def test_scanned_and_listed_flushes_mix_without_losing_a_timeout() -> None:
+    # Early batches touch about every key known so far (the flush scans every
+    # key); once keys accumulate the flush takes the list of timed keys. Runs
+    # and replays (which take no checkpoint between batches) cross from one to
+    # the other; timeouts of keys idle since a scanned batch must still fire.
+    from datetime import timedelta
+
+    from tests.pipeline.oracle import run_oracle
+
+    rng = np.random.default_rng(3)
+    n = 600
+    frame = pl.DataFrame(
+        {
+            "lamp": [f"l{int(k)}" for k in np.minimum(np.arange(n) // 3, rng.integers(0, 400, n))],
+            "t": np.arange(n, dtype=np.int64) * 2,
+            "ev": rng.choice(["on", "off", "hit"], n),
+        }
+    )
+    store = _seed("memory://kg-flush-mix", frame)
+    _pipe(store, batch_rows=10).run(progress=False)
+    want = run_oracle(
+        store.log("lamps").scan(with_offset="offset").collect(),
+        _machine(),
+        key="lamp",
+        time="t",
+        event="ev",
+        tick=timedelta(seconds=1),
+    )
+    assert history_by_key(store.log("history").scan().collect()) == want["history"]
+    assert state_dict(_pipe(store).state()) == want["state"]
+    pipe = _pipe(store, batch_rows=10)
+    assert pipe.verify(replay=True).ok
