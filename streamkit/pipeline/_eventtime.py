@@ -21,6 +21,7 @@ arrives after the watermark passed it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
@@ -135,6 +136,18 @@ def _order(
     return by_time[np.argsort(j[by_time], kind="stable")]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _first_reaching(wms: Any, t: Any, lo: Any, hi: Any) -> Any:  # pragma: no cover - compiled
+    """The first ``k`` in ``[lo, hi]`` with ``wms[k] >= t`` (``hi`` if none before it)."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if wms[mid] >= t:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 @numba.njit(cache=True, nogil=True)
 def _releasing_reads(
     wms: npt.NDArray[np.int64], times: npt.NDArray[np.int64], m: int
@@ -158,29 +171,14 @@ def _releasing_reads(
                 hi = lo - 1
                 lo = max(lo - step, 0)
                 step *= 2
-            # first k in [lo, hi] with wms[k] >= t (wms[hi] >= t)
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if wms[mid] >= t:
-                    hi = mid
-                else:
-                    lo = mid + 1
-            p = lo
+            p = _first_reaching(wms, t, lo, hi)  # wms[hi] >= t
         else:  # after p
             lo, hi, step = p + 1, p + 1, 1
             while hi < n and wms[hi] < t:
                 lo = hi + 1
                 hi = min(hi + step, n)
                 step *= 2
-            # first k in [lo, hi] with wms[k] >= t, n if none (wms[lo - 1] < t)
-            hi = min(hi, n)
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if wms[mid] >= t:
-                    hi = mid
-                else:
-                    lo = mid + 1
-            p = lo
+            p = _first_reaching(wms, t, lo, min(hi, n))  # n if none (wms[lo - 1] < t)
         i = u - m
         out[u] = p if p >= i else i
     return out
