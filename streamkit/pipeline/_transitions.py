@@ -144,7 +144,6 @@ class Transitions(KeyedOperator):
         self.event_name = event if isinstance(event, str) else "event"
         self.on_undefined: OnUndefined = on_undefined
         self.tick = tick
-        self._opened = False
 
     def describe(self) -> str:
         late = "" if not self.lateness else f", lateness={_format_lateness(self.lateness)!r}"
@@ -208,7 +207,6 @@ class Transitions(KeyedOperator):
         self.cm: Any = None
         self.machines_used: list[str] = []
         if entry is None:
-            self._opened = True
             return
         states = list(entry.get("states", []))
         missing = [s for s in states if s not in self.machine.states]
@@ -219,7 +217,7 @@ class Transitions(KeyedOperator):
                 "keep those states, or reprocess from the start with "
                 "run(from_checkpoint=0)"
             )
-        if entry.get("state") is not None:
+        if entry.get("state") is not None:  # every file checked as it is read
             table = self.grouped.restore(entry["state"], ckpts, check=_check_state_table)
             where = f"{ckpts.where('state')} (key-group chains)"
         else:  # format 1: the whole state in one file, regrouped at the next checkpoint
@@ -228,6 +226,8 @@ class Transitions(KeyedOperator):
             ref = FileRef.from_dict(entry["state_file"])
             table = ckpts.read_state(ref)
             where = ref.path
+            if table.height:
+                _check_state_table(table, where)
             self.grouped.regroup(key_groups, table["key"] if table.height else pl.Series([]))
         self.watermark = int(entry["watermark"])
         self.max_time = int(entry.get("max_time", self.watermark))
@@ -236,7 +236,6 @@ class Transitions(KeyedOperator):
             self._waiting_files = [dict(f) for f in entry["waiting_files"]]
         self.machines_used = [str(f) for f in entry.get("machines_used", [entry["machine"]])]
         if table.height:
-            _check_state_table(table, where)
             self.index = KeyIndex.from_series(table["key"])
             codes = table["state"].replace_strict(
                 list(self.machine.states),
@@ -255,7 +254,6 @@ class Transitions(KeyedOperator):
             self._timed = self._has_timeout[codes.to_numpy()]
             self._time_dtype = table["since"].dtype
             self._key_dtype = table["key"].dtype
-        self._opened = True
 
     @staticmethod
     def empty_state() -> pl.DataFrame:

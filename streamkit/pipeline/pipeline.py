@@ -559,7 +559,10 @@ class Pipeline:
         The totals (``batches``, ``rows_in``, ``rows_out``, ``quarantined``) count
         everything the pipeline did up to that checkpoint.
 
-        A checkpoint file that fails verification is listed with kind ``"damaged"``.
+        ``kind`` is ``"batch"``, ``"rewind"``, ``"reshard"`` or ``"final"`` (the
+        end of input, ``run(final=True)``); ``keys`` and ``key_groups`` describe
+        the per-key state. A checkpoint file that fails verification is listed
+        with kind ``"damaged"``.
         """
         return _queries.checkpoints(self)
 
@@ -567,7 +570,10 @@ class Pipeline:
         """Per-key state at the latest (or a given) checkpoint.
 
         Columns: ``key``, ``state``, ``since`` (when the key entered its state),
-        ``last_time`` (its last processed event or timeout), ``events``.
+        ``last_time`` (its last processed event or timeout), ``events``. With
+        ``.transitions(..., lateness=...)`` also ``waiting``: the key's events
+        read but still waiting for the watermark; a key whose every event still
+        waits has nulls in the other columns.
         """
         self._require_source()
         return _queries.state(self, checkpoint)
