@@ -1,31 +1,71 @@
-"""Version files, snapshots and the in-memory state of a log.
+"""A log's commits as Delta Lake actions, streamkit's snapshots, the in-memory state.
 
-Every file written here is a JSON object carrying a ``checksum`` field: the CRC-32
-of the canonical JSON encoding (sorted keys, no spaces) of the other fields. A
-file that does not parse, lacks a field or whose checksum differs raises
-:class:`~streamkit.errors.CorruptFileError` naming it.
+A log's folder is a Delta Lake table (``docs/design.md``, "The log")::
+
+    _delta_log/<version:020d>.json                 one commit per version (NDJSON actions)
+    _delta_log/<version:020d>.checkpoint.parquet   Delta checkpoint every SNAPSHOT_EVERY
+    _delta_log/_last_checkpoint                    Delta's hint (advisory)
+    _streamkit/<version:020d>.snapshot.json        streamkit's full state, same versions
+    _streamkit/_last_snapshot.json                 streamkit's hint (advisory)
+    data/p=PPP/<ms>-<uuid>.parquet                 immutable segments
+
+What a streamkit commit holds, action by action:
+
+* version 0: ``protocol`` (reader 1 / writer 2) and ``metaData`` with no columns
+  yet; the key, time, partition count and format live in ``configuration``
+  (``streamkit.key``, ...). The data folders ``p=PPP`` are streamkit's hash
+  partitions, not Delta partition columns (``partitionColumns`` is empty).
+* the first append: a ``metaData`` with the schema (``schemaString``, plus the
+  exact Polars schema as ``streamkit.schema``) and, when a column is a
+  timestamp without time zone, a ``protocol`` with the ``timestampNtz`` feature
+  (reader 3 / writer 7).
+* ``add`` per segment: ``stats`` (numRecords, min/max of the time column) and
+  streamkit's offsets, segment number, partition, crc32 and writer in ``tags``.
+* ``remove`` (``dataChange`` true) per segment dropped by truncate or retract.
+* ``txn`` (``appId`` = writer, ``version`` = seq) for an append with a writer.
+* ``commitInfo`` first: timestamp, operation, and under ``streamkit`` the
+  version, operation, next offset, the transaction's meta, a unique commit id,
+  and the CRC-32 of every other action (verified before anything is trusted).
+
+streamkit's own snapshots and hint are JSON objects carrying a ``checksum``
+field: the CRC-32 of the canonical JSON encoding (sorted keys, no spaces) of
+the other fields. A file that does not parse, lacks a field or whose checksum
+differs raises :class:`~streamkit.errors.CorruptFileError` naming it.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
+import dataclasses
+import functools
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamkit.errors import CorruptFileError
+import polars as pl
+import pyarrow as pa
+
+from streamkit.errors import CorruptFileError, SchemaError
+from streamkit.storage import _delta
 from streamkit.storage._fs import crc32
 
 __all__ = [
     "FORMAT",
     "HINT",
+    "LOG_DIR",
+    "OLD_LOG_DIR",
     "SNAPSHOT_EVERY",
     "LogState",
     "Segment",
     "apply_version",
+    "checkpoint_path",
     "decode",
+    "delta_schema",
     "encode",
+    "encode_version",
     "safe_relpath",
     "snapshot_path",
     "state_from_snapshot",
@@ -33,33 +73,70 @@ __all__ = [
     "version_path",
 ]
 
-FORMAT = 1
+#: streamkit's log format: 1 was the ``_log/`` folder, 2 is a Delta table.
+FORMAT = 2
 SNAPSHOT_EVERY = 32
-LOG_DIR = "_log"
-HINT = f"{LOG_DIR}/_last_snapshot.json"
+LOG_DIR = "_delta_log"
+#: streamkit's own files; Delta readers (and Delta's VACUUM: a ``_`` folder) ignore it.
+SK_DIR = "_streamkit"
+#: Where format 1 kept its version files (see ``streamkit log upgrade``).
+OLD_LOG_DIR = "_log"
+HINT = f"{SK_DIR}/_last_snapshot.json"
+CHECKPOINT_HINT = f"{LOG_DIR}/_last_checkpoint"
+#: Prefix of streamkit's keys in ``configuration`` and ``tags``.
+PREFIX = "streamkit."
 _OPS = {"create", "append", "truncate", "retract"}
+_DELTA_OPERATION = {
+    "create": "CREATE TABLE",
+    "append": "WRITE",
+    "truncate": "DELETE",
+    "retract": "DELETE",
+}
+_EMPTY_SCHEMA = '{"type":"struct","fields":[]}'
 
 
 def version_path(version: int) -> str:
-    """Relative path of the version file ``version``.
+    """Relative path of the commit of ``version``.
 
     Examples
     --------
     >>> version_path(12)
-    '_log/00000000000000000012.json'
+    '_delta_log/00000000000000000012.json'
     """
-    return f"{LOG_DIR}/{version:020d}.json"
+    return _delta.commit_path(version)
+
+
+def old_version_path(version: int) -> str:
+    """Relative path of a version file of format 1 (before logs were Delta tables).
+
+    Examples
+    --------
+    >>> old_version_path(3)
+    '_log/00000000000000000003.json'
+    """
+    return f"{OLD_LOG_DIR}/{version:020d}.json"
 
 
 def snapshot_path(version: int) -> str:
-    """Relative path of the snapshot taken at ``version``.
+    """Relative path of streamkit's snapshot taken at ``version``.
 
     Examples
     --------
     >>> snapshot_path(32)
-    '_log/00000000000000000032.snapshot.json'
+    '_streamkit/00000000000000000032.snapshot.json'
     """
-    return f"{LOG_DIR}/{version:020d}.snapshot.json"
+    return f"{SK_DIR}/{version:020d}.snapshot.json"
+
+
+def checkpoint_path(version: int) -> str:
+    """Relative path of the Delta checkpoint of ``version``.
+
+    Examples
+    --------
+    >>> checkpoint_path(32)
+    '_delta_log/00000000000000000032.checkpoint.parquet'
+    """
+    return _delta.checkpoint_path(version)
 
 
 _MAX_PATH = 1024
@@ -118,7 +195,7 @@ def _canonical(body: dict[str, Any]) -> bytes:
 
 
 def encode(body: dict[str, Any]) -> bytes:
-    """Serialize ``body`` with its checksum.
+    """Serialize ``body`` with its checksum (streamkit's snapshots and hint).
 
     Examples
     --------
@@ -182,9 +259,79 @@ def decode(data: bytes, where: str, required: tuple[str, ...] = ()) -> dict[str,
     return body
 
 
+# -------------------------------------------------------------------- schemas
+def schema_to_b64(schema: pl.Schema, where: str) -> str:
+    """The Arrow IPC serialization of ``schema``, base64-encoded.
+
+    Examples
+    --------
+    >>> text = schema_to_b64(pl.Schema({"k": pl.String}), "log")
+    >>> schema_from_b64(text, "log")
+    Schema([('k', String)])
+    """
+    try:
+        arrow = pl.DataFrame(schema=schema).to_arrow().schema
+    except Exception as exc:
+        raise SchemaError(
+            f"{where}: a column type cannot be stored ({type(exc).__name__}: {exc}); "
+            "cast it to a supported type (e.g. Int128 to Int64 or Decimal)"
+        ) from None
+    return base64.b64encode(arrow.serialize().to_pybytes()).decode("ascii")
+
+
+def schema_from_b64(text: str, where: str) -> pl.Schema:
+    """Inverse of :func:`schema_to_b64`."""
+    try:
+        arrow = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+        frame = pl.from_arrow(pa.Table.from_batches([], schema=arrow))
+    except Exception as exc:
+        raise CorruptFileError(
+            f"corrupt schema in {where}: {type(exc).__name__}: {exc}; restore the log "
+            "metadata from a backup"
+        ) from None
+    assert isinstance(frame, pl.DataFrame)
+    return frame.schema
+
+
+def delta_schema(schema: pl.Schema, where: str) -> tuple[str, dict[str, Any]]:
+    """The Delta ``schemaString`` of ``schema`` and the protocol it needs.
+
+    Raises
+    ------
+    SchemaError
+        Naming a column whose type a Delta table cannot hold (nanosecond
+        timestamps, durations, times of day, ...) and the cast that fixes it.
+
+    Examples
+    --------
+    >>> text, protocol = delta_schema(pl.Schema({"k": pl.String, "t": pl.Int64}), "log")
+    >>> protocol
+    {'minReaderVersion': 1, 'minWriterVersion': 2}
+    >>> delta_schema(pl.Schema({"t": pl.Datetime("ns")}), "log")
+    Traceback (most recent call last):
+    ...
+    streamkit.errors.SchemaError: log: column 't' ...
+    """
+    for name, dtype in schema.items():
+        if isinstance(dtype, pl.Datetime) and dtype.time_unit == "ns":
+            zone = "" if dtype.time_zone is None else f", {dtype.time_zone!r}"
+            raise SchemaError(
+                f"{where}: column {name!r} is {dtype}: a log is a Delta Lake table, and "
+                "Delta timestamps hold microseconds; cast it before appending with "
+                f"pl.col({name!r}).cast(pl.Datetime('us'{zone}))"
+            )
+    arrow = pl.DataFrame(schema=schema).to_arrow().schema
+    converted = _delta.schema_to_delta(arrow, where=where)
+    return converted, _delta.required_protocol(converted)
+
+
+# -------------------------------------------------------------------- segments
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """One committed, immutable Parquet file of a log."""
+    """One committed, immutable Parquet file of a log.
+
+    ``stats`` is the Delta ``stats`` JSON of its ``add`` (None for a FileLog's files).
+    """
 
     path: str
     partition: int
@@ -198,9 +345,10 @@ class Segment:
     version: int
     writer: str | None = None
     writer_seq: int | None = None
+    stats: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
+        """JSON form (streamkit's snapshots)."""
         return {
             "path": self.path,
             "partition": self.partition,
@@ -214,6 +362,7 @@ class Segment:
             "version": self.version,
             "writer": self.writer,
             "writer_seq": self.writer_seq,
+            "stats": self.stats,
         }
 
     @classmethod
@@ -238,10 +387,71 @@ class Segment:
                 version=int(data["version"]),
                 writer=None if data.get("writer") is None else str(data["writer"]),
                 writer_seq=None if data.get("writer_seq") is None else int(data["writer_seq"]),
+                stats=None if data.get("stats") is None else str(data["stats"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptFileError(
-                f"corrupt file {where}: a segment entry lacks or mistypes {exc}: {data!r}"
+                f"corrupt file {where}: a segment entry lacks or mistypes {exc}: {data!r:.300}"
+            ) from None
+
+    def to_add(self) -> dict[str, Any]:
+        """The Delta ``add`` action of this segment (its value, without the ``add`` key)."""
+        tags = {
+            f"{PREFIX}offset": str(self.offset),
+            f"{PREFIX}rows": str(self.rows),
+            f"{PREFIX}partition": str(self.partition),
+            f"{PREFIX}seq": str(self.seq),
+            f"{PREFIX}crc32": str(self.crc32),
+            f"{PREFIX}minTime": str(self.min_time),
+            f"{PREFIX}maxTime": str(self.max_time),
+            f"{PREFIX}version": str(self.version),
+        }
+        if self.writer is not None:
+            tags[f"{PREFIX}writer"] = self.writer
+            tags[f"{PREFIX}writerSeq"] = str(self.writer_seq)
+        add: dict[str, Any] = {
+            "path": self.path,
+            "partitionValues": {},
+            "size": self.bytes,
+            "modificationTime": _name_stamp(self.path),
+            "dataChange": True,
+        }
+        if self.stats is not None:
+            add["stats"] = self.stats
+        add["tags"] = tags
+        return add
+
+    @classmethod
+    def from_add(cls, add: Any, where: str) -> Segment:
+        """Parse an ``add`` written by :meth:`to_add`, raising CorruptFileError."""
+        if not isinstance(add, dict) or not isinstance(add.get("tags"), dict):
+            raise CorruptFileError(
+                f"corrupt file {where}: an 'add' without streamkit's tags ({add!r:.200}); "
+                "a streamkit log is written by streamkit alone: restore the file from a "
+                "backup, or read a table written by other engines with sk.DeltaLog"
+            )
+        tags = add["tags"]
+        path = safe_relpath(add.get("path"), where, "a segment path")
+        try:
+            writer = tags.get(f"{PREFIX}writer")
+            return cls(
+                path=path,
+                partition=int(tags[f"{PREFIX}partition"]),
+                seq=int(tags[f"{PREFIX}seq"]),
+                offset=int(tags[f"{PREFIX}offset"]),
+                rows=int(tags[f"{PREFIX}rows"]),
+                min_time=int(tags[f"{PREFIX}minTime"]),
+                max_time=int(tags[f"{PREFIX}maxTime"]),
+                bytes=int(add["size"]),
+                crc32=int(tags[f"{PREFIX}crc32"]),
+                version=int(tags[f"{PREFIX}version"]),
+                writer=None if writer is None else str(writer),
+                writer_seq=None if writer is None else int(tags[f"{PREFIX}writerSeq"]),
+                stats=None if add.get("stats") is None else str(add["stats"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptFileError(
+                f"corrupt file {where}: an 'add' lacks or mistypes {exc}: {add!r:.300}"
             ) from None
 
     @property
@@ -250,9 +460,33 @@ class Segment:
         return self.offset + self.rows
 
 
+def _name_stamp(path: str) -> int:
+    """The creation time (ms) in a segment's name ``<ms>-<uuid>.parquet``, else 0."""
+    head = path.rsplit("/", 1)[-1].split("-", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def segment_stats(rows: int, min_time: int, max_time: int, time_col: str, dtype: Any) -> str:
+    """The Delta ``stats`` of a segment: its row count and the time column's range.
+
+    ``min_time``/``max_time`` are physical values (a Datetime's integer in its unit).
+
+    Examples
+    --------
+    >>> segment_stats(2, 5, 9, "t", pl.Int64())
+    '{"numRecords":2,"minValues":{"t":5},"maxValues":{"t":9},"nullCount":{"t":0}}'
+    """
+    return _delta.file_stats(rows, {time_col: (min_time, max_time, dtype)})
+
+
+# -------------------------------------------------------------------- state
 @dataclass(slots=True)
 class LogState:
-    """Everything a reader or writer needs to know about a log at one version."""
+    """Everything a reader or writer needs to know about a log at one version.
+
+    ``protocol`` and ``metadata`` are the current Delta ``protocol`` and
+    ``metaData`` action values (what a checkpoint repeats).
+    """
 
     version: int
     key: str
@@ -264,6 +498,8 @@ class LogState:
     next_segment: int = 0
     segments: dict[str, Segment] = field(default_factory=dict)
     txns: dict[str, dict[str, Any]] = field(default_factory=dict)
+    protocol: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def copy(self) -> LogState:
         """A copy safe to modify (segments are immutable and shared)."""
@@ -278,20 +514,32 @@ class LogState:
             next_segment=self.next_segment,
             segments=dict(self.segments),
             txns=copy.deepcopy(self.txns),
+            protocol=self.protocol,
+            metadata=self.metadata,
         )
 
     def live(self) -> list[Segment]:
         """Live segments in offset order."""
         return sorted(self.segments.values(), key=lambda s: s.offset)
 
+    def checkpoint_actions(self) -> list[dict[str, Any]]:
+        """The Delta actions of a checkpoint of this state (protocol, metaData, txn, add)."""
+        out: list[dict[str, Any]] = [{"protocol": self.protocol}, {"metaData": self.metadata}]
+        out += [
+            {"txn": {"appId": writer, "version": int(txn["seq"])}}
+            for writer, txn in sorted(self.txns.items())
+        ]
+        out += [{"add": seg.to_add()} for seg in self.live()]
+        return out
+
 
 def create_body(key: str, time_col: str, partitions: int) -> dict[str, Any]:
-    """Body of version 0."""
+    """Body of version 0 (see :func:`encode_version`)."""
     return {
-        "format": FORMAT,
-        "version": 0,
         "op": "create",
         "timestamp": now_ms(),
+        "commit": uuid.uuid4().hex,
+        "table_id": str(uuid.uuid4()),
         "metadata": {"key": key, "time": time_col, "partitions": partitions},
         "add": [],
         "remove": [],
@@ -301,66 +549,258 @@ def create_body(key: str, time_col: str, partitions: int) -> dict[str, Any]:
     }
 
 
-_VERSION_FIELDS = ("format", "version", "op", "add", "remove", "next_offset")
+def _metadata_action(
+    table_id: str, created: int, config: dict[str, str], schema_string: str
+) -> dict[str, Any]:
+    return {
+        "id": table_id,
+        "format": {"provider": "parquet", "options": {}},
+        "schemaString": schema_string,
+        "partitionColumns": [],
+        "configuration": config,
+        "createdTime": created,
+    }
+
+
+def encode_version(state: LogState | None, body: dict[str, Any], version: int) -> bytes:
+    """The commit of ``version``: ``body`` (as :func:`create_body` or a writer builds it)
+    as Delta actions, ``commitInfo`` first with its checksum.
+
+    ``body`` holds ``op``, ``timestamp``, ``commit`` (a unique id: equal bytes
+    mean the same commit), ``add`` (segment dicts, :meth:`Segment.to_dict`),
+    ``remove`` (paths), ``schema`` (the exact schema when this version sets it),
+    ``txn`` (``{writer, seq, meta}`` or None), ``next_offset``; version 0 also
+    ``table_id`` and ``metadata`` (key, time, partitions); a retract ``retract``.
+    """
+    op = body["op"]
+    timestamp = int(body["timestamp"])
+    info: dict[str, Any] = {
+        "format": FORMAT,
+        "version": version,
+        "op": op,
+        "commit": body["commit"],
+        "next_offset": int(body["next_offset"]),
+    }
+    actions: list[dict[str, Any]] = []
+    if op == "create":
+        meta = body["metadata"]
+        config = {
+            f"{PREFIX}format": str(FORMAT),
+            f"{PREFIX}key": str(meta["key"]),
+            f"{PREFIX}time": str(meta["time"]),
+            f"{PREFIX}partitions": str(int(meta["partitions"])),
+        }
+        actions.append({"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}})
+        actions.append(
+            {"metaData": _metadata_action(body["table_id"], timestamp, config, _EMPTY_SCHEMA)}
+        )
+    elif body.get("schema") is not None:
+        assert state is not None
+        polars_schema = schema_from_b64(body["schema"], version_path(version))
+        schema_string, protocol = delta_schema(polars_schema, version_path(version))
+        if protocol != state.protocol:
+            actions.append({"protocol": protocol})
+        old = state.metadata
+        config = dict(old["configuration"])
+        config[f"{PREFIX}schema"] = body["schema"]
+        actions.append(
+            {
+                "metaData": _metadata_action(
+                    old["id"], int(old["createdTime"]), config, schema_string
+                )
+            }
+        )
+    if body["add"]:
+        assert state is not None
+        schema_b64 = body.get("schema") or state.schema
+        where = version_path(version)
+        time_dtype = pl.Int64() if schema_b64 is None else _time_dtype(schema_b64, state.time)
+        for entry in body["add"]:
+            seg = entry if isinstance(entry, Segment) else Segment.from_dict(entry, where)
+            if seg.stats is None:
+                stats = segment_stats(seg.rows, seg.min_time, seg.max_time, state.time, time_dtype)
+                seg = dataclasses.replace(seg, stats=stats)
+            actions.append({"add": seg.to_add()})
+    for path in body["remove"]:
+        removed: dict[str, Any] = {
+            "path": path,
+            "deletionTimestamp": timestamp,
+            "dataChange": True,
+            "extendedFileMetadata": True,
+            "partitionValues": {},
+        }
+        if state is not None and path in state.segments:
+            removed["size"] = state.segments[path].bytes
+        actions.append({"remove": removed})
+    txn = body.get("txn")
+    if txn is not None:
+        actions.append(
+            {"txn": {"appId": txn["writer"], "version": int(txn["seq"]), "lastUpdated": timestamp}}
+        )
+        info["txn"] = {"writer": txn["writer"], "seq": int(txn["seq"]), "meta": txn["meta"]}
+    if body.get("retract") is not None:
+        info["retract"] = body["retract"]
+    commit_info: dict[str, Any] = {
+        "timestamp": timestamp,
+        "operation": _DELTA_OPERATION[op],
+        "operationParameters": _operation_parameters(op, body),
+        "isBlindAppend": op == "append",
+        "engineInfo": "streamkit",
+        "txnId": body["commit"],
+        "streamkit": info,
+    }
+    return _delta.encode_commit([{"commitInfo": commit_info}, *actions])
+
+
+@functools.lru_cache(maxsize=64)
+def _time_dtype(schema_b64: str, time_col: str) -> pl.DataType:
+    schema = schema_from_b64(schema_b64, f"the schema of column {time_col!r}")
+    return schema[time_col] if time_col in schema else pl.Int64()
+
+
+def _operation_parameters(op: str, body: dict[str, Any]) -> dict[str, str]:
+    if op == "create":
+        return {"mode": "ErrorIfExists"}
+    if op == "append":
+        return {"mode": "Append"}
+    return {"predicate": json.dumps([op, len(body["remove"])])}
+
+
+_VERSION_INFO = ("format", "version", "op", "next_offset")
 
 
 def apply_version(state: LogState | None, data: bytes, version: int, where: str) -> LogState:
-    """Apply version file ``data`` (numbered ``version``) to ``state``.
+    """Apply the commit ``data`` (numbered ``version``) to ``state``.
 
+    The checksum in ``commitInfo`` is verified before any action is used.
     Returns a new state; ``state`` itself is not modified.
     """
-    body = decode(data, where, _VERSION_FIELDS)
-    if body["format"] != FORMAT:
+    actions = _delta.decode_commit(data, where)
+    info: dict[str, Any] | None = None
+    protocol: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    adds: list[Any] = []
+    removes: list[Any] = []
+    txns: list[Any] = []
+    for action in actions:
+        (kind, value), *rest = action.items()
+        if rest or not isinstance(value, dict):
+            raise CorruptFileError(f"corrupt file {where}: a malformed action {action!r:.200}")
+        if kind == "commitInfo":
+            info = value.get("streamkit")
+        elif kind == "protocol":
+            protocol = value
+        elif kind == "metaData":
+            metadata = value
+        elif kind == "add":
+            adds.append(value)
+        elif kind == "remove":
+            removes.append(value)
+        elif kind == "txn":
+            txns.append(value)
+        else:
+            raise CorruptFileError(
+                f"corrupt file {where}: a {kind!r} action, which streamkit never writes; a "
+                "streamkit log is written by streamkit alone (read tables written by other "
+                "engines with sk.DeltaLog)"
+            )
+    if not isinstance(info, dict) or any(name not in info for name in _VERSION_INFO):
+        raise CorruptFileError(
+            f"corrupt file {where}: no streamkit commitInfo (format, version, op, "
+            "next_offset): the commit was not written by streamkit; restore the file from "
+            "a backup (read tables written by other engines with sk.DeltaLog)"
+        )
+    if info["format"] != FORMAT:
         raise CorruptFileError(
             f"unsupported file {where}: expected log format {FORMAT}, found "
-            f"{body['format']!r}; upgrade streamkit"
+            f"{info['format']!r}; upgrade streamkit"
         )
-    if body["version"] != version:
+    if info["version"] != version:
         raise CorruptFileError(
-            f"corrupt file {where}: expected version {version}, found {body['version']!r}"
+            f"corrupt file {where}: expected version {version}, found {info['version']!r}"
         )
-    op = body["op"]
+    op = info["op"]
     if op not in _OPS:
         raise CorruptFileError(f"corrupt file {where}: unknown operation {op!r}")
+    if protocol is not None:
+        _delta.check_readable(protocol, where)
     if op == "create":
-        meta = body.get("metadata")
-        if version != 0 or not isinstance(meta, dict):
+        if version != 0 or protocol is None or metadata is None:
             raise CorruptFileError(
-                f"corrupt file {where}: a 'create' must be version 0 with metadata"
+                f"corrupt file {where}: a 'create' must be version 0 with protocol and metaData"
             )
         try:
+            config = metadata["configuration"]
             return LogState(
                 version=0,
-                key=str(meta["key"]),
-                time=str(meta["time"]),
-                partitions=int(meta["partitions"]),
-                created=int(body.get("timestamp", 0)),
+                key=str(config[f"{PREFIX}key"]),
+                time=str(config[f"{PREFIX}time"]),
+                partitions=int(config[f"{PREFIX}partitions"]),
+                created=int(metadata["createdTime"]),
+                protocol=protocol,
+                metadata=metadata,
             )
         except (KeyError, TypeError, ValueError):
             raise CorruptFileError(
-                f"corrupt file {where}: metadata must have key, time and partitions"
+                f"corrupt file {where}: metaData.configuration must have streamkit.key, "
+                "streamkit.time and streamkit.partitions"
             ) from None
     if state is None:
         raise CorruptFileError(f"corrupt file {where}: expected a 'create' as version 0")
     new = state.copy()
     new.version = version
-    for path in body["remove"]:
-        new.segments.pop(str(path), None)
-    for entry in body["add"]:
-        seg = Segment.from_dict(entry, where)
+    if protocol is not None:
+        new.protocol = protocol
+    if metadata is not None:
+        new.metadata = metadata
+        schema = (metadata.get("configuration") or {}).get(f"{PREFIX}schema")
+        if schema is not None and new.schema is None:
+            new.schema = str(schema)
+    for removed in removes:
+        new.segments.pop(str(removed.get("path")), None)
+    for add in adds:
+        seg = Segment.from_add(add, where)
         new.segments[seg.path] = seg
         new.next_segment = max(new.next_segment, seg.seq + 1)
-    if body.get("schema") is not None and new.schema is None:
-        new.schema = str(body["schema"])
-    new.next_offset = max(new.next_offset, int(body["next_offset"]))
-    txn = body.get("txn")
-    if isinstance(txn, dict) and "writer" in txn and "seq" in txn:
-        new.txns[str(txn["writer"])] = {
-            "seq": int(txn["seq"]),
-            "meta": txn.get("meta") or {},
-            "version": version,
-        }
+    try:
+        new.next_offset = max(new.next_offset, int(info["next_offset"]))
+        meta = info.get("txn") or {}
+        for txn in txns:
+            writer = str(txn["appId"])
+            new.txns[writer] = {
+                "seq": int(txn["version"]),
+                "meta": (meta.get("meta") or {}) if meta.get("writer") == writer else {},
+                "version": version,
+            }
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise CorruptFileError(f"corrupt file {where}: a malformed txn or next_offset") from None
     return new
+
+
+def checkpoint_bytes(state: LogState) -> tuple[bytes, bytes]:
+    """The Delta checkpoint of ``state`` and the ``_last_checkpoint`` naming it."""
+    actions = state.checkpoint_actions()
+    data = _delta.write_checkpoint(actions)
+    hint = json.dumps(
+        {"version": state.version, "size": len(actions), "sizeInBytes": len(data)},
+        separators=(",", ":"),
+    ).encode()
+    return data, hint
+
+
+def read_checkpoint(data: bytes, where: str) -> list[dict[str, Any]]:
+    """The actions of a Delta checkpoint (CorruptFileError naming ``where`` if unreadable)."""
+    return _delta.read_checkpoint(data, where)
+
+
+def commit_txn(data: bytes, where: str) -> dict[str, Any] | None:
+    """The ``{writer, seq, meta}`` a commit recorded (None without a writer)."""
+    for action in _delta.decode_commit(data, where):
+        info = action.get("commitInfo")
+        if isinstance(info, dict):
+            txn = (info.get("streamkit") or {}).get("txn")
+            return txn if isinstance(txn, dict) else None
+    return None
 
 
 def state_to_snapshot(state: LogState) -> bytes:
@@ -378,6 +818,8 @@ def state_to_snapshot(state: LogState) -> bytes:
             "next_segment": state.next_segment,
             "segments": [seg.to_dict() for seg in state.live()],
             "txns": state.txns,
+            "protocol": state.protocol,
+            "metadata": state.metadata,
         }
     )
 
@@ -385,7 +827,7 @@ def state_to_snapshot(state: LogState) -> bytes:
 def state_from_snapshot(data: bytes, version: int, where: str) -> LogState:
     """Decode a snapshot written by :func:`state_to_snapshot`."""
     fields = ("format", "version", "key", "time", "partitions", "segments", "txns")
-    body = decode(data, where, fields)
+    body = decode(data, where, (*fields, "protocol", "metadata"))
     if body["format"] != FORMAT or body["version"] != version:
         raise CorruptFileError(
             f"corrupt file {where}: expected format {FORMAT} version {version}, found "
@@ -404,6 +846,8 @@ def state_from_snapshot(data: bytes, version: int, where: str) -> LogState:
             next_segment=int(body.get("next_segment", 0)),
             segments={seg.path: seg for seg in segments},
             txns={str(k): dict(v) for k, v in body["txns"].items()},
+            protocol=dict(body["protocol"]),
+            metadata=dict(body["metadata"]),
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         raise CorruptFileError(f"corrupt file {where}: malformed snapshot fields") from None
@@ -412,3 +856,34 @@ def state_from_snapshot(data: bytes, version: int, where: str) -> LogState:
 def hint_bytes(version: int) -> bytes:
     """Content of the advisory ``_last_snapshot.json`` hint."""
     return encode({"format": FORMAT, "version": version})
+
+
+# -------------------------------------------------------------------- format 1
+def upgrade_body(old: bytes, version: int, where: str) -> dict[str, Any]:
+    """The body (for :func:`encode_version`) of format 1's version file ``old``.
+
+    Deterministic: the same old file always gives the same commit bytes, so an
+    upgrade that crashed can be run again (its commits are recognised as its own).
+    """
+    body = decode(old, where, ("format", "version", "op", "add", "remove", "next_offset"))
+    if body["format"] != 1 or body["version"] != version or body["op"] not in _OPS:
+        raise CorruptFileError(
+            f"corrupt file {where}: expected a version {version} of log format 1, found "
+            f"format {body['format']!r} version {body['version']!r} op {body['op']!r}"
+        )
+    out = {
+        "op": body["op"],
+        "timestamp": int(body.get("timestamp", 0)),
+        "commit": str(body.get("commit") or f"upgraded-{version}-{crc32(old):08x}"),
+        "add": body["add"],
+        "remove": body["remove"],
+        "schema": body.get("schema"),
+        "txn": body.get("txn"),
+        "next_offset": body["next_offset"],
+    }
+    if body.get("retract") is not None:
+        out["retract"] = body["retract"]
+    if body["op"] == "create":
+        out["metadata"] = body.get("metadata")
+        out["table_id"] = str(uuid.UUID(int=crc32(old) << 96 | int(out["timestamp"]), version=4))
+    return out

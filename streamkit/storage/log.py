@@ -1,24 +1,26 @@
 """The append-only, time-ordered event log and its commit protocol.
 
-A log lives under ``<store root>/<name>/``::
+A log lives under ``<store root>/<name>/`` and is a Delta Lake table::
 
-    _log/00000000000000000000.json           version 0: key, time, partitions
-    _log/000000000000000000NN.json           one file per committed version
-    _log/000000000000000000NN.snapshot.json  full state every 32 versions
-    _log/_last_snapshot.json                 advisory hint, verified on use
-    data/p=PPP/<ms>-<uuid>.parquet           immutable segments (zstd level 1)
+    _delta_log/00000000000000000000.json              version 0: protocol, metaData
+    _delta_log/000000000000000000NN.json              one commit per version
+    _delta_log/000000000000000000NN.checkpoint.parquet  Delta checkpoint every 32 versions
+    _delta_log/_last_checkpoint                       Delta's hint (advisory)
+    _streamkit/000000000000000000NN.snapshot.json     streamkit's full state, same versions
+    _streamkit/_last_snapshot.json                    advisory hint, verified on use
+    data/p=PPP/<ms>-<uuid>.parquet                    immutable segments (zstd level 1)
 
-A version becomes visible by creating its file with the create-if-absent
+A version becomes visible by creating its commit with the create-if-absent
 primitive of :class:`~streamkit.storage._fs.FileSystem`; the writer that loses a
 race re-reads the log and retries with the next number. Segment files are written
 first and are invisible until a version references them, so a reader never sees a
 partial append and a crash leaves only unreferenced files (removed by
-:meth:`Log.vacuum`).
+:meth:`Log.vacuum`). What each commit holds is in
+:mod:`streamkit.storage._manifest`.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
 import json
@@ -96,30 +98,8 @@ def to_polars(data: Any, where: str) -> pl.DataFrame:
     )
 
 
-def schema_to_b64(schema: pl.Schema, where: str) -> str:
-    """The Arrow IPC serialization of ``schema``, base64-encoded."""
-    try:
-        arrow = pl.DataFrame(schema=schema).to_arrow().schema
-    except Exception as exc:
-        raise SchemaError(
-            f"{where}: a column type cannot be stored ({type(exc).__name__}: {exc}); "
-            "cast it to a supported type (e.g. Int128 to Int64 or Decimal)"
-        ) from None
-    return base64.b64encode(arrow.serialize().to_pybytes()).decode("ascii")
-
-
-def schema_from_b64(text: str, where: str) -> pl.Schema:
-    """Inverse of :func:`schema_to_b64`."""
-    try:
-        arrow = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
-        frame = pl.from_arrow(pa.Table.from_batches([], schema=arrow))
-    except Exception as exc:
-        raise CorruptFileError(
-            f"corrupt schema in {where}: {type(exc).__name__}: {exc}; restore the log "
-            "metadata from a backup"
-        ) from None
-    assert isinstance(frame, pl.DataFrame)
-    return frame.schema
+schema_to_b64 = mf.schema_to_b64
+schema_from_b64 = mf.schema_from_b64
 
 
 def _time_ok(dtype: pl.DataType) -> bool:
@@ -178,7 +158,7 @@ class Log:
             _check_create_args(name, key, time, partitions)
             parts = DEFAULT_PARTITIONS if partitions is None else partitions
             body = mf.create_body(key, time, parts)
-            fs.put_new(mf.version_path(0), mf.encode(body))
+            fs.put_new(mf.version_path(0), mf.encode_version(None, body, 0))
             state = _load_state(fs, name)
             if state is None:  # pragma: no cover - only if the store lost the write
                 raise StorageError(f"created log {name!r} in {fs.url} but cannot read it back")
@@ -254,7 +234,7 @@ class Log:
         cached = self._schema_cache
         if cached is not None and cached[0] == state.schema:
             return cached[1]
-        schema = schema_from_b64(state.schema, _fmt_path(self._fs, mf.LOG_DIR))
+        schema = schema_from_b64(state.schema, _fmt_path(self._fs, mf.version_path(0)))
         self._schema_cache = (state.schema, schema)
         return schema
 
@@ -376,18 +356,20 @@ class Log:
         names = [n for n in fs.ls(mf.LOG_DIR) if _is_version_file(n)]
         out: dict[int, dict[str, Any]] = {}
         for path, data in fs.get_many([f"{mf.LOG_DIR}/{n}" for n in names]).items():
-            body = mf.decode(data, _fmt_path(fs, path))
-            txn = body.get("txn")
+            txn = mf.commit_txn(data, _fmt_path(fs, path))
             if isinstance(txn, dict) and txn.get("writer") == writer:
                 meta = txn.get("meta")
                 out[int(txn["seq"])] = meta if isinstance(meta, dict) else {}
         return dict(sorted(out.items()))
 
     def check_manifest(self) -> int:
-        """Read and check every manifest file of the log: versions, snapshots, the hint.
+        """Read and check every manifest file of the log: commits, snapshots, hints.
 
-        Each file must parse and match its checksum. Segment files are not read
-        here (:meth:`scan` checks their sizes and checksums as it reads them).
+        Each commit (``_delta_log/<version>.json``) and each of streamkit's
+        snapshots must parse and match its checksum; each Delta checkpoint must
+        parse and hold exactly the files and transactions of the state at its
+        version; the hints must parse. Segment files are not read here
+        (:meth:`scan` checks their sizes and checksums as it reads them).
 
         Returns
         -------
@@ -397,10 +379,10 @@ class Log:
         Raises
         ------
         CorruptFileError
-            Naming the first damaged file and what to do about it: version files
-            are the record of what is committed (restore them from a backup);
-            snapshots and the hint are redundant copies the log already reads
-            around (delete them; streamkit writes new ones).
+            Naming the first damaged file and what to do about it: commits are
+            the record of what is committed (restore them from a backup);
+            snapshots, checkpoints and hints are redundant copies the log
+            already reads around (delete them; streamkit writes new ones).
 
         Examples
         --------
@@ -410,30 +392,43 @@ class Log:
         >>> _ = log.append(pl.DataFrame({"k": [1], "t": [1]}))
         >>> log.check_manifest()  # version 0 (the creation) and version 1
         2
-        >>> log.filesystem.put(f"_log/{1:020d}.json", b"{")
+        >>> log.filesystem.put(f"_delta_log/{1:020d}.json", b"{")
         >>> log.check_manifest()
         Traceback (most recent call last):
         ...
-        streamkit.errors.CorruptFileError: corrupt file .../_log/00000000000000000001.json: ...
+        streamkit.errors.CorruptFileError: corrupt file .../_delta_log/00000000000000000001.json: ...
         """
         fs = self._fs
-        names = [n for n in fs.ls(mf.LOG_DIR) if n.endswith(".json")]
-        paths = [f"{mf.LOG_DIR}/{n}" for n in names]
-        for path, data in fs.get_many(paths, missing_ok=True).items():
+        commits = sorted(f"{mf.LOG_DIR}/{n}" for n in fs.ls(mf.LOG_DIR) if _is_version_file(n))
+        redundant = [f"{mf.SK_DIR}/{n}" for n in fs.ls(mf.SK_DIR) if n.endswith(".json")]
+        redundant += [
+            f"{mf.LOG_DIR}/{n}"
+            for n in fs.ls(mf.LOG_DIR)
+            if n.endswith(".checkpoint.parquet") or n == mf.CHECKPOINT_HINT.rsplit("/", 1)[-1]
+        ]
+        got = fs.get_many(commits, missing_ok=True)
+        names = [p.rsplit("/", 1)[-1] for p in redundant]
+        wanted = {int(n[:20]) for n in names if n[:20].isdigit()}
+        states: dict[int, mf.LogState] = {}
+        state: mf.LogState | None = None
+        for path in commits:
+            if path not in got:
+                continue
+            version = int(path.rsplit("/", 1)[-1][:20])
+            state = mf.apply_version(state, got[path], version, _fmt_path(fs, path))
+            if version in wanted:
+                states[version] = state
+        for path, data in fs.get_many(redundant, missing_ok=True).items():
             where = _fmt_path(fs, path)
             try:
-                body = mf.decode(data, where)
-                if path == mf.HINT and not isinstance(body.get("version"), int):
-                    raise CorruptFileError(f"corrupt file {where}: no snapshot version")
+                _check_redundant(path, data, where, states)
             except CorruptFileError as exc:
-                if path == mf.HINT or path.endswith(".snapshot.json"):
-                    raise CorruptFileError(
-                        f"{exc}. It is a redundant copy that the log already reads around "
-                        "(slower to open); delete the file to clear this, streamkit writes a "
-                        "new one with a later version"
-                    ) from None
-                raise
-        return len(paths)
+                raise CorruptFileError(
+                    f"{exc}. It is a redundant copy that the log already reads around "
+                    "(slower to open); delete the file to clear this, streamkit writes a "
+                    "new one with a later version"
+                ) from None
+        return len(got) + len(redundant)
 
     def segments(self) -> pl.DataFrame:
         """One row per live committed segment, in offset order.
@@ -853,6 +848,8 @@ class Log:
         expected = self._schema_of(state)
         if expected is not None:
             _check_schema(expected, frame.schema, where)
+        else:  # the first append sets the schema: one a Delta table can hold
+            mf.delta_schema(frame.schema, where)
 
     def _write_segments(
         self, frame: pl.DataFrame, state: mf.LogState, schema_b64: str
@@ -1063,14 +1060,8 @@ class Log:
                 if body is None:
                     return False
                 version = state.version + 1
-                body = {
-                    "format": mf.FORMAT,
-                    "version": version,
-                    "timestamp": mf.now_ms(),
-                    "commit": uuid.uuid4().hex,
-                    **body,
-                }
-                data = mf.encode(body)
+                body = {"timestamp": mf.now_ms(), "commit": uuid.uuid4().hex, **body}
+                data = mf.encode_version(state, body, version)
                 path = mf.version_path(version)
                 if self._fs.put_new(path, data):
                     self._state = mf.apply_version(state, data, version, path)
@@ -1086,17 +1077,12 @@ class Log:
             )
 
     def _write_snapshot(self, state: mf.LogState) -> None:
-        """Best effort: the version is committed whatever happens here."""
-        try:
-            self._fs.put_new(mf.snapshot_path(state.version), mf.state_to_snapshot(state))
-            self._fs.put(mf.HINT, mf.hint_bytes(state.version))
-        except Exception:
-            _logger.warning(
-                "could not write the snapshot of version %d of log %r",
-                state.version,
-                self._name,
-                exc_info=True,
-            )
+        """Best effort: the version is committed whatever happens here.
+
+        streamkit's snapshot (and its hint) first, then the Delta checkpoint (and
+        Delta's ``_last_checkpoint``) that other engines open from.
+        """
+        write_snapshot(self._fs, state, self._name)
 
     # ---------------------------------------------------------------- retention
     def truncate(self, before: Position | int | dt.datetime | dt.date) -> int:
@@ -1261,11 +1247,12 @@ class Log:
             stamp = _name_stamp(rel)
             if stamp is not None and stamp <= cutoff:
                 doomed.append(rel)
-        for name in self._fs.ls(mf.LOG_DIR):
-            if ".tmp-" in name:
-                stamp = _tmp_stamp(name)
-                if stamp is not None and stamp <= cutoff:
-                    doomed.append(f"{mf.LOG_DIR}/{name}")
+        for folder in (mf.LOG_DIR, mf.SK_DIR):
+            for name in self._fs.ls(folder):
+                if ".tmp-" in name:
+                    stamp = _tmp_stamp(name)
+                    if stamp is not None and stamp <= cutoff:
+                        doomed.append(f"{folder}/{name}")
         self._fs.rm(doomed)
         return sorted(doomed)
 
@@ -1499,6 +1486,46 @@ def _check_create_args(name: str, key: str, time: str, partitions: int | None) -
         )
 
 
+def _check_redundant(path: str, data: bytes, where: str, states: dict[int, mf.LogState]) -> None:
+    """Check a snapshot, a Delta checkpoint or a hint (``states``: the commits' states)."""
+    name = path.rsplit("/", 1)[-1]
+    if not name[:20].isdigit():  # a hint
+        if path == mf.HINT:
+            if not isinstance(mf.decode(data, where).get("version"), int):
+                raise CorruptFileError(f"corrupt file {where}: no snapshot version")
+            return
+        try:
+            version = json.loads(data)["version"]
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+            version = None
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise CorruptFileError(f"corrupt file {where}: expected JSON with a version")
+        return
+    version = int(name[:20])
+    expected = states.get(version)
+    if path.endswith(".snapshot.json"):
+        snap = mf.state_from_snapshot(data, version, where)
+        if expected is not None and (
+            snap.segments != expected.segments or snap.next_offset != expected.next_offset
+        ):
+            raise CorruptFileError(
+                f"corrupt file {where}: its segments differ from the commits up to version "
+                f"{version}"
+            )
+        return
+    actions = mf.read_checkpoint(data, where)
+    if expected is not None:
+        files = sorted(a["add"]["path"] for a in actions if "add" in a)
+        txns = {a["txn"]["appId"]: a["txn"]["version"] for a in actions if "txn" in a}
+        if files != sorted(expected.segments) or txns != {
+            w: t["seq"] for w, t in expected.txns.items()
+        }:
+            raise CorruptFileError(
+                f"corrupt file {where}: its files or transactions differ from the commits "
+                f"up to version {version}"
+            )
+
+
 # -------------------------------------------------------------------- loading
 def _advance(fs: FileSystem, state: mf.LogState | None, first: int, window: int) -> mf.LogState:
     """Apply the contiguous run of versions from ``first`` on; probe in growing windows."""
@@ -1521,22 +1548,26 @@ def _load_state(fs: FileSystem, name: str) -> mf.LogState | None:
     """Read the latest state of the log rooted at ``fs``; None if it does not exist.
 
     Fast path: the hint names the latest snapshot; versions after it are probed
-    in one concurrent read. Fallback (no or bad hint): list ``_log/``, start from
-    the newest readable snapshot (or version 0) and read the listed versions.
+    in one concurrent read. Fallback (no or bad hint): list ``_delta_log/``,
+    start from the newest readable snapshot (or version 0) and read the listed
+    versions.
+
+    Raises
+    ------
+    ConfigurationError
+        If the folder holds a log of format 1 (``_log/``): it names
+        ``streamkit log upgrade``.
     """
     snap = _snapshot_from_hint(fs)
     if snap is not None:
         return _advance(fs, snap, snap.version + 1, mf.SNAPSHOT_EVERY)
     listing = fs.ls(mf.LOG_DIR)
     if mf.version_path(0).rsplit("/", 1)[-1] not in listing:
+        _refuse_format_1(fs, name)
         return None
-    state = _snapshot_from_listing(fs, listing)
+    state = _snapshot_from_listing(fs, fs.ls(mf.SK_DIR))
     after = -1 if state is None else state.version
-    versions = sorted(
-        int(n[:20])
-        for n in listing
-        if len(n) == 25 and n.endswith(".json") and n[:20].isdigit() and int(n[:20]) > after
-    )
+    versions = sorted(int(n[:20]) for n in listing if _is_version_file(n) and int(n[:20]) > after)
     got = fs.get_many([mf.version_path(v) for v in versions], missing_ok=True)
     for expected, v in enumerate(versions, start=after + 1):
         rel = mf.version_path(v)
@@ -1546,6 +1577,48 @@ def _load_state(fs: FileSystem, name: str) -> mf.LogState | None:
     if state is None:
         return None
     return _advance(fs, state, state.version + 1, _PROBE_FIRST)
+
+
+def _refuse_format_1(fs: FileSystem, name: str) -> None:
+    """Raise ConfigurationError if ``fs`` holds a log of format 1 (``_log/``)."""
+    if fs.exists(mf.old_version_path(0)):
+        raise ConfigurationError(
+            f"log {name!r} in {fs.url} is in streamkit's first log format (a _log/ folder); "
+            "logs are Delta Lake tables now: convert it once, in place, with "
+            f"`streamkit log upgrade {fs.url}` (stop its writers first; offsets and "
+            "checkpoints stay valid)"
+        )
+
+
+def write_snapshot(fs: FileSystem, state: mf.LogState, name: str) -> None:
+    """Write streamkit's snapshot of ``state`` and its hint, then the Delta checkpoint.
+
+    Best effort: every one of these files is redundant (readers fall back to
+    the commits), so a failure is logged, not raised.
+    """
+    try:
+        fs.put_new(mf.snapshot_path(state.version), mf.state_to_snapshot(state))
+        fs.put(mf.HINT, mf.hint_bytes(state.version))
+    except Exception:
+        _logger.warning(
+            "could not write the snapshot of version %d of log %r",
+            state.version,
+            name,
+            exc_info=True,
+        )
+    if state.schema is None:
+        return  # no columns yet: Delta readers refuse such a table anyway
+    try:
+        data, hint = mf.checkpoint_bytes(state)
+        fs.put_new(mf.checkpoint_path(state.version), data)
+        fs.put(mf.CHECKPOINT_HINT, hint)
+    except Exception:
+        _logger.warning(
+            "could not write the Delta checkpoint of version %d of log %r",
+            state.version,
+            name,
+            exc_info=True,
+        )
 
 
 def _snapshot_from_hint(fs: FileSystem) -> mf.LogState | None:

@@ -38,7 +38,7 @@ def rich_frame() -> pl.DataFrame:
             "k": pl.Series([1, 2, 3, 1, 2, 3], dtype=pl.Int64),
             "t": pl.Series(
                 [dt.datetime(2024, 1, 1, 0, 0, i, tzinfo=UTC) for i in (5, 1, 3, 0, 2, 4)]
-            ).cast(pl.Datetime("ns", "Europe/Berlin")),
+            ).cast(pl.Datetime("us", "Europe/Berlin")),
             "dec": pl.Series(
                 [decimal.Decimal("1.25"), None, decimal.Decimal("-3.50")] * 2,
                 dtype=pl.Decimal(10, 2),
@@ -49,7 +49,6 @@ def rich_frame() -> pl.DataFrame:
             "st": [{"a": i, "b": str(i)} if i % 2 else None for i in range(n)],
             "flag": [True, False, None, True, False, None],
             "d": [dt.date(2024, 1, i + 1) if i % 3 else None for i in range(n)],
-            "dur": [dt.timedelta(seconds=i) if i % 2 else None for i in range(n)],
             "bin": [bytes([i]) if i % 2 else None for i in range(n)],
             "u8": pl.Series(list(range(n)), dtype=pl.UInt8),
             "f32": pl.Series([0.5 * i for i in range(n)], dtype=pl.Float32),
