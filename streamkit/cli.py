@@ -396,6 +396,33 @@ def log_ls(store_url: str, options: tuple[str, ...]) -> None:
     _echo_table(header, rows, right={1, 2, 5})
 
 
+@log_group.command("upgrade")
+@click.argument("url")
+@click.option("--option", "options", multiple=True, help="fsspec storage option key=value.")
+@_errors
+def log_upgrade(url: str, options: tuple[str, ...]) -> None:
+    """Convert the logs at URL (a store, or one log's folder) to Delta Lake tables.
+
+    Logs of streamkit's first format (a _log/ folder) are converted once, in
+    place: the same versions, segments, offsets and writer transactions, so
+    pipelines resume where they stopped. Stop every writer first. Running it
+    again is safe. The _log/ folders are left; delete them when satisfied.
+    """
+    store = _store(url, options)
+    if "://" not in url and not Path(url).is_dir():
+        _fail(f"{url!r} is not a folder", EXIT_USAGE)
+    done = store.upgrade_logs()
+    if not done:
+        click.echo(f"no log of the first format (_log/) in {store.url}; nothing to do")
+        return
+    for path, versions in done.items():
+        shown = path or store.url
+        if versions:
+            click.echo(f"{shown}: {versions} versions converted to a Delta table")
+        else:
+            click.echo(f"{shown}: a Delta table already")
+
+
 @main.command()
 @click.argument("store_url")
 @click.argument("pipeline")

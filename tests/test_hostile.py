@@ -458,9 +458,8 @@ def forge_segment(store: sk.Store, name: str, data: bytes, rows: int) -> str:
     seg = mf.Segment(path, 0, 0, 0, rows, 0, 0, len(data), crc32(data), 1).to_dict()
     schema = schema_to_b64(pl.Schema({"k": pl.Int64, "t": pl.Int64, "v": pl.Int64}), name)
     body = {
-        "format": mf.FORMAT,
-        "version": 1,
         "timestamp": mf.now_ms(),
+        "commit": "forged",
         "op": "append",
         "add": [seg],
         "remove": [],
@@ -468,7 +467,8 @@ def forge_segment(store: sk.Store, name: str, data: bytes, rows: int) -> str:
         "txn": None,
         "next_offset": rows,
     }
-    fs.put(mf.version_path(1), mf.encode(body))
+    created = mf.apply_version(None, fs.get(mf.version_path(0)), 0, name)
+    fs.put(mf.version_path(1), mf.encode_version(created, body, 1))
     assert log.end().offset == rows
     return path
 

@@ -99,7 +99,8 @@ def _kind(data: bytes) -> str:
     if data[:6] == b"ARROW1" and data[-6:] == b"ARROW1":
         return "arrow"
     if data[:1] == b"{":
-        json.loads(data)  # a JSON file must parse as a whole
+        for line in data.splitlines():  # a JSON file (or NDJSON: a Delta commit) must parse
+            json.loads(line)
         return "json"
     return "unknown"
 
@@ -170,7 +171,7 @@ def test_every_file_a_full_pipeline_writes_is_json_parquet_or_arrow(tmp_path: Pa
         values = [data.decode()] if kind == "json" else _decoded_values(path, kind)
         assert not any(_holds_pickle(v) for v in values), path
     assert kinds["json"] > 100 and kinds["parquet"] > 50 and kinds["arrow"] > 5, kinds
-    assert list((root / "history-plain/_log").glob("*.snapshot.json"))
+    assert list((root / "history-plain/_streamkit").glob("*.snapshot.json"))
 
 
 def test_stored_expressions_that_embed_code_are_never_loaded() -> None:

@@ -1590,6 +1590,67 @@ def _refuse_format_1(fs: FileSystem, name: str) -> None:
         )
 
 
+def upgrade_log(fs: FileSystem, name: str) -> int:
+    """Convert the log of format 1 rooted at ``fs`` (a ``_log/`` folder) into a Delta table.
+
+    Each version file ``_log/N.json`` becomes the commit ``_delta_log/N.json``
+    with the same number, the same segments, offsets, writer transactions and
+    commit ids; no segment file is read, moved or rewritten, and ``_log/`` is
+    left as it was (delete it once satisfied). The commits are derived from the
+    old files alone and created newest first, version 0 last: until version 0
+    exists the folder still reads as format 1, and an upgrade that was
+    interrupted is simply run again (it recognises the commits it created).
+
+    Returns
+    -------
+    int
+        The number of versions converted; 0 if the log is a Delta table already.
+
+    Raises
+    ------
+    SchemaError
+        A column a Delta table cannot hold (nanosecond timestamps, durations).
+    CorruptFileError
+        A damaged version file (named), or a ``_delta_log/`` commit that differs
+        from the conversion (someone wrote to the folder meanwhile).
+    """
+    if fs.exists(mf.version_path(0)):
+        return 0
+    names = [n for n in fs.ls(mf.OLD_LOG_DIR) if _is_version_file(n)]
+    versions = sorted(int(n[:20]) for n in names)
+    if not versions or versions[0] != 0:
+        raise LogNotFoundError(f"no log of format 1 in {fs.url} (no {mf.old_version_path(0)})")
+    versions = [v for i, v in enumerate(versions) if v == i]  # the contiguous prefix
+    got = fs.get_many([mf.old_version_path(v) for v in versions])
+    state: mf.LogState | None = None
+    commits: list[tuple[int, bytes]] = []
+    for v in versions:
+        where = _fmt_path(fs, mf.old_version_path(v))
+        body = mf.upgrade_body(got[mf.old_version_path(v)], v, where)
+        try:
+            data = mf.encode_version(state, body, v)
+        except SchemaError as exc:
+            raise SchemaError(
+                f"cannot upgrade log {name!r} in {fs.url}: {exc}. A Delta table cannot hold "
+                "this column as it is: nothing was converted; copy the log into a new one "
+                "with the column cast, using streamkit before Delta tables"
+            ) from None
+        state = mf.apply_version(state, data, v, _fmt_path(fs, mf.version_path(v)))
+        commits.append((v, data))
+    for v, data in reversed(commits):
+        if not fs.put_new(mf.version_path(v), data):
+            raise CorruptFileError(
+                f"cannot upgrade log {name!r}: {_fmt_path(fs, mf.version_path(v))} exists "
+                "with other content (a writer committed to the folder during the upgrade?); "
+                "nothing was deleted: remove the _delta_log/ folder and upgrade again with "
+                "every writer stopped"
+            )
+    assert state is not None
+    if state.version > 0:
+        write_snapshot(fs, state, name)
+    return len(commits)
+
+
 def write_snapshot(fs: FileSystem, state: mf.LogState, name: str) -> None:
     """Write streamkit's snapshot of ``state`` and its hint, then the Delta checkpoint.
 

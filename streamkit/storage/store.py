@@ -9,7 +9,7 @@ from typing import Any
 from streamkit.errors import ConfigurationError
 from streamkit.storage import _manifest as mf
 from streamkit.storage._fs import FileSystem
-from streamkit.storage.log import Log
+from streamkit.storage.log import Log, upgrade_log
 
 __all__ = ["Store", "validate_log_name"]
 
@@ -193,6 +193,9 @@ class Store:
     def has_log(self, path: str) -> bool:
         """True if a log exists at ``path``: a user log's name or a nested path.
 
+        A log of streamkit's first format (a ``_log/`` folder, see
+        :meth:`upgrade_logs`) counts: opening it says how to upgrade it.
+
         Parameters
         ----------
         path : str
@@ -211,7 +214,57 @@ class Store:
         >>> store.has_log("orders"), store.has_log("_pipelines/p/quarantine")
         (True, False)
         """
-        return self._fs.exists(f"{_log_relpath(path)}/{mf.version_path(0)}")
+        rel = _log_relpath(path)
+        return self._fs.exists(f"{rel}/{mf.version_path(0)}") or self._fs.exists(
+            f"{rel}/{mf.old_version_path(0)}"
+        )
+
+    def upgrade_logs(self) -> dict[str, int]:
+        """Convert every log of streamkit's first format in the store into a Delta table.
+
+        Logs used to keep their versions in a ``_log/`` folder; they are Delta
+        Lake tables now (``_delta_log/``), and a log of the first format cannot be
+        opened until it is upgraded, once, in place (``streamkit log upgrade
+        URL``). Each version becomes the Delta commit with the same number and
+        the same segments, offsets and writer transactions, so read positions
+        held by pipeline checkpoints stay valid; no segment file is rewritten and
+        ``_log/`` is left in place. Stop every writer of the store first. Running
+        it again is safe: converted logs are skipped, an interrupted conversion
+        is completed. The store's folder may itself be a log's folder.
+
+        Returns
+        -------
+        dict of str to int
+            For each log of the first format found (its path below the store,
+            ``""`` for the store's folder itself): the versions converted (0 if
+            it had been converted already).
+
+        Raises
+        ------
+        SchemaError
+            A log holds a column a Delta table cannot hold (nanosecond
+            timestamps): the message names it; that log is not converted.
+
+        Examples
+        --------
+        >>> import streamkit as sk
+        >>> store = sk.Store("memory://streamkit-doc-upgrade")
+        >>> _ = store.log("orders", key="id", time="ts")  # a Delta table already
+        >>> store.upgrade_logs()
+        {}
+        """
+        marker = mf.old_version_path(0)
+        found = sorted(
+            {
+                p[: -len(marker)].rstrip("/")
+                for p in self._fs.find("")
+                if p == marker or p.endswith(f"/{marker}")
+            }
+        )
+        return {
+            rel: upgrade_log(self._fs.child(rel) if rel else self._fs, rel or self.url)
+            for rel in found
+        }
 
     def logs(self) -> list[str]:
         """Names of the user logs in the store, sorted.

@@ -64,7 +64,7 @@ def assert_nothing_half_committed(store: sk.Store, ref: sk.Store) -> None:
     """Every log reads whole; outputs are a prefix of the uninterrupted run's;
     the latest checkpoint verifies; no temporary files."""
     for name in ("history", "_pipelines/full/quarantine"):
-        if not store.filesystem.exists(f"{name}/_log/00000000000000000000.json"):
+        if not store.filesystem.exists(f"{name}/_delta_log/00000000000000000000.json"):
             continue  # refused at its creation
         got = store.log_at(name).scan().collect().rows()
         full = ref.log_at(name).scan().collect().rows()

@@ -210,7 +210,7 @@ def test_refs_of_another_log_or_tampered_are_refused(
     ref = driver.write_segments(frame(10))[0]
     for bad in (
         {"path": "../other/" + foreign[0].path},
-        {"path": "_log/00000000000000000001.json"},
+        {"path": "_delta_log/00000000000000000001.json"},
         {"path": ref.path.replace(f"p={ref.partition:03d}", f"p={(ref.partition + 1) % 3:03d}")},
         {"partition": PARTS, "path": f"data/p={PARTS:03d}/" + ref.path.rsplit("/", 1)[1]},
     ):

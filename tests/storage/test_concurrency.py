@@ -117,7 +117,7 @@ def test_sigkill_leaves_only_whole_appends_local(make_store: Any) -> None:
     log.vacuum(retain=dt.timedelta(0))
     live = set(log.segments()["path"].to_list())
     assert set(store.filesystem.child("events").find("data")) == live
-    assert all(".tmp-" not in n for n in store.filesystem.child("events").ls("_log"))
+    assert all(".tmp-" not in n for n in store.filesystem.child("events").ls("_delta_log"))
     assert log.count() == before + 1
     _check_consistent(log.scan(with_offset="o").collect().filter(pl.col("w") != "after"), 50)
 

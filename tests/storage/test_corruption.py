@@ -11,6 +11,7 @@ import pytest
 
 from streamkit.errors import CorruptFileError
 from streamkit.storage import Store
+from streamkit.storage import _delta
 from streamkit.storage import _manifest as mf
 from streamkit.storage._fs import FileSystem
 
@@ -20,6 +21,17 @@ def _damage(data: bytes, how: str) -> bytes:
         return data[: len(data) // 2]
     middle = len(data) // 2
     return data[:middle] + bytes([data[middle] ^ 0x10]) + data[middle + 1 :]
+
+
+def _rewrite_commit(fs: FileSystem, rel: str, change: Any) -> None:
+    """Change the actions of commit ``rel`` in place, checksum recomputed (a tamperer)."""
+    actions = _delta.decode_commit(fs.get(rel), rel)
+    change(actions)
+    fs.put(rel, _delta.encode_commit(actions))
+
+
+def _info(actions: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(a["commitInfo"] for a in actions if "commitInfo" in a)
 
 
 def _fill(store: Store, name: str = "c") -> None:
@@ -65,15 +77,13 @@ def test_corrupt_version_file_named(store: Store, how: str) -> None:
 def test_version_file_missing_fields(store: Store) -> None:
     _fill(store)
     fs = store.filesystem.child("c")
-    fs.put(mf.version_path(3), mf.encode({"format": 1, "version": 3}))
-    with pytest.raises(CorruptFileError, match=r"00000000000000000003.json: expected fields"):
+    rel = mf.version_path(3)
+    good = fs.get(rel)
+    _rewrite_commit(fs, rel, lambda actions: _info(actions)["streamkit"].pop("next_offset"))
+    with pytest.raises(CorruptFileError, match=r"00000000000000000003.json: no streamkit commitInfo"):
         store.log("c")
-    fs.put(
-        mf.version_path(3),
-        mf.encode(
-            {"format": 1, "version": 4, "op": "append", "add": [], "remove": [], "next_offset": 6}
-        ),
-    )
+    fs.put(rel, good)
+    _rewrite_commit(fs, rel, lambda actions: _info(actions)["streamkit"].update(version=4))
     with pytest.raises(CorruptFileError, match=r"expected version 3, found 4"):
         store.log("c")
 
@@ -141,9 +151,10 @@ def test_snapshot_bounds_files_read_on_open(
     for i in range(300):
         log.append(pl.DataFrame({"k": [i % 3], "t": [i]}))
     fs = Store(url, storage_options=options).filesystem.child("big")
-    names = fs.ls(mf.LOG_DIR)
+    names = fs.ls(mf.SK_DIR)
     assert mf.snapshot_path(288).split("/")[-1] in names
-    assert fs.ls(mf.LOG_DIR).count("_last_snapshot.json") == 1
+    assert names.count("_last_snapshot.json") == 1
+    assert mf.checkpoint_path(288).split("/")[-1] in fs.ls(mf.LOG_DIR)
 
     reads, listings = _reads_to_open(url, options, counting)
     assert reads <= 35, reads
@@ -172,7 +183,7 @@ def test_snapshot_bounds_files_read_on_open(
     again = Store(url, storage_options=options).log("big")
     for i in range(300, 320):
         again.append(pl.DataFrame({"k": [0], "t": [i]}))
-    assert mf.snapshot_path(320).split("/")[-1] in fs.ls(mf.LOG_DIR)
+    assert mf.snapshot_path(320).split("/")[-1] in fs.ls(mf.SK_DIR)
     assert Store(url, storage_options=options).log("big").count() == 320
 
 
@@ -182,7 +193,7 @@ def _fill_to_snapshot(store: Store, name: str = "snap") -> Any:
     for i in range(mf.SNAPSHOT_EVERY):  # version 32 writes the first snapshot and the hint
         log.append(pl.DataFrame({"k": [i % 3], "t": [i]}))
     fs = store.filesystem.child(name)
-    assert mf.snapshot_path(32).split("/")[-1] in fs.ls(mf.LOG_DIR)
+    assert mf.snapshot_path(32).split("/")[-1] in fs.ls(mf.SK_DIR)
     return fs
 
 
@@ -212,6 +223,15 @@ def test_damaged_snapshot_hint_and_covered_version(store: Store, backend: str) -
             log.check_manifest()
         assert "redundant" in str(info.value)
         fs.rm([rel])  # the remedy the message gives
+    # the same for the Delta checkpoint other engines open from, and its hint
+    fs.put(mf.checkpoint_path(32), _damage(fs.get(mf.checkpoint_path(32)), "truncated"))
+    fs.put(mf.CHECKPOINT_HINT, b"{")
+    assert store.log("snap").count() == 32  # streamkit does not need them
+    for rel in (mf.checkpoint_path(32), mf.CHECKPOINT_HINT):
+        with pytest.raises(CorruptFileError, match=rel.split("/")[-1]) as info:
+            log.check_manifest()
+        assert "redundant" in str(info.value)
+        fs.rm([rel])
     assert log.check_manifest() == 33  # versions 0-32, nothing else left
     if backend == "s3":
         return  # 32 more appends over S3 add nothing the other backends do not show
@@ -232,9 +252,11 @@ def test_segment_paths_in_a_version_file_cannot_leave_the_log(store: Store, path
     store.filesystem.put("outside.parquet", b"")  # a file the tampered path could reach
     fs = store.filesystem.child("c")
     rel = mf.version_path(3)
-    body = mf.decode(fs.get(rel), rel)
-    body["add"][0]["path"] = path
-    fs.put(rel, mf.encode(body))
+
+    def tamper(actions: list[dict[str, Any]]) -> None:
+        next(a["add"] for a in actions if "add" in a)["path"] = path
+
+    _rewrite_commit(fs, rel, tamper)
     with pytest.raises(CorruptFileError, match=r"00000000000000000003.json: a segment path"):
         store.log("c").scan().collect()
     with pytest.raises(CorruptFileError, match=r"00000000000000000003.json: a segment path"):

@@ -49,8 +49,10 @@ def kind(path: str) -> str:
     name = path.rsplit("/", 1)[-1]
     if "/data/" in path:
         return "segment"
-    if name == "_last_snapshot.json":
+    if name in ("_last_snapshot.json", "_last_checkpoint"):
         return "hint"
+    if name.endswith(".checkpoint.parquet"):
+        return "checkpoint"
     return "snapshot" if name.endswith(".snapshot.json") else "version"
 
 
@@ -95,14 +97,23 @@ def test_an_append_refused_at_each_write_commits_nothing_and_succeeds_after_free
     passing: bool,
 ) -> None:
     # One version short of a snapshot: the append writes two segments, the
-    # version, the snapshot and the snapshot hint, in this order.
+    # version, the snapshot and its hint, the Delta checkpoint and its hint, in
+    # this order.
     base = _volume_one_version_short_of_a_snapshot()
     ref = ff.clone(base)
     first = len(ff.journal(ref))
     ref_log = sk.Store(f"{ref}/lake").log("ev")
     assert ref_log.append(NEW, writer="w", seq=SEQ).rows == 300
     writes = ff.journal(ref)[first:]
-    assert [kind(p) for p, _, _ in writes] == ["segment", "segment", "version", "snapshot", "hint"]
+    assert [kind(p) for p, _, _ in writes] == [
+        "segment",
+        "segment",
+        "version",
+        "snapshot",
+        "hint",
+        "checkpoint",
+        "hint",
+    ]
     final = contents(ref_log)[2]
 
     for k, (path, size, _) in enumerate(writes):
@@ -120,13 +131,13 @@ def test_an_append_refused_at_each_write_commits_nothing_and_succeeds_after_free
             assert kind(refused[0]) == kind(path), f"write {k}: {refused}"
             assert contents(log) == before, f"write {k}"
             assert contents(sk.Store(f"{url}/lake").log("ev")) == before  # a new reader too
-        else:  # snapshot and hint are best effort: the version is committed
+        else:  # snapshots, checkpoints and hints are best effort: the version is committed
             assert log.append(NEW, writer="w", seq=SEQ).rows == 300
             assert ff.refusals(url) > 0
 
         ff.set_capacity(url, None)  # space freed
         again = log.append(NEW, writer="w", seq=SEQ)
-        assert again.duplicate == (kind(path) in ("snapshot", "hint")), f"write {k}"
+        assert again.duplicate == (kind(path) in ("snapshot", "checkpoint", "hint")), f"write {k}"
         fresh = sk.Store(f"{url}/lake").log("ev")
         assert contents(fresh)[2] == final, f"write {k}"
         assert fresh.transaction("w").seq == SEQ  # type: ignore[union-attr]

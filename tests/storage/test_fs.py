@@ -149,4 +149,4 @@ def test_store_urls_local_forms(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) 
     rel.log("e", key="k", time="t").append(pl.DataFrame({"k": [1], "t": [1]}))
     assert Store(f"file://{tmp_path}/lake").log("e").count() == 1
     assert Store(str(tmp_path / "lake")).logs() == ["e"]
-    assert (tmp_path / "lake" / "e" / "_log" / "00000000000000000001.json").is_file()
+    assert (tmp_path / "lake" / "e" / "_delta_log" / "00000000000000000001.json").is_file()

@@ -20,11 +20,11 @@ from streamkit.errors import ConfigurationError, CorruptFileError, LogNotFoundEr
 from streamkit.storage import FileSystem, Position, Store, crc32, safe_relpath
 
 QUARANTINE = "_pipelines/p/quarantine"
-SNAPSHOT_EVERY = 32  # a snapshot and the hint are written every 32 versions
+SNAPSHOT_EVERY = 32  # snapshots, checkpoints and their hints are written every 32 versions
 
 
 def version_file(v: int) -> str:
-    return f"_log/{v:020d}.json"
+    return f"_delta_log/{v:020d}.json"
 
 
 def canonical(body: dict[str, object]) -> bytes:
@@ -134,7 +134,7 @@ def test_writer_history_names_a_damaged_version_file(store: Store) -> None:
     log = store.log("out", key="k", time="t")
     log.append(frame(0), writer="pipe", seq=0)
     log.filesystem.put(version_file(1), b"{not json")
-    with pytest.raises(CorruptFileError, match=r"_log/00000000000000000001\.json"):
+    with pytest.raises(CorruptFileError, match=r"_delta_log/00000000000000000001\.json"):
         log.writer_history("pipe")
 
 
@@ -144,10 +144,13 @@ def test_check_manifest_counts_every_manifest_file(store: Store) -> None:
     assert log.check_manifest() == 1  # the creation
     for s in range(SNAPSHOT_EVERY):
         log.append(frame(s, 1))
-    names = log.filesystem.ls("_log")
+    names = log.filesystem.ls("_streamkit")
     assert f"{SNAPSHOT_EVERY:020d}.snapshot.json" in names and "_last_snapshot.json" in names
-    # versions 0..32, the snapshot of version 32 and the hint
-    assert log.check_manifest() == SNAPSHOT_EVERY + 1 + 2
+    names = log.filesystem.ls("_delta_log")
+    assert f"{SNAPSHOT_EVERY:020d}.checkpoint.parquet" in names and "_last_checkpoint" in names
+    # versions 0..32, streamkit's snapshot of version 32 and its hint, Delta's
+    # checkpoint of version 32 and its hint
+    assert log.check_manifest() == SNAPSHOT_EVERY + 1 + 4
 
 
 def test_check_manifest_says_to_restore_a_damaged_version_file(store: Store) -> None:
@@ -170,9 +173,9 @@ def test_check_manifest_says_to_delete_a_damaged_snapshot_or_hint(store: Store, 
         log.append(frame(s, 1))
     fs = log.filesystem
     path = (
-        f"_log/{SNAPSHOT_EVERY:020d}.snapshot.json"
+        f"_streamkit/{SNAPSHOT_EVERY:020d}.snapshot.json"
         if which == "snapshot"
-        else "_log/_last_snapshot.json"
+        else "_streamkit/_last_snapshot.json"
     )
     if which == "hint without a version":
         # a well-formed file (its checksum matches) that names no snapshot version
@@ -188,7 +191,7 @@ def test_check_manifest_says_to_delete_a_damaged_snapshot_or_hint(store: Store, 
     if which == "hint without a version":
         assert "no snapshot version" in message
     fs.rm([path])  # what the message says to do
-    assert log.check_manifest() == SNAPSHOT_EVERY + 1 + 1
+    assert log.check_manifest() == SNAPSHOT_EVERY + 1 + 3
     assert log.count() == SNAPSHOT_EVERY
 
 

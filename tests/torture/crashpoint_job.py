@@ -228,7 +228,7 @@ def log_debris(log: sk.Log) -> list[str]:
     live = set(log.segments()["path"].to_list())
     files = [p for p in fs.find("data") if p.endswith(".parquet") or ".tmp-" in p]
     stray = [p for p in files if p not in live]
-    stray += [f"{mf.LOG_DIR}/{n}" for n in fs.ls(mf.LOG_DIR) if ".tmp-" in n]
+    stray += [f"{d}/{n}" for d in (mf.LOG_DIR, mf.SK_DIR) for n in fs.ls(d) if ".tmp-" in n]
     return stray
 
 

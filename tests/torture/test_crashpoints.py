@@ -154,7 +154,7 @@ def test_a_crash_point_lands_on_its_call(
     crashed = server.run("append", "work", url, options, crash_at=3, when=when)
     assert crashed.rc == cp.CRASH_CODE
     fs = sk.Store(url).filesystem.child("events")
-    assert [n for n in fs.ls("_log") if n.endswith(".json")] == [
+    assert [n for n in fs.ls(mf.LOG_DIR) if n.endswith(".json")] == [
         mf.version_path(v).split("/")[1] for v in range(versions)
     ]
     assert len(fs.find("data")) == 1

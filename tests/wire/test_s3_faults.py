@@ -38,16 +38,16 @@ CHUNKS = [FRAME.slice(0, 60), FRAME.slice(60)]
 EVERY = 10_000  # with once_per_path: every object, once
 BATCH = 80  # two batches: every kind of file written twice
 
-VERSION = r"/orders/_log/\d{20}\.json$"
+VERSION = r"/orders/_delta_log/\d{20}\.json$"
 SEGMENT = r"/orders/data/p=\d+/[^/]+\.parquet$"
-SNAPSHOT = r"/orders/_log/\d{20}\.snapshot\.json$"
+SNAPSHOT = r"/orders/_streamkit/\d{20}\.snapshot\.json$"
 PIPELINE_FILES = {
     "epoch": r"/_pipelines/orders-fsm/epochs/\d+\.json$",
     "state-file": r"/_pipelines/orders-fsm/state/[^/]+\.arrow$",
     "checkpoint": r"/_pipelines/orders-fsm/checkpoints/\d+\.json$",
-    "output-version": r"/history/_log/\d{20}\.json$",
+    "output-version": r"/history/_delta_log/\d{20}\.json$",
     "output-segment": r"/history/data/",
-    "quarantine-version": r"/_pipelines/orders-fsm/quarantine/_log/\d{20}\.json$",
+    "quarantine-version": r"/_pipelines/orders-fsm/quarantine/_delta_log/\d{20}\.json$",
     "quarantine-segment": r"/_pipelines/orders-fsm/quarantine/data/",
 }
 
@@ -162,7 +162,7 @@ def test_an_append_that_cannot_tell_whether_it_committed_says_so_and_its_retry_c
     log.append(CHUNKS[0], writer="w", seq=1)
     proxy.fault_next("lost_response", method="PUT", path=VERSION)
     proxy.fault_next("reset", EVERY, method="GET", path=VERSION)
-    with pytest.raises(OutcomeUnknownError, match=r"_log/0+2\.json"):
+    with pytest.raises(OutcomeUnknownError, match=r"_delta_log/0+2\.json"):
         log.append(CHUNKS[1], writer="w", seq=2)
     proxy.cancel()
     result = log.append(CHUNKS[1], writer="w", seq=2)
