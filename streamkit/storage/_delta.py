@@ -1392,5 +1392,5 @@ def load_snapshot(
             f"{'protocol' if snapshot.protocol is None else 'metaData'} action; restore its "
             f"{LOG_DIR}/ from a backup"
         )
-    check_readable(snapshot.protocol, fs.url, snapshot.metadata)
+    check_readable(snapshot.protocol, f"{fs.url} at version {target}", snapshot.metadata)
     return snapshot

@@ -486,7 +486,8 @@ def test_a_table_with_unsupported_reader_features_is_refused(tmp_path: Path) -> 
     }
     assert fs.put_new(commit_path(1), encode_commit([upgrade]))
     with pytest.raises(
-        ConfigurationError, match=f"Delta table {root} needs reader feature deletionVectors"
+        ConfigurationError,
+        match=f"Delta table {root} at version 1 needs reader feature deletionVectors",
     ):
         load_snapshot(fs)
     assert sorted(load_snapshot(fs, 0).files)  # the older version stays readable
