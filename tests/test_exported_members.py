@@ -16,9 +16,9 @@ CONTRACT = {
 
 #: What streamkit.storage declares for the layers built on it (pipelines, the CLI).
 STORAGE = {
-    "AppendResult", "DeltaLog", "DeltaPlan", "FileCursor", "FileLog", "FileMark", "FilePlan", "FileSystem", "Log",
-    "Position", "SegmentRef", "Store", "Transaction", "crc32", "key_hash", "partition_of",
-    "safe_relpath",
+    "AppendResult", "DeltaLog", "DeltaPlan", "FileCursor", "FileLog", "FileMark", "FilePlan",
+    "FileSystem", "Log", "Position", "SegmentRef", "Store", "Transaction", "crc32", "key_hash",
+    "partition_of", "safe_relpath",
 }  # fmt: skip
 
 
