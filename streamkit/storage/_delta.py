@@ -1332,10 +1332,14 @@ def load_snapshot(
 ) -> Snapshot:
     """The table at ``version`` (default: the newest), from its newest checkpoint on.
 
-    The log is listed once (or ``listing``, the names in ``_delta_log/``, is
-    used); the newest complete checkpoint (classic or multi-part) at or before
-    ``version`` is read, then every later commit up to ``version``. The
-    result is checked with :func:`check_readable`.
+    Without ``listing``, ``_last_checkpoint`` is read first: the checkpoint it
+    names, then the commits after it, probed a few at a time until one is
+    absent (no listing of ``_delta_log/``: a handful of requests however long
+    the log). Without a usable hint, or with ``listing`` (the names in
+    ``_delta_log/``), the newest complete checkpoint (classic or multi-part)
+    at or before ``version`` the listing shows is read, then every later
+    commit up to ``version``. The result is checked with
+    :func:`check_readable`.
 
     Parameters
     ----------
@@ -1364,6 +1368,73 @@ def load_snapshot(
     ...
     streamkit.errors.LogNotFoundError: no Delta table at memory://streamkit-doc-delta-none: ...
     """
+    snapshot = _from_hint(fs, version) if listing is None else None
+    if snapshot is None:
+        snapshot = _from_listing(fs, version, listing)
+    if snapshot.protocol is None or snapshot.metadata is None:
+        raise CorruptFileError(
+            f"Delta table {fs.url} at version {snapshot.version} has no "
+            f"{'protocol' if snapshot.protocol is None else 'metaData'} action; restore its "
+            f"{LOG_DIR}/ from a backup"
+        )
+    check_readable(snapshot.protocol, f"{fs.url} at version {snapshot.version}", snapshot.metadata)
+    return snapshot
+
+
+#: Commits read per round when probing for the newest version after a checkpoint.
+_PROBE = 8
+
+
+def _from_hint(fs: FileSystem, version: int | None) -> Snapshot | None:
+    """The snapshot from ``_last_checkpoint`` on, without listing ``_delta_log/``.
+
+    The checkpoint it names, then commits read from the next version on until
+    one is absent (a few requests per round, concurrent on object stores) or
+    ``version`` is reached. None when there is no usable hint (absent, newer
+    than ``version``, a V2 checkpoint, its checkpoint or a needed commit gone):
+    the caller lists the log instead. Listing a log of 100,000 commits takes
+    100 requests on S3; this takes a handful.
+    """
+    hint = _read_last_checkpoint(fs)
+    if hint is None:
+        return None
+    base = int(hint["version"])
+    parts = hint.get("parts")
+    if (version is not None and base > version) or base < 0 or "v2Checkpoint" in hint:
+        return None
+    if parts is not None and (not isinstance(parts, int) or isinstance(parts, bool) or parts < 1):
+        return None
+    try:
+        actions = read_checkpoint(fs, base, parts)
+    except LogNotFoundError:
+        return None
+    snapshot = Snapshot()
+    snapshot.apply(base, actions)
+    if version is not None:
+        try:
+            commits = read_commits(fs, base + 1, version)
+        except LogNotFoundError:
+            return None
+        for v in range(base + 1, version + 1):
+            snapshot.apply(v, commits[v])
+        return snapshot
+    nxt = base + 1
+    while True:
+        paths = {commit_path(v): v for v in range(nxt, nxt + _PROBE)}
+        got = fs.get_many(list(paths), missing_ok=True)
+        for path, v in paths.items():
+            if path not in got:
+                if v == base + 1 and not fs.exists(commit_path(base)):
+                    # commit ``base`` cleaned up: a newer checkpoint exists and the
+                    # hint is stale (commits after ``base`` may be gone too)
+                    return None
+                return snapshot
+            snapshot.apply(v, decode_commit(got[path], f"{fs.url}/{path}"))
+        nxt += _PROBE
+
+
+def _from_listing(fs: FileSystem, version: int | None, listing: Sequence[str] | None) -> Snapshot:
+    """The snapshot from the newest complete checkpoint a listing shows."""
     found = _listing(fs, listing)
     newest = found.newest
     if newest is None:
@@ -1386,11 +1457,4 @@ def load_snapshot(
     commits = read_commits(fs, start, target)
     for v in range(start, target + 1):
         snapshot.apply(v, commits[v])
-    if snapshot.protocol is None or snapshot.metadata is None:
-        raise CorruptFileError(
-            f"Delta table {fs.url} at version {target} has no "
-            f"{'protocol' if snapshot.protocol is None else 'metaData'} action; restore its "
-            f"{LOG_DIR}/ from a backup"
-        )
-    check_readable(snapshot.protocol, f"{fs.url} at version {target}", snapshot.metadata)
     return snapshot

@@ -491,3 +491,44 @@ def test_a_table_with_unsupported_reader_features_is_refused(tmp_path: Path) -> 
     ):
         load_snapshot(fs)
     assert sorted(load_snapshot(fs, 0).files)  # the older version stays readable
+
+
+def test_last_checkpoint_spares_the_listing_and_a_stale_one_is_safe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "t"
+    for i in range(3):
+        write_deltalake(str(root), _frame(i * 3, 3), mode="append")
+    DeltaTable(str(root)).create_checkpoint()  # at version 2
+    for i in range(10):
+        write_deltalake(str(root), _frame(20 + i, 1), mode="append")
+    fs = FileSystem(str(root))
+    listed = load_snapshot(fs, listing=fs.ls("_delta_log"))
+    assert listed.version == 12
+
+    def no_listing(path: str = "") -> list[str]:
+        raise AssertionError("listed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fs, "ls", no_listing)
+        fast = load_snapshot(fs)
+        assert fast.version == 12 and fast.files == listed.files
+        assert load_snapshot(fs, 5).files == load_snapshot(fs, 5, listing=listed_names(root)).files
+    assert _ours(fs, fast) == _theirs(DeltaTable(str(root)))
+
+    # a newer checkpoint whose _last_checkpoint was never written, then log
+    # cleanup: the stale hint's checkpoint survives but the commits after it are gone
+    hint = (root / LAST_CHECKPOINT).read_bytes()
+    DeltaTable(str(root)).create_checkpoint()  # at version 12
+    (root / LAST_CHECKPOINT).write_bytes(hint)
+    for version in range(12):
+        (root / commit_path(version)).unlink()
+    again = load_snapshot(fs)
+    assert again.version == 12 and again.files == listed.files
+    # a hint naming a checkpoint that is gone is ignored
+    (root / checkpoint_path(2)).unlink()
+    assert load_snapshot(fs).files == listed.files
+
+
+def listed_names(root: Path) -> list[str]:
+    return sorted(os.listdir(root / "_delta_log"))
