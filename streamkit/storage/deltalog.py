@@ -471,8 +471,9 @@ class DeltaLog:
                     what = f" ({operation})" if operation else ""
                     raise CheckpointError(
                         f"Delta table {self.url} version {version}{what} removed {path!r}, "
-                        "whose rows this pipeline already read: a delete, update, merge or "
-                        f"overwrite changed rows already processed; {_START_OVER}"
+                        "whose rows this pipeline already read (or a compaction of rows it "
+                        "read): a delete, update, merge or overwrite changed rows already "
+                        f"processed; {_START_OVER}"
                     )
         if protocol is not None:
             delta.check_readable(protocol, f"{self.url} at version {version}", metadata)
@@ -520,6 +521,12 @@ class DeltaLog:
     ) -> list[tuple[str, dict[str, Any]]]:
         """The files of ``adds`` in reading order, from ``resume`` (a path) on."""
         ordered = self._order(adds)
+        for path, _ in ordered:
+            if "://" in path or path.startswith("/"):
+                raise ConfigurationError(
+                    f"Delta table {self.url} names a data file outside its folder ({path!r}: "
+                    "a shallow clone?), which a DeltaLog does not read; read a deep copy"
+                )
         if not resume:
             return ordered
         for i, (path, _) in enumerate(ordered):

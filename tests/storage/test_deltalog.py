@@ -292,3 +292,23 @@ def test_repr_and_html(tmp_path: Path) -> None:
     assert plan.files["snapshot"].to_list() == [True, True]
     assert plan.batch(0, 3)["next"].startswith("s00000000000000000001/")
     assert plan.end.files is not None and plan.end.files.watermark == f"{2:020d}"
+
+
+def test_runs_cut_inside_files_verify_and_replay(tmp_path: Path) -> None:
+    table = Table(str(tmp_path / "events"), {}, {})
+    store = sk.Store(str(tmp_path / "lake"))
+    expected = table.append(9) + table.append(9)
+    assert _pipe(store, table.log(), 4).run(max_batches=1, progress=False).rows_in == 4
+    expected += table.append(5)
+    assert _pipe(store, table.log(), 4).run(max_batches=2, progress=False).rows_in == 8
+    assert _pipe(store, table.log(), 4).run(progress=False).rows_in == 6 + 5
+    expected += table.append(3) + table.append(6)
+    assert _pipe(store, table.log(), 4).run(max_batches=1, progress=False).rows_in == 4
+    assert _pipe(store, table.log(), 4).run(progress=False).rows_in == 5
+    pipe = _pipe(store, table.log(), 4)
+    report = pipe.verify(replay=True)
+    assert report.ok, report
+    state, history = _reference(tmp_path, expected)
+    assert pipe.state().sort("key").equals(state.sort("key"))
+    got = store.log("history").scan().collect().sort("time", "key")
+    assert got.equals(history.sort("time", "key"))
