@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from streamkit import analytics, datasets, machines, plot
     from streamkit.machines import Machine, Problem, ValidationReport
     from streamkit.pipeline import DaskExecutor, Pipeline, RunReport, VerifyReport
-    from streamkit.storage import AppendResult, FileLog, Log, Position, Store
+    from streamkit.storage import AppendResult, DeltaLog, FileLog, Log, Position, Store
 
 __version__ = "0.1.0"
 
@@ -47,6 +47,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "AppendResult": "streamkit.storage",
     "DaskExecutor": "streamkit.pipeline",
+    "DeltaLog": "streamkit.storage",
     "FileLog": "streamkit.storage",
     "Log": "streamkit.storage",
     "Machine": "streamkit.machines",
@@ -66,6 +67,7 @@ __all__ = [
     "ConfigurationError",
     "CorruptFileError",
     "DaskExecutor",
+    "DeltaLog",
     "FileLog",
     "LeaseError",
     "Log",

@@ -6,7 +6,7 @@ import streamkit as sk
 
 CONTRACT = {
     "AppendResult", "CheckpointError", "ConfigurationError", "CorruptFileError",
-    "DaskExecutor", "FileLog", "LeaseError", "Log", "LogNotFoundError", "Machine",
+    "DaskExecutor", "DeltaLog", "FileLog", "LeaseError", "Log", "LogNotFoundError", "Machine",
     "MachineError", "Pipeline", "Position", "Problem", "RunReport", "SchemaError",
     "StorageError", "Store", "StreamkitError", "UndefinedTransitionError",
     "ValidationReport", "VerifyReport", "__version__", "analytics", "datasets", "plot",
@@ -16,9 +16,9 @@ CONTRACT = {
 
 #: What streamkit.storage declares for the layers built on it (pipelines, the CLI).
 STORAGE = {
-    "AppendResult", "FileCursor", "FileLog", "FileMark", "FilePlan", "FileSystem", "Log",
-    "Position", "SegmentRef", "Store", "Transaction", "crc32", "key_hash", "partition_of",
-    "safe_relpath",
+    "AppendResult", "DeltaLog", "DeltaPlan", "FileCursor", "FileLog", "FileMark", "FilePlan",
+    "FileSystem", "Log", "Position", "SegmentRef", "Store", "Transaction", "crc32", "key_hash",
+    "partition_of", "safe_relpath",
 }  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 from streamkit.storage._fs import FileSystem, crc32
 from streamkit.storage._hash import key_hash, partition_of
 from streamkit.storage._manifest import safe_relpath
+from streamkit.storage.deltalog import DeltaLog, DeltaPlan
 from streamkit.storage.filelog import FileLog, FilePlan
 from streamkit.storage.log import Log
 from streamkit.storage.position import (
@@ -42,6 +43,8 @@ from streamkit.storage.store import Store
 
 __all__ = [
     "AppendResult",
+    "DeltaLog",
+    "DeltaPlan",
     "FileCursor",
     "FileLog",
     "FileMark",
