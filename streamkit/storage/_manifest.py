@@ -321,8 +321,12 @@ def delta_schema(schema: pl.Schema, where: str) -> tuple[str, dict[str, Any]]:
                 f"pl.col({name!r}).cast(pl.Datetime('us'{zone}))"
             )
     arrow = pl.DataFrame(schema=schema).to_arrow().schema
-    converted = _delta.schema_to_delta(arrow, where=where)
-    return converted, _delta.required_protocol(converted)
+    try:
+        converted = _delta.schema_to_delta(arrow)
+    except SchemaError as exc:
+        raise SchemaError(f"{where}: a log is a Delta Lake table: {exc}") from None
+    text = json.dumps(converted, separators=(",", ":"), ensure_ascii=False)
+    return text, _delta.required_protocol(arrow)
 
 
 # -------------------------------------------------------------------- segments
@@ -410,7 +414,7 @@ class Segment:
             tags[f"{PREFIX}writer"] = self.writer
             tags[f"{PREFIX}writerSeq"] = str(self.writer_seq)
         add: dict[str, Any] = {
-            "path": self.path,
+            "path": _delta.encode_path(self.path),
             "partitionValues": {},
             "size": self.bytes,
             "modificationTime": _name_stamp(self.path),
@@ -431,7 +435,8 @@ class Segment:
                 "backup, or read a table written by other engines with sk.DeltaLog"
             )
         tags = add["tags"]
-        path = safe_relpath(add.get("path"), where, "a segment path")
+        raw = add.get("path")
+        path = safe_relpath(_delta.data_path(add) if isinstance(raw, str) else raw, where, "a segment path")
         try:
             writer = tags.get(f"{PREFIX}writer")
             return cls(
@@ -473,10 +478,15 @@ def segment_stats(rows: int, min_time: int, max_time: int, time_col: str, dtype:
 
     Examples
     --------
-    >>> segment_stats(2, 5, 9, "t", pl.Int64())
-    '{"numRecords":2,"minValues":{"t":5},"maxValues":{"t":9},"nullCount":{"t":0}}'
+    >>> segment_stats(20, 5, 9, "t", pl.Int64())
+    '{"numRecords":20,"minValues":{"t":5},"maxValues":{"t":9},"nullCount":{"t":0}}'
     """
-    return _delta.file_stats(rows, {time_col: (min_time, max_time, dtype)})
+    bounds = pl.Series(time_col, [min_time, max_time], pl.Int64)
+    if dtype != pl.Int64:
+        bounds = bounds.cast(dtype)
+    stats = json.loads(_delta.file_stats(pa.table({time_col: bounds.to_arrow()})))
+    stats["numRecords"] = rows
+    return json.dumps(stats, separators=(",", ":"), ensure_ascii=False)
 
 
 # -------------------------------------------------------------------- state
@@ -522,15 +532,19 @@ class LogState:
         """Live segments in offset order."""
         return sorted(self.segments.values(), key=lambda s: s.offset)
 
-    def checkpoint_actions(self) -> list[dict[str, Any]]:
-        """The Delta actions of a checkpoint of this state (protocol, metaData, txn, add)."""
-        out: list[dict[str, Any]] = [{"protocol": self.protocol}, {"metaData": self.metadata}]
-        out += [
-            {"txn": {"appId": writer, "version": int(txn["seq"])}}
-            for writer, txn in sorted(self.txns.items())
-        ]
-        out += [{"add": seg.to_add()} for seg in self.live()]
-        return out
+    def delta_snapshot(self) -> _delta.Snapshot:
+        """The Delta table at this version (what a Delta checkpoint of it holds).
+
+        Tombstones of removed files are not kept: streamkit's own
+        :meth:`~streamkit.Log.vacuum` decides when files go.
+        """
+        return _delta.Snapshot(
+            version=self.version,
+            protocol=self.protocol,
+            metadata=self.metadata,
+            files={seg.path: seg.to_add() for seg in self.live()},
+            txns={writer: int(txn["seq"]) for writer, txn in self.txns.items()},
+        )
 
 
 def create_body(key: str, time_col: str, partitions: int) -> dict[str, Any]:
@@ -649,7 +663,67 @@ def encode_version(state: LogState | None, body: dict[str, Any], version: int) -
         "txnId": body["commit"],
         "streamkit": info,
     }
-    return _delta.encode_commit([{"commitInfo": commit_info}, *actions])
+    return _encode_checked(commit_info, actions)
+
+
+def _encode_checked(commit_info: dict[str, Any], actions: list[dict[str, Any]]) -> bytes:
+    """``commitInfo`` (first line) with ``streamkit.checksum``, then ``actions``.
+
+    The checksum is the CRC-32 of the whole file as written with the checksum
+    field left out: the other lines byte for byte, so any change is caught.
+    """
+    rest = _delta.encode_commit(actions)
+    head = _delta.encode_commit([{"commitInfo": commit_info}])
+    commit_info["streamkit"]["checksum"] = crc32(head + rest)
+    return _delta.encode_commit([{"commitInfo": commit_info}]) + rest
+
+
+def encode_checked(actions: list[dict[str, Any]]) -> bytes:
+    """Encode the actions :func:`decode_checked` returned, checksum recomputed.
+
+    For tools and tests that rewrite a commit on purpose (``commitInfo`` first).
+
+    Examples
+    --------
+    >>> data = encode_checked([{"commitInfo": {"streamkit": {"version": 1}}}])
+    >>> decode_checked(data, "1.json")[0]["commitInfo"]["streamkit"]["version"]
+    1
+    """
+    head, *rest = actions
+    info = copy.deepcopy(head["commitInfo"])
+    info["streamkit"].pop("checksum", None)
+    return _encode_checked(info, list(rest))
+
+
+def decode_checked(data: bytes, where: str) -> list[dict[str, Any]]:
+    """The actions of a streamkit commit, its checksum verified before any is trusted.
+
+    Raises
+    ------
+    CorruptFileError
+        Naming ``where``: not a Delta commit, no streamkit ``commitInfo`` first
+        (not written by streamkit), or a checksum that differs.
+    """
+    actions = _delta.decode_commit(data, where)
+    first = actions[0].get("commitInfo") if actions else None
+    info = first.get("streamkit") if isinstance(first, dict) else None
+    if not isinstance(info, dict) or not isinstance(info.get("checksum"), int):
+        raise CorruptFileError(
+            f"corrupt file {where}: no streamkit commitInfo with a checksum on its first "
+            "line: the commit was not written by streamkit; restore the file from a backup "
+            "(read tables written by other engines with sk.DeltaLog)"
+        )
+    assert isinstance(first, dict)
+    stored = info["checksum"]
+    bare = {**first, "streamkit": {k: v for k, v in info.items() if k != "checksum"}}
+    rest = data.split(b"\n", 1)[1] if b"\n" in data else b""
+    found = crc32(_delta.encode_commit([{"commitInfo": bare}]) + rest)
+    if stored != found:
+        raise CorruptFileError(
+            f"corrupt file {where}: expected checksum {stored:#010x}, found {found:#010x} "
+            "(the content changed after commit); restore it from a backup"
+        )
+    return actions
 
 
 @functools.lru_cache(maxsize=64)
@@ -675,7 +749,7 @@ def apply_version(state: LogState | None, data: bytes, version: int, where: str)
     The checksum in ``commitInfo`` is verified before any action is used.
     Returns a new state; ``state`` itself is not modified.
     """
-    actions = _delta.decode_commit(data, where)
+    actions = decode_checked(data, where)
     info: dict[str, Any] | None = None
     protocol: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
@@ -723,7 +797,7 @@ def apply_version(state: LogState | None, data: bytes, version: int, where: str)
     if op not in _OPS:
         raise CorruptFileError(f"corrupt file {where}: unknown operation {op!r}")
     if protocol is not None:
-        _delta.check_readable(protocol, where)
+        _delta.check_readable(protocol, where, metadata)
     if op == "create":
         if version != 0 or protocol is None or metadata is None:
             raise CorruptFileError(
@@ -777,25 +851,9 @@ def apply_version(state: LogState | None, data: bytes, version: int, where: str)
     return new
 
 
-def checkpoint_bytes(state: LogState) -> tuple[bytes, bytes]:
-    """The Delta checkpoint of ``state`` and the ``_last_checkpoint`` naming it."""
-    actions = state.checkpoint_actions()
-    data = _delta.write_checkpoint(actions)
-    hint = json.dumps(
-        {"version": state.version, "size": len(actions), "sizeInBytes": len(data)},
-        separators=(",", ":"),
-    ).encode()
-    return data, hint
-
-
-def read_checkpoint(data: bytes, where: str) -> list[dict[str, Any]]:
-    """The actions of a Delta checkpoint (CorruptFileError naming ``where`` if unreadable)."""
-    return _delta.read_checkpoint(data, where)
-
-
 def commit_txn(data: bytes, where: str) -> dict[str, Any] | None:
     """The ``{writer, seq, meta}`` a commit recorded (None without a writer)."""
-    for action in _delta.decode_commit(data, where):
+    for action in decode_checked(data, where):
         info = action.get("commitInfo")
         if isinstance(info, dict):
             txn = (info.get("streamkit") or {}).get("txn")

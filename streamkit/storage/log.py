@@ -46,6 +46,7 @@ from streamkit.errors import (
     SchemaError,
     StorageError,
 )
+from streamkit.storage import _delta
 from streamkit.storage import _manifest as mf
 from streamkit.storage import _reader
 from streamkit.storage._fs import FileSystem, verify
@@ -396,7 +397,7 @@ class Log:
         >>> log.check_manifest()
         Traceback (most recent call last):
         ...
-        streamkit.errors.CorruptFileError: corrupt file .../_delta_log/00000000000000000001.json: ...
+        streamkit.errors.CorruptFileError: corrupt Delta commit .../_delta_log/00000000000000000001.json ...
         """
         fs = self._fs
         commits = sorted(f"{mf.LOG_DIR}/{n}" for n in fs.ls(mf.LOG_DIR) if _is_version_file(n))
@@ -421,7 +422,7 @@ class Log:
         for path, data in fs.get_many(redundant, missing_ok=True).items():
             where = _fmt_path(fs, path)
             try:
-                _check_redundant(path, data, where, states)
+                _check_redundant(fs, path, data, where, states)
             except CorruptFileError as exc:
                 raise CorruptFileError(
                     f"{exc}. It is a redundant copy that the log already reads around "
@@ -1486,7 +1487,9 @@ def _check_create_args(name: str, key: str, time: str, partitions: int | None) -
         )
 
 
-def _check_redundant(path: str, data: bytes, where: str, states: dict[int, mf.LogState]) -> None:
+def _check_redundant(
+    fs: FileSystem, path: str, data: bytes, where: str, states: dict[int, mf.LogState]
+) -> None:
     """Check a snapshot, a Delta checkpoint or a hint (``states``: the commits' states)."""
     name = path.rsplit("/", 1)[-1]
     if not name[:20].isdigit():  # a hint
@@ -1513,7 +1516,7 @@ def _check_redundant(path: str, data: bytes, where: str, states: dict[int, mf.Lo
                 f"{version}"
             )
         return
-    actions = mf.read_checkpoint(data, where)
+    actions = _delta.read_checkpoint(fs, version)
     if expected is not None:
         files = sorted(a["add"]["path"] for a in actions if "add" in a)
         txns = {a["txn"]["appId"]: a["txn"]["version"] for a in actions if "txn" in a}
@@ -1670,9 +1673,7 @@ def write_snapshot(fs: FileSystem, state: mf.LogState, name: str) -> None:
     if state.schema is None:
         return  # no columns yet: Delta readers refuse such a table anyway
     try:
-        data, hint = mf.checkpoint_bytes(state)
-        fs.put_new(mf.checkpoint_path(state.version), data)
-        fs.put(mf.CHECKPOINT_HINT, hint)
+        _delta.write_checkpoint(fs, state.version, state.delta_snapshot())
     except Exception:
         _logger.warning(
             "could not write the Delta checkpoint of version %d of log %r",

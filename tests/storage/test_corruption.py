@@ -11,7 +11,6 @@ import pytest
 
 from streamkit.errors import CorruptFileError
 from streamkit.storage import Store
-from streamkit.storage import _delta
 from streamkit.storage import _manifest as mf
 from streamkit.storage._fs import FileSystem
 
@@ -25,9 +24,9 @@ def _damage(data: bytes, how: str) -> bytes:
 
 def _rewrite_commit(fs: FileSystem, rel: str, change: Any) -> None:
     """Change the actions of commit ``rel`` in place, checksum recomputed (a tamperer)."""
-    actions = _delta.decode_commit(fs.get(rel), rel)
+    actions = mf.decode_checked(fs.get(rel), rel)
     change(actions)
-    fs.put(rel, _delta.encode_commit(actions))
+    fs.put(rel, mf.encode_checked(actions))
 
 
 def _info(actions: list[dict[str, Any]]) -> dict[str, Any]:

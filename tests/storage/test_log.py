@@ -50,7 +50,7 @@ def rich_frame() -> pl.DataFrame:
             "flag": [True, False, None, True, False, None],
             "d": [dt.date(2024, 1, i + 1) if i % 3 else None for i in range(n)],
             "bin": [bytes([i]) if i % 2 else None for i in range(n)],
-            "u8": pl.Series(list(range(n)), dtype=pl.UInt8),
+            "i8": pl.Series(list(range(n)), dtype=pl.Int8),
             "f32": pl.Series([0.5 * i for i in range(n)], dtype=pl.Float32),
             "s": ["é", "ü", None, "日本", "", "x"],
             "arr": pl.Series([[i, i + 1] for i in range(n)], dtype=pl.Array(pl.Int16, 2)),
