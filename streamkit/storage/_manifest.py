@@ -436,7 +436,9 @@ class Segment:
             )
         tags = add["tags"]
         raw = add.get("path")
-        path = safe_relpath(_delta.data_path(add) if isinstance(raw, str) else raw, where, "a segment path")
+        path = safe_relpath(
+            _delta.data_path(add) if isinstance(raw, str) else raw, where, "a segment path"
+        )
         try:
             writer = tags.get(f"{PREFIX}writer")
             return cls(

@@ -46,9 +46,8 @@ from streamkit.errors import (
     SchemaError,
     StorageError,
 )
-from streamkit.storage import _delta
+from streamkit.storage import _delta, _reader
 from streamkit.storage import _manifest as mf
-from streamkit.storage import _reader
 from streamkit.storage._fs import FileSystem, verify
 from streamkit.storage._hash import partition_of
 from streamkit.storage._reader import Piece, read_parquet_checked, scan_pieces
@@ -397,7 +396,7 @@ class Log:
         >>> log.check_manifest()
         Traceback (most recent call last):
         ...
-        streamkit.errors.CorruptFileError: corrupt Delta commit .../_delta_log/00000000000000000001.json ...
+        streamkit.errors.CorruptFileError: corrupt Delta commit .../00000000000000000001.json ...
         """
         fs = self._fs
         commits = sorted(f"{mf.LOG_DIR}/{n}" for n in fs.ls(mf.LOG_DIR) if _is_version_file(n))

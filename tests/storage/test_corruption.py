@@ -79,7 +79,9 @@ def test_version_file_missing_fields(store: Store) -> None:
     rel = mf.version_path(3)
     good = fs.get(rel)
     _rewrite_commit(fs, rel, lambda actions: _info(actions)["streamkit"].pop("next_offset"))
-    with pytest.raises(CorruptFileError, match=r"00000000000000000003.json: no streamkit commitInfo"):
+    with pytest.raises(
+        CorruptFileError, match=r"00000000000000000003.json: no streamkit commitInfo"
+    ):
         store.log("c")
     fs.put(rel, good)
     _rewrite_commit(fs, rel, lambda actions: _info(actions)["streamkit"].update(version=4))

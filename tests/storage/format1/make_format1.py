@@ -67,7 +67,10 @@ def main(root: Path) -> None:
     orders.append(ORDERS.slice(FIRST))
     expected = {
         "events": {
-            "rows": ev.scan(with_offset="o").collect().with_columns(pl.col("t").cast(pl.String)).rows(),
+            "rows": ev.scan(with_offset="o")
+            .collect()
+            .with_columns(pl.col("t").cast(pl.String))
+            .rows(),
             "end": ev.end().offset,
             "version": ev.version,
             "txn": [ev.transaction("w").seq, ev.transaction("w").meta],
