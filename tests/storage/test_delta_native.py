@@ -30,6 +30,7 @@ from polars.testing import assert_frame_equal
 import streamkit as sk
 from streamkit.cli import main
 from streamkit.errors import ConfigurationError, CorruptFileError, SchemaError
+from streamkit.storage import _delta
 from streamkit.storage import _manifest as mf
 from streamkit.storage.log import upgrade_log
 
@@ -381,3 +382,22 @@ def test_upgrade_refuses_a_log_a_delta_table_cannot_hold(tmp_path: Path) -> None
     ):
         sk.Store(str(root)).upgrade_logs()
     assert not fs.exists(mf.version_path(0)) and fs.ls(mf.LOG_DIR) == []
+
+
+def test_check_manifest_compares_the_delta_checkpoint_with_the_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mf, "SNAPSHOT_EVERY", 4)
+    log = sk.Store(str(tmp_path)).log("l", key="k", time="t")
+    for i in range(4):
+        log.append(pl.DataFrame({"k": [i], "t": [i]}), writer="w", seq=i)
+    assert log.check_manifest() == 5 + 4  # commits 0-4, snapshot, hint, checkpoint, hint
+    fs = log.filesystem
+    state = mf.state_from_snapshot(fs.get(mf.snapshot_path(4)), 4, "snapshot")
+    wrong = state.delta_snapshot()
+    wrong.files.pop(sorted(wrong.files)[0])  # a checkpoint that forgets a file
+    fs.rm([mf.checkpoint_path(4)])
+    _delta.write_checkpoint(fs, 4, wrong)
+    assert DeltaTable(log.url).to_pyarrow_table().num_rows == 3  # what engines would read
+    with pytest.raises(CorruptFileError, match=r"checkpoint\.parquet: its files .* differ"):
+        log.check_manifest()
