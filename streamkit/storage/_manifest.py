@@ -38,7 +38,6 @@ from __future__ import annotations
 import base64
 import copy
 import dataclasses
-import functools
 import json
 import time
 import uuid
@@ -47,6 +46,7 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from streamkit.errors import CorruptFileError, SchemaError
 from streamkit.storage import _delta
@@ -320,13 +320,23 @@ def delta_schema(schema: pl.Schema, where: str) -> tuple[str, dict[str, Any]]:
                 "Delta timestamps hold microseconds; cast it before appending with "
                 f"pl.col({name!r}).cast(pl.Datetime('us'{zone}))"
             )
-    arrow = pl.DataFrame(schema=schema).to_arrow().schema
+    arrow = _widened(pl.DataFrame(schema=schema).to_arrow().schema)
     try:
         converted = _delta.schema_to_delta(arrow)
     except SchemaError as exc:
         raise SchemaError(f"{where}: a log is a Delta Lake table: {exc}") from None
     text = json.dumps(converted, separators=(",", ":"), ensure_ascii=False)
     return text, _delta.required_protocol(arrow)
+
+
+#: Unsigned integers are described to Delta as the signed type that holds every
+#: value (as Spark reads unsigned Parquet columns); the segments keep them as written.
+_WIDER = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(), pa.uint32(): pa.int64()}
+
+
+def _widened(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with top-level unsigned integers (but 64-bit) widened to signed ones."""
+    return pa.schema([f.with_type(_WIDER.get(f.type, f.type)) for f in schema])
 
 
 # -------------------------------------------------------------------- segments
@@ -473,21 +483,38 @@ def _name_stamp(path: str) -> int:
     return int(head) if head.isdigit() else 0
 
 
-def segment_stats(rows: int, min_time: int, max_time: int, time_col: str, dtype: Any) -> str:
-    """The Delta ``stats`` of a segment: its row count and the time column's range.
+def data_stats(frame: pl.DataFrame) -> str:
+    """The Delta ``stats`` of a segment holding ``frame``: bounds for every column, or none.
 
-    ``min_time``/``max_time`` are physical values (a Datetime's integer in its unit).
+    :func:`~streamkit.storage._delta.file_stats` with the bounds of boolean
+    columns added. Engines built on delta-rs (its Arrow dataset, so DuckDB too)
+    take a column missing from ``minValues``/``maxValues`` for a column of
+    nulls and skip the file for any filter on it (delta-rs 1.6): so when a
+    scalar column that is not all null has no sound bounds (NaN, a long
+    string, a decimal or binary column), no bounds are written at all, only
+    the row and null counts, and every engine reads the file.
 
     Examples
     --------
-    >>> segment_stats(20, 5, 9, "t", pl.Int64())
-    '{"numRecords":20,"minValues":{"t":5},"maxValues":{"t":9},"nullCount":{"t":0}}'
+    >>> data_stats(pl.DataFrame({"k": ["a", "b"], "t": [3, 1]}))
+    '{"numRecords":2,"minValues":{"k":"a","t":1},"maxValues":{"k":"b","t":3},"nullCount":{"k":0,"t":0}}'
+    >>> data_stats(pl.DataFrame({"t": [3, 1], "x": [1.0, float("nan")]}))
+    '{"numRecords":2,"nullCount":{"t":0,"x":0}}'
     """
-    bounds = pl.Series(time_col, [min_time, max_time], pl.Int64)
-    if dtype != pl.Int64:
-        bounds = bounds.cast(dtype)
-    stats = json.loads(_delta.file_stats(pa.table({time_col: bounds.to_arrow()})))
-    stats["numRecords"] = rows
+    table = frame.to_arrow()
+    stats = json.loads(_delta.file_stats(table))
+    low, high, nulls = stats["minValues"], stats["maxValues"], stats["nullCount"]
+    for name in table.column_names:
+        column = table.column(name)
+        if pa.types.is_boolean(column.type) and column.null_count < len(column):
+            bounds = pc.min_max(column)
+            low[name], high[name] = bounds["min"].as_py(), bounds["max"].as_py()
+    for f in table.schema:
+        if pa.types.is_nested(f.type) and not pa.types.is_dictionary(f.type):
+            continue  # never compared: delta-rs builds no bound for them
+        if (f.name not in low or f.name not in high) and nulls.get(f.name) != table.num_rows:
+            stats = {"numRecords": table.num_rows, "nullCount": nulls}
+            break
     return json.dumps(stats, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -626,17 +653,11 @@ def encode_version(state: LogState | None, body: dict[str, Any], version: int) -
                 )
             }
         )
-    if body["add"]:
-        assert state is not None
-        schema_b64 = body.get("schema") or state.schema
-        where = version_path(version)
-        time_dtype = pl.Int64() if schema_b64 is None else _time_dtype(schema_b64, state.time)
-        for entry in body["add"]:
-            seg = entry if isinstance(entry, Segment) else Segment.from_dict(entry, where)
-            if seg.stats is None:
-                stats = segment_stats(seg.rows, seg.min_time, seg.max_time, state.time, time_dtype)
-                seg = dataclasses.replace(seg, stats=stats)
-            actions.append({"add": seg.to_add()})
+    for entry in body["add"]:
+        seg = entry if isinstance(entry, Segment) else Segment.from_dict(entry, version_path(version))
+        if seg.stats is None:  # no bounds known (an upgraded log): the row count
+            seg = dataclasses.replace(seg, stats=json.dumps({"numRecords": seg.rows}))
+        actions.append({"add": seg.to_add()})
     for path in body["remove"]:
         removed: dict[str, Any] = {
             "path": path,
@@ -726,12 +747,6 @@ def decode_checked(data: bytes, where: str) -> list[dict[str, Any]]:
             "(the content changed after commit); restore it from a backup"
         )
     return actions
-
-
-@functools.lru_cache(maxsize=64)
-def _time_dtype(schema_b64: str, time_col: str) -> pl.DataType:
-    schema = schema_from_b64(schema_b64, f"the schema of column {time_col!r}")
-    return schema[time_col] if time_col in schema else pl.Int64()
 
 
 def _operation_parameters(op: str, body: dict[str, Any]) -> dict[str, str]:

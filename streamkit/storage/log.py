@@ -908,6 +908,7 @@ class Log:
                             min_time=int(phys[0]),
                             max_time=int(phys[-1]),
                             schema=schema_b64,
+                            stats=mf.data_stats(piece),
                         )
                     )
         except BaseException:
@@ -973,6 +974,7 @@ class Log:
                         version=version,
                         writer=writer,
                         writer_seq=seq,
+                        stats=w.stats,
                     ).to_dict()
                 )
                 offset += w.rows

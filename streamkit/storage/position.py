@@ -393,6 +393,10 @@ class SegmentRef:
         Datetime in its time unit).
     schema : str
         The rows' column names and types (Arrow IPC schema, base64).
+    stats : str or None
+        The Delta ``stats`` of the file (row count, per-column bounds and null
+        counts, computed from its rows when written); None: only its row count
+        is recorded.
 
     Examples
     --------
@@ -413,6 +417,7 @@ class SegmentRef:
     min_time: int
     max_time: int
     schema: str
+    stats: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -440,6 +445,7 @@ class SegmentRef:
             "min_time": self.min_time,
             "max_time": self.max_time,
             "schema": self.schema,
+            "stats": self.stats,
         }
 
     @classmethod
@@ -461,14 +467,17 @@ class SegmentRef:
         ints = ("created", "partition", "rows", "bytes", "crc32", "min_time", "max_time")
         strs = ("log", "path", "schema")
         fields = {*ints, *strs}
-        ok = isinstance(data, dict) and set(data) == fields
+        ok = isinstance(data, dict) and set(data) - {"stats"} == fields
         if ok:
-            ok = all(isinstance(data[n], str) for n in strs) and all(
-                isinstance(data[n], int) and not isinstance(data[n], bool) for n in ints
+            ok = (
+                all(isinstance(data[n], str) for n in strs)
+                and all(isinstance(data[n], int) and not isinstance(data[n], bool) for n in ints)
+                and isinstance(data.get("stats"), str | None)
             )
         if not ok:
             raise ValueError(
                 "expected a segment reference (SegmentRef.to_dict()), found "
-                f"{data!r:.300}; fields {sorted(fields)} (str: {list(strs)}, the others int)"
+                f"{data!r:.300}; fields {sorted(fields)} (str: {list(strs)}, the others int) "
+                "and an optional 'stats' (str or None)"
             )
-        return cls(**{n: data[n] for n in sorted(fields)})
+        return cls(**{n: data[n] for n in sorted(fields)}, stats=data.get("stats"))

@@ -258,7 +258,7 @@ def test_verify_detects_a_flipped_bit_in_every_file_kind(orders: pl.DataFrame, t
         "quarantine segment": sorted(
             (root / "_pipelines/orders-pipe/quarantine/data").rglob("*.parquet")
         )[-1],
-        "output manifest": sorted((root / "history/_log").glob("0*[0-9].json"))[-1],
+        "output manifest": sorted((root / "history/_delta_log").glob("0*[0-9].json"))[-1],
     }
     for kind, path in kinds.items():
         original = path.read_bytes()
