@@ -366,6 +366,12 @@ class DeltaLog:
             version, snapshot_at, resume = latest, True, ""
         else:
             version, snapshot_at, resume = _parse_watermark(cursor.watermark)
+        if version > latest + (0 if snapshot_at else 1):
+            raise CheckpointError(
+                f"Delta table {self.url}: the read position is at version {version}, but the "
+                f"table's newest version is {latest}: it was deleted and created again. "
+                "Reprocess it with pipe.run(from_checkpoint=0)"
+            )
         if snapshot_at:
             snapshot = delta.load_snapshot(self._fs, version)
             self._check_table(snapshot.protocol or {}, snapshot.metadata or {}, version)

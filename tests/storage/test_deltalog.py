@@ -312,3 +312,17 @@ def test_runs_cut_inside_files_verify_and_replay(tmp_path: Path) -> None:
     assert pipe.state().sort("key").equals(state.sort("key"))
     got = store.log("history").scan().collect().sort("time", "key")
     assert got.equals(history.sort("time", "key"))
+
+
+def test_a_table_created_again_is_not_silently_empty(tmp_path: Path) -> None:
+    import shutil
+
+    table = Table(str(tmp_path / "events"), {}, {})
+    table.append(3)
+    table.append(3)
+    log = table.log()
+    seen = log.end()
+    shutil.rmtree(table.url)
+    table.append(2)
+    with pytest.raises(CheckpointError, match=r"at version 2, but .*newest version is 0"):
+        log.plan(seen)
