@@ -83,6 +83,10 @@ class _Pending:
         return self.offset + self.rows - self.first
 
 
+#: Commits read per request round when looking for new versions.
+_PROBE = 8
+
+
 def _prefix(version: int, snapshot: bool) -> str:
     return f"{'s' if snapshot else ''}{version:020d}"
 
@@ -254,17 +258,67 @@ class DeltaLog:
             )
         return schema
 
-    def _commits(self, first: int, last: int, read_to: int) -> dict[int, list[dict[str, Any]]]:
-        """Commits ``first..last``; a missing one is the log-retention error."""
+    def _new_commits(self, first: int) -> tuple[int, dict[int, list[dict[str, Any]]]]:
+        """The commits from ``first`` on and the newest version, without a listing.
+
+        Commits are read a few at a time (concurrently on object stores) until
+        one is absent. Absent at once, the log is listed only when commit
+        ``first - 1`` is gone too (was ``first`` cleaned up by log retention,
+        or was the table created again?): a handful of requests per plan
+        however long the table's log.
+        """
+        commits: dict[int, list[dict[str, Any]]] = {}
+        v = first
+        while True:
+            paths = {delta.commit_path(x): x for x in range(v, v + _PROBE)}
+            got = self._fs.get_many(list(paths), missing_ok=True)
+            for path, x in paths.items():
+                if path in got:
+                    commits[x] = delta.decode_commit(got[path], self._where(path))
+                    continue
+                if x == first and first > 0 and not self._fs.exists(delta.commit_path(first - 1)):
+                    self._check_gap(first)
+                return x - 1, commits
+            v += _PROBE
+
+    def _check_gap(self, first: int) -> None:
+        """Commit ``first`` and the one before are absent: list the log to tell why."""
+        latest = delta.latest_version(self._fs)
+        if latest is None:
+            raise LogNotFoundError(
+                f"no Delta table at {self.url} any more: {delta.LOG_DIR}/ is gone"
+            )
+        if latest >= first:
+            raise LogNotFoundError(
+                f"Delta table {self.url}: this pipeline read up to version {first - 1}, but "
+                f"commit {first} ({delta.commit_path(first)}) is gone: log retention "
+                "(delta.logRetentionDuration) removed it before this run, so the changes "
+                "since cannot be known. Run the pipeline more often than the retention "
+                "allows, or reprocess the table as it is now with pipe.run(from_checkpoint=0)"
+            )
+        if latest < first - 1:
+            raise CheckpointError(
+                f"Delta table {self.url}: the read position is at version {first}, but the "
+                f"table's newest version is {latest}: it was deleted and created again. "
+                "Reprocess it with pipe.run(from_checkpoint=0)"
+            )
+
+    def _snapshot_at(self, version: int) -> delta.Snapshot:
+        """The snapshot a position reads from (it may be older than the newest)."""
+        latest = delta.latest_version(self._fs)
+        if latest is not None and version > latest:
+            raise CheckpointError(
+                f"Delta table {self.url}: the read position is at version {version}, but the "
+                f"table's newest version is {latest}: it was deleted and created again. "
+                "Reprocess it with pipe.run(from_checkpoint=0)"
+            )
         try:
-            return delta.read_commits(self._fs, first, last)
+            return delta.load_snapshot(self._fs, version)
         except LogNotFoundError as exc:
             raise LogNotFoundError(
-                f"Delta table {self.url}: this pipeline read up to version {read_to}, but "
-                f"the commits after it are no longer all there ({exc}). Log retention "
-                "(delta.logRetentionDuration) removed them before this run, so the changes "
-                "since cannot be known: run the pipeline more often than the retention "
-                f"allows, or reprocess the table as it is now with pipe.run(from_checkpoint=0)"
+                f"Delta table {self.url}: this pipeline was reading the table as of version "
+                f"{version}, which can no longer be rebuilt ({exc}); reprocess the table as "
+                "it is now with pipe.run(from_checkpoint=0)"
             ) from None
 
     def _rows(self, body: Mapping[str, Any], path: str) -> int:
@@ -356,24 +410,15 @@ class DeltaLog:
         return self._plan(start.files, start.offset)
 
     def _plan(self, cursor: FileCursor, offset: int) -> DeltaPlan:
-        latest = delta.latest_version(self._fs)
-        if latest is None:
-            raise LogNotFoundError(
-                f"no Delta table at {self.url} any more: {delta.LOG_DIR}/ is gone"
-            )
         pending: dict[str, tuple[str, dict[str, Any]]] = {}  # path -> (prefix, add body)
         if cursor.watermark is None:
-            version, snapshot_at, resume = latest, True, ""
+            snapshot = delta.load_snapshot(self._fs)
+            version, snapshot_at, resume = snapshot.version, True, ""
         else:
             version, snapshot_at, resume = _parse_watermark(cursor.watermark)
-        if version > latest + (0 if snapshot_at else 1):
-            raise CheckpointError(
-                f"Delta table {self.url}: the read position is at version {version}, but the "
-                f"table's newest version is {latest}: it was deleted and created again. "
-                "Reprocess it with pipe.run(from_checkpoint=0)"
-            )
+            if snapshot_at:
+                snapshot = self._snapshot_at(version)
         if snapshot_at:
-            snapshot = delta.load_snapshot(self._fs, version)
             self._check_table(snapshot.protocol or {}, snapshot.metadata or {}, version)
             prefix = _prefix(version, True)
             for path, body in self._after(resume, list(snapshot.files.values()), cursor):
@@ -381,11 +426,10 @@ class DeltaLog:
             first_commit = version + 1
         else:
             first_commit = version
-        if first_commit <= latest:
-            commits = self._commits(first_commit, latest, first_commit - 1)
-            for v in range(first_commit, latest + 1):
-                inside = not snapshot_at and v == version and resume != ""
-                self._apply(v, commits[v], pending, cursor, resume, inside=inside)
+        latest, commits = self._new_commits(first_commit)
+        for v in range(first_commit, latest + 1):
+            inside = not snapshot_at and v == version and resume != ""
+            self._apply(v, commits[v], pending, cursor, resume, inside=inside)
         self._version = max(self._version, latest)
         partial = cursor.partial
         items: list[_Pending] = []

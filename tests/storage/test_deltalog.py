@@ -211,7 +211,7 @@ def test_commits_removed_by_log_retention_are_a_clear_error(tmp_path: Path) -> N
     for version in (0, 1):  # what log retention does once a checkpoint covers them
         (Path(table.url) / "_delta_log" / f"{version:020d}.json").unlink()
     with pytest.raises(
-        LogNotFoundError, match=r"read up to version 0, .*no commit 1 .*Log retention"
+        LogNotFoundError, match=r"read up to version 0, but commit 1 .*is gone: log retention"
     ):
         _copy(store, table.log()).run(progress=False)
     assert _copy(store, table.log()).run(from_checkpoint=0, progress=False).rows_in == 9
