@@ -326,3 +326,22 @@ def test_a_table_created_again_is_not_silently_empty(tmp_path: Path) -> None:
     table.append(2)
     with pytest.raises(CheckpointError, match=r"at version 2, but .*newest version is 0"):
         log.plan(seen)
+
+
+def test_an_incremental_plan_does_not_list_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = Table(str(tmp_path / "events"), {}, {})
+    table.append(2)
+    log = table.log()
+    seen = log.end()
+    for _ in range(10):  # more new versions than one probe round
+        table.append(1)
+
+    def no_listing(path: str = "") -> list[str]:
+        raise AssertionError("listed")
+
+    monkeypatch.setattr(log.filesystem, "ls", no_listing)
+    plan = log.plan(seen)
+    assert plan.version == 10 and plan.files["version"].to_list() == list(range(1, 11))
+    assert log.plan(plan.end).files.height == 0
