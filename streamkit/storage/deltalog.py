@@ -1024,7 +1024,8 @@ def _partition_value(text: Any, dtype: pl.DataType, where: str, name: str) -> pl
         return pl.lit(None, dtype)
     series = pl.Series([str(text)])
     try:
-        if isinstance(dtype, pl.Datetime):
+        if isinstance(dtype, pl.Datetime):  # "2024-01-01 00:00:00[.ffffff]" or ISO with Z
+            series = series.str.replace("T", " ").str.replace(r"Z$", "")
             parsed = series.str.to_datetime(time_unit=dtype.time_unit or "us", time_zone=None)
             if dtype.time_zone is not None:
                 parsed = parsed.dt.replace_time_zone("UTC").dt.convert_time_zone(dtype.time_zone)

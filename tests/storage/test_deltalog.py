@@ -345,3 +345,20 @@ def test_an_incremental_plan_does_not_list_the_log(
     plan = log.plan(seen)
     assert plan.version == 10 and plan.files["version"].to_list() == list(range(1, 11))
     assert log.plan(plan.end).files.height == 0
+
+
+def test_timestamp_and_boolean_partition_values(tmp_path: Path) -> None:
+    import datetime as dt
+
+    url = str(tmp_path / "events")
+    frame = pl.DataFrame(
+        {
+            "k": ["a", "b"],
+            "t": [1, 2],
+            "hour": [dt.datetime(2024, 1, 1, 10), dt.datetime(2024, 1, 1, 11, 0, 0, 500000)],
+            "ok": [True, False],
+        }
+    ).with_columns(pl.col("hour").dt.replace_time_zone("UTC"))
+    write_deltalake(url, frame.to_arrow(), partition_by=["hour", "ok"])
+    got = sk.DeltaLog(url, key="k", time="t").scan().collect().sort("t")
+    assert got.equals(frame)
