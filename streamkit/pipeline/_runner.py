@@ -25,6 +25,7 @@ import polars as pl
 
 from streamkit.errors import CheckpointError, ConfigurationError, LeaseError
 from streamkit.pipeline._checkpoints import Checkpoint, Heartbeat, initial_checkpoint
+from streamkit.pipeline._eventtime import Reads
 from streamkit.pipeline._operators import OFFSET, BatchContext, KeyedOperator
 from streamkit.pipeline._recovery import Recovery
 from streamkit.pipeline._report import RunReport
@@ -271,6 +272,7 @@ class Runner:
         )
         if batch is None:
             batch = view.read(todo)
+        ctx.reads = Reads.of(batch, pipe.source.time, OFFSET)
         ctx.count("rows_in", batch.height)
         try:
             lf = batch.lazy()
