@@ -879,6 +879,8 @@ class Snapshot:
         adds: list[dict[str, Any]] = []
         for action in actions:
             for kind, raw in action.items():
+                if not isinstance(raw, Mapping):
+                    continue  # an action kind this module does not know
                 # JSON nulls are absent fields (delta-rs writes both forms)
                 body = {k: v for k, v in raw.items() if v is not None}
                 if kind == "add":
