@@ -608,6 +608,8 @@ def check_readable(
     protocol: Mapping[str, Any],
     where: str,
     metadata: Mapping[str, Any] | None = None,
+    *,
+    allow: Iterable[str] = (),
 ) -> None:
     """Refuse a table whose protocol needs reader support this module lacks.
 
@@ -622,6 +624,9 @@ def check_readable(
         refused only when a mode other than ``none`` is set (reader version 2
         tables, or the ``columnMapping`` feature, with mode ``none`` read
         fine); without it, reader version 2 is taken at its word.
+    allow : iterable of str
+        Reader features the caller handles itself (a reader may accept
+        ``deletionVectors`` and refuse each file that carries one).
 
     Raises
     ------
@@ -645,6 +650,7 @@ def check_readable(
             f"Delta table {where} needs reader version {reader}; streamkit reads versions 1 "
             "to 3: read it with a newer engine and write a copy streamkit can read"
         )
+    allowed = frozenset(allow)
     mapping_mode = None
     if metadata is not None:
         mapping_mode = (metadata.get("configuration") or {}).get("delta.columnMapping.mode")
@@ -654,7 +660,7 @@ def check_readable(
         missing.append("columnMapping")
     if reader == 3:
         for feature in protocol.get("readerFeatures") or []:
-            if feature in READER_FEATURES:
+            if feature in READER_FEATURES or feature in allowed:
                 continue
             if feature == "columnMapping" and metadata is not None and not mapped:
                 continue
@@ -1376,6 +1382,7 @@ def load_snapshot(
     version: int | None = None,
     *,
     listing: Sequence[str] | None = None,
+    allow: Iterable[str] = (),
 ) -> Snapshot:
     """The table at ``version`` (default: the newest), from its newest checkpoint on.
 
@@ -1396,6 +1403,8 @@ def load_snapshot(
         The version wanted.
     listing : sequence of str, optional
         File names (or paths) in ``_delta_log/``, when the caller listed it.
+    allow : iterable of str
+        Reader features the caller handles itself (see :func:`check_readable`).
 
     Raises
     ------
@@ -1424,7 +1433,8 @@ def load_snapshot(
             f"{'protocol' if snapshot.protocol is None else 'metaData'} action; restore its "
             f"{LOG_DIR}/ from a backup"
         )
-    check_readable(snapshot.protocol, f"{fs.url} at version {snapshot.version}", snapshot.metadata)
+    where = f"{fs.url} at version {snapshot.version}"
+    check_readable(snapshot.protocol, where, snapshot.metadata, allow=allow)
     return snapshot
 
 

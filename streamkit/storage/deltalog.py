@@ -83,6 +83,10 @@ class _Pending:
         return self.offset + self.rows - self.first
 
 
+#: Reader features a DeltaLog accepts in the protocol: it refuses each file
+#: that carries a deletion vector instead (tables created with the feature on,
+#: as Databricks does by default, hold none until a DELETE or UPDATE).
+_ALLOW = frozenset({"deletionVectors"})
 #: Commits read per request round when looking for new versions.
 _PROBE = 8
 
@@ -189,7 +193,7 @@ class DeltaLog:
         self._fs = FileSystem(url, storage_options)
         self._key = key
         self._time = time
-        snapshot = delta.load_snapshot(self._fs)
+        snapshot = delta.load_snapshot(self._fs, allow=_ALLOW)
         self._version = snapshot.version
         self._schema_text = str((snapshot.metadata or {}).get("schemaString"))
         self._partitions = list((snapshot.metadata or {}).get("partitionColumns") or [])
@@ -313,7 +317,7 @@ class DeltaLog:
                 "Reprocess it with pipe.run(from_checkpoint=0)"
             )
         try:
-            return delta.load_snapshot(self._fs, version)
+            return delta.load_snapshot(self._fs, version, allow=_ALLOW)
         except LogNotFoundError as exc:
             raise LogNotFoundError(
                 f"Delta table {self.url}: this pipeline was reading the table as of version "
@@ -412,7 +416,7 @@ class DeltaLog:
     def _plan(self, cursor: FileCursor, offset: int) -> DeltaPlan:
         pending: dict[str, tuple[str, dict[str, Any]]] = {}  # path -> (prefix, add body)
         if cursor.watermark is None:
-            snapshot = delta.load_snapshot(self._fs)
+            snapshot = delta.load_snapshot(self._fs, allow=_ALLOW)
             version, snapshot_at, resume = snapshot.version, True, ""
         else:
             version, snapshot_at, resume = _parse_watermark(cursor.watermark)
@@ -464,7 +468,7 @@ class DeltaLog:
     def _check_table(
         self, protocol: Mapping[str, Any], metadata: Mapping[str, Any], v: int
     ) -> None:
-        delta.check_readable(protocol, f"{self.url} at version {v}", metadata)
+        delta.check_readable(protocol, f"{self.url} at version {v}", metadata, allow=_ALLOW)
         text = str(metadata.get("schemaString"))
         if text != self._schema_text:
             schema = self._check_schema(delta.schema_from_delta(text), f"Delta table {self.url}")
@@ -526,21 +530,31 @@ class DeltaLog:
                         f"processed; {_START_OVER}"
                     )
         if protocol is not None:
-            delta.check_readable(protocol, f"{self.url} at version {version}", metadata)
+            delta.check_readable(
+                protocol, f"{self.url} at version {version}", metadata, allow=_ALLOW
+            )
         if metadata is not None:
             if protocol is None:  # rare: the protocol in force, for column mapping
-                protocol = delta.load_snapshot(self._fs, version).protocol
+                protocol = delta.load_snapshot(self._fs, version, allow=_ALLOW).protocol
             self._check_table(protocol or {}, metadata, version)
-        for body in adds:
-            if body.get("deletionVector"):
-                raise ConfigurationError(
-                    f"Delta table {self.url} version {version} adds a file with a deletion "
-                    "vector, which streamkit does not support; purge deletion vectors with "
-                    "the writing engine (REORG TABLE ... APPLY (PURGE))"
-                )
         for path, body in self._after(resume if inside else "", adds, cursor):
             pending.pop(path, None)
             pending[path] = (prefix, body)
+
+    def _check_file(self, path: str, body: Mapping[str, Any]) -> None:
+        """Refuse a data file a DeltaLog cannot read as it is."""
+        if body.get("deletionVector"):
+            raise ConfigurationError(
+                f"Delta table {self.url}: {path!r} has a deletion vector (rows deleted "
+                "without rewriting the file), which streamkit does not support; purge "
+                "deletion vectors with the writing engine (Spark: REORG TABLE t APPLY "
+                "(PURGE)), or disable them (delta.enableDeletionVectors = false)"
+            )
+        if "://" in path or path.startswith("/"):
+            raise ConfigurationError(
+                f"Delta table {self.url} names a data file outside its folder ({path!r}: "
+                "a shallow clone?), which a DeltaLog does not read; read a deep copy"
+            )
 
     def _order(self, adds: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
         """Files of one version (or snapshot) in reading order: by the smallest
@@ -571,12 +585,8 @@ class DeltaLog:
     ) -> list[tuple[str, dict[str, Any]]]:
         """The files of ``adds`` in reading order, from ``resume`` (a path) on."""
         ordered = self._order(adds)
-        for path, _ in ordered:
-            if "://" in path or path.startswith("/"):
-                raise ConfigurationError(
-                    f"Delta table {self.url} names a data file outside its folder ({path!r}: "
-                    "a shallow clone?), which a DeltaLog does not read; read a deep copy"
-                )
+        for path, body in ordered:
+            self._check_file(path, body)
         if not resume:
             return ordered
         for i, (path, _) in enumerate(ordered):
@@ -771,8 +781,10 @@ class DeltaLog:
         return plan.scan(lo, hi, with_offset=with_offset)
 
     def _snapshot_files(self) -> list[tuple[str, dict[str, Any]]]:
-        snapshot = delta.load_snapshot(self._fs)
+        snapshot = delta.load_snapshot(self._fs, allow=_ALLOW)
         self._version = max(self._version, snapshot.version)
+        for path, body in snapshot.files.items():
+            self._check_file(path, body)
         return sorted(snapshot.files.items())
 
     def segments(self) -> pl.DataFrame:

@@ -8,6 +8,7 @@ one run over all the rows.
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -230,16 +231,42 @@ def test_unsupported_features_and_schemas_are_refused(tmp_path: Path) -> None:
         table.log().append(pl.DataFrame())
     log = table.log()
     seen = log.end()
-    dv = (
-        '{"protocol":{"minReaderVersion":3,"minWriterVersion":7,'
-        '"readerFeatures":["deletionVectors"],"writerFeatures":["deletionVectors"]}}\n'
-    )
-    (Path(table.url) / "_delta_log" / f"{1:020d}.json").write_text(dv)
-    with pytest.raises(
-        ConfigurationError, match=r"version 1.* needs reader feature deletionVectors"
-    ):
+    logdir = Path(table.url) / "_delta_log"
+    # the deletion-vector feature alone is fine (Databricks turns it on by default)
+    features = '"readerFeatures":["timestampNtz","deletionVectors"]'
+    protocol = f'{{"protocol":{{"minReaderVersion":3,"minWriterVersion":7,{features},'
+    protocol += f"{features.replace('reader', 'writer')}}}}}\n"
+    (logdir / f"{1:020d}.json").write_text(protocol)
+    assert log.plan(seen).files.height == 0
+    assert table.log().count() == 3
+    # ... a file that carries a deletion vector is refused
+    dv = {
+        "storageType": "u",
+        "pathOrInlineDv": "ab^-aqEH.-t@S}K{vb[*k^",
+        "sizeInBytes": 34,
+        "cardinality": 1,
+    }
+    add = {
+        "add": {
+            "path": "x.parquet",
+            "size": 9,
+            "partitionValues": {},
+            "dataChange": True,
+            "modificationTime": 1,
+            "deletionVector": dv,
+        }
+    }
+    (logdir / f"{2:020d}.json").write_text(json.dumps(add) + "\n")
+    with pytest.raises(ConfigurationError, match=r"'x\.parquet' has a deletion vector.*PURGE"):
         log.plan(seen)
-    with pytest.raises(ConfigurationError, match="deletionVectors"):
+    with pytest.raises(ConfigurationError, match="deletion vector"):
+        table.log().count()
+    # other reader features are refused naming the version
+    v2 = protocol.replace("deletionVectors", "v2Checkpoint")
+    (logdir / f"{2:020d}.json").write_text(v2)  # in place of the commit above
+    with pytest.raises(ConfigurationError, match=r"version 2 needs reader feature v2Checkpoint"):
+        log.plan(seen)
+    with pytest.raises(ConfigurationError, match="v2Checkpoint"):
         table.log()
 
 
