@@ -7,13 +7,17 @@ stopped as one short string in its :class:`~streamkit.storage.position.FileCurso
 ``watermark`` (plus a file read in part), never a list of the files seen:
 
 ``"s<version:020d>/<path>"``
-    reading the snapshot of ``version``: its files sorting before ``path`` are
-    consumed;
+    reading the snapshot of ``version``: its files before ``path`` in reading
+    order are consumed;
 ``"<version:020d>/<path>"``
-    reading the files ``version`` added: those sorting before ``path`` are
-    consumed, as is every earlier version;
+    reading the files ``version`` added: those before ``path`` in reading
+    order are consumed, as is every earlier version;
 ``"<version:020d>"``
     every version before ``version`` is consumed.
+
+The reading order of one snapshot's or one version's files is fixed by their
+``add`` actions alone (smallest recorded time, then path), so a position means
+the same files whenever it is planned from.
 
 A compaction (OPTIMIZE: ``remove`` and ``add`` with ``dataChange=false``) adds
 no rows and is never read; vacuum of consumed files does not matter. A
@@ -113,10 +117,10 @@ class DeltaLog:
 
     Use it wherever a log is read: ``sk.Pipeline(...).read(sk.DeltaLog(...))``.
     The first run reads the table as it is (the snapshot of its newest
-    version, files in path order); each later run reads the files that later
-    versions added with ``dataChange=true``, version by version, files in path
-    order. A run's checkpoint records the table version it read up to, in a
-    position that stays a few dozen bytes however many files were read.
+    version); each later run reads the files that later versions added with
+    ``dataChange=true``, version by version. A run's checkpoint records the
+    table version it read up to, in a position that stays a few dozen bytes
+    however many files were read.
 
     What other engines do to the table:
 
@@ -135,12 +139,17 @@ class DeltaLog:
       missing version;
     - a schema change: an error naming the version (the columns of a log are
       fixed);
-    - reader features streamkit does not support (deletion vectors, column
-      mapping, V2 checkpoints): an error naming them and what to do.
+    - reader features streamkit does not support (column mapping, V2
+      checkpoints, type widening): an error naming them and what to do. The
+      deletion-vector feature may be on; a file that carries a deletion
+      vector is an error naming it (purge them with ``REORG TABLE ... APPLY
+      (PURGE)``).
 
-    Rows keep their order within a file (offsets follow the table's order:
-    version, path, row); within a key events are processed in
-    ``(time, table order)``.
+    Files with no order of their own (a snapshot's, one version's) are read by
+    the smallest time their statistics record, then path, so that an
+    event-time pipeline does not meet older events after newer ones. Rows keep
+    their order within a file; offsets follow this table order (version, file,
+    row), and within a key events are processed in ``(time, table order)``.
 
     Parameters
     ----------
@@ -897,8 +906,8 @@ class DeltaPlan:
 
     Made by :meth:`DeltaLog.plan`; fixed once made (versions committed later
     belong to the next plan). Files come in table order: the snapshot's (first
-    read) or each version's added files, versions ascending, paths ascending
-    within one, a file read in part at the start first.
+    read) or each version's added files, versions ascending, by smallest
+    recorded time then path within one, a file read in part at the start first.
 
     Attributes
     ----------
