@@ -389,3 +389,35 @@ def test_timestamp_and_boolean_partition_values(tmp_path: Path) -> None:
     write_deltalake(url, frame.to_arrow(), partition_by=["hour", "ok"])
     got = sk.DeltaLog(url, key="k", time="t").scan().collect().sort("t")
     assert got.equals(frame)
+
+
+def test_a_crashed_batch_is_redone_on_its_own_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outputs committed, checkpoint not; then the table is compacted and grows."""
+    from streamkit.pipeline._checkpoints import CheckpointStore
+
+    table = Table(str(tmp_path / "events"), {}, {})
+    store = sk.Store(str(tmp_path / "lake"))
+    expected = table.append(4)
+    _copy(store, table.log()).run(progress=False)
+    expected += table.append(8)
+    real_commit = CheckpointStore.commit
+    calls: list[int] = []
+
+    def crash_on_second(self: CheckpointStore, cp: Any) -> bool:
+        calls.append(cp.id)
+        if len(calls) == 2:
+            raise RuntimeError("crash before the checkpoint of the second batch")
+        return bool(real_commit(self, cp))
+
+    monkeypatch.setattr(CheckpointStore, "commit", crash_on_second)
+    with pytest.raises(RuntimeError, match="crash"):
+        _copy(store, table.log()).run(progress=False)
+    monkeypatch.setattr(CheckpointStore, "commit", real_commit)
+    assert len(_ids(store)) == 4 + 5 + 3  # the second batch's rows are out, not checkpointed
+    table.optimize()
+    expected += table.append(2)
+    report = _copy(store, table.log()).run(progress=False)
+    assert report.rows_in == 3 + 2  # the redone batch (its own files), then the new rows
+    assert _ids(store) == sorted(expected)
