@@ -765,6 +765,15 @@ class DeltaLog:
 
         ``scan(start=dlog.end())`` later returns exactly the rows appended after
         this call.
+
+        Examples
+        --------
+        >>> import tempfile, polars as pl, streamkit as sk
+        >>> from deltalake import write_deltalake
+        >>> url = tempfile.mkdtemp() + "/events"
+        >>> write_deltalake(url, pl.DataFrame({"k": ["a", "b"], "t": [1, 2]}).to_arrow())
+        >>> sk.DeltaLog(url, key="k", time="t").end()
+        Position(offset=2, watermark='00000000000000000001', consumed=[])
         """
         return self.plan(self.start()).end
 
@@ -779,6 +788,15 @@ class DeltaLog:
 
         From a position with files (:meth:`end`, a checkpoint's): the rows
         appended since; from an int or nothing: the table as it is now.
+
+        Examples
+        --------
+        >>> import tempfile, polars as pl, streamkit as sk
+        >>> from deltalake import write_deltalake
+        >>> url = tempfile.mkdtemp() + "/events"
+        >>> write_deltalake(url, pl.DataFrame({"k": ["a", "b"], "t": [1, 2]}).to_arrow())
+        >>> sk.DeltaLog(url, key="k", time="t").scan(start=1, with_offset="o").collect().rows()
+        [('b', 2, 1)]
         """
         plan = self.plan(start)
         lo = plan.start.offset
@@ -854,7 +872,17 @@ class DeltaLog:
         return sum(self._rows(body, path) for path, body in self._snapshot_files())
 
     def transaction(self, writer: str) -> Transaction | None:
-        """Always None: streamkit never writes to a DeltaLog."""
+        """Always None: streamkit never writes to a DeltaLog.
+
+        Examples
+        --------
+        >>> import tempfile, polars as pl, streamkit as sk
+        >>> from deltalake import write_deltalake
+        >>> url = tempfile.mkdtemp() + "/events"
+        >>> write_deltalake(url, pl.DataFrame({"k": ["a", "b"], "t": [1, 2]}).to_arrow())
+        >>> sk.DeltaLog(url, key="k", time="t").transaction("w") is None
+        True
+        """
         return None
 
     def append(self, *args: Any, **kwargs: Any) -> Any:
@@ -864,6 +892,17 @@ class DeltaLog:
         ------
         ConfigurationError
             Always; write to a :class:`~streamkit.Log` from ``Store.log`` instead.
+
+        Examples
+        --------
+        >>> import tempfile, polars as pl, streamkit as sk
+        >>> from deltalake import write_deltalake
+        >>> url = tempfile.mkdtemp() + "/events"
+        >>> write_deltalake(url, pl.DataFrame({"k": ["a", "b"], "t": [1, 2]}).to_arrow())
+        >>> sk.DeltaLog(url, key="k", time="t").append(None)
+        Traceback (most recent call last):
+        ...
+        streamkit.errors.ConfigurationError: DeltaLog ... is read-only; ...
         """
         raise ConfigurationError(
             f"DeltaLog {self.name!r} is read-only; append to a log from "
@@ -915,6 +954,22 @@ class DeltaPlan:
         Where the plan starts.
     version : int
         The newest table version the plan covers.
+
+    Examples
+    --------
+    >>> import tempfile, polars as pl, streamkit as sk
+    >>> from deltalake import write_deltalake
+    >>> url = tempfile.mkdtemp() + "/events"
+    >>> for i in range(2):
+    ...     write_deltalake(url, pl.DataFrame({"k": ["a"], "t": [i]}).to_arrow(), mode="append")
+    >>> plan = sk.DeltaLog(url, key="k", time="t").plan()
+    >>> plan
+    DeltaPlan(offsets [0, 2), 2 files, up to version 1, from Position(offset=0, ...))
+    >>> plan.cut(0, 1)
+    1
+    >>> batch = plan.batch(0, 1)
+    >>> [f[3:] for f in batch["files"]], batch["next"][:21]
+    ([[1, 0, 1]], 's00000000000000000001')
     """
 
     def __init__(
