@@ -1,6 +1,8 @@
 """Event time with bounded out-of-orderness: when each event is applied.
 
-The log is read in its order; after reading event ``i`` the watermark is
+The source is read in log order, and every row read moves the watermark, also
+a row that an operator (a filter) drops before ``.transitions()``: after read
+``i`` the watermark is
 
     W(i) = max(W_prev, max(times read so far) - lateness)
 
@@ -9,9 +11,13 @@ is then *released*; events released by the same read are applied in (time, log
 order), each after its key's timeouts up to ``max(W before that read, time)``;
 at the end of a batch every key's timeouts fire up to the batch's watermark.
 This is what a streaming engine does event by event (Flink's bounded
-out-of-orderness with a CEP-style buffer), so the result does not depend on
-how the log is cut into batches; with ``lateness = 0`` every event is released
-by its own read, in log order -- streamkit's behaviour without lateness.
+out-of-orderness with a CEP-style buffer, watermarks taken at the source), so
+the result does not depend on how the log is cut into batches, nor on which
+rows a worker reads: a task that holds some keys needs the rows of its own
+segments and, for every other stretch of the batch, only its largest time
+(``reads`` may be such a summary, see :func:`release`). With ``lateness = 0``
+every event is released by its own read, in log order -- streamkit's
+behaviour without lateness.
 
 An event is late when its key has already moved past its time (a later event
 or a timeout was applied): with lateness that happens only to an event that
@@ -26,6 +32,7 @@ from typing import Any
 import numba
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 
 NOTHING = int(np.iinfo(np.int64).min)  # no time read yet
 
@@ -62,6 +69,7 @@ def release(
     max_time: int,
     lateness: int,
     final: bool = False,
+    reads: Reads | None = None,
 ) -> Release:
     """Plan one batch: new events (log order) and the events still waiting.
 
@@ -78,6 +86,9 @@ def release(
     final
         End of input: after the batch the watermark moves to the largest time
         read, so that every waiting event is applied.
+    reads
+        The rows read from the source, which move the watermark (default: the
+        events themselves). Every event's offset must be among them.
 
     Examples
     --------
@@ -85,16 +96,23 @@ def release(
     >>> r = release(t, off, t[:0], off[:0], watermark=NOTHING, max_time=NOTHING, lateness=5)
     >>> r.order.tolist(), r.wm.tolist(), r.held_new.tolist(), r.watermark
     ([0, 2, 1], [10, 25, 30], [False, False, False, True], 45)
+
+    A read that is not an event (a row a filter dropped) moves the watermark too:
+
+    >>> reads = Reads(np.arange(5), np.array([10, 30, 12, 50, 90]))
+    >>> r = release(t, off, t[:0], off[:0], watermark=NOTHING, max_time=NOTHING, lateness=5,
+    ...             reads=reads)
+    >>> r.held_new.tolist(), r.watermark
+    ([False, False, False, False], 85)
     """
-    n = len(new_times)
     m = len(waiting_times)
-    if n:
-        seen = np.maximum.accumulate(np.concatenate(([max_time], new_times)))[1:]
-        wms = np.maximum(watermark, _lower(seen, lateness))
-        top = int(seen[-1])
+    if reads is None:
+        reads = Reads(np.asarray(new_offsets, dtype=np.int64), np.asarray(new_times, np.int64))
+        own = np.arange(len(new_times), dtype=np.int64)
     else:
-        wms = np.empty(0, np.int64)
-        top = max_time
+        own = reads.index_of(new_offsets)
+    n = len(reads.times)
+    wms, top = reads.watermarks(watermark, max_time, lateness)
     end = int(wms[-1]) if n else watermark
     if final and top != NOTHING:
         end = max(end, top)
@@ -102,7 +120,7 @@ def release(
     offsets = np.concatenate([waiting_offsets, new_offsets]).astype(np.int64)
     # The read that releases each event: the first at or after its own whose
     # watermark reaches its time; n (past the batch) keeps it waiting, unless final.
-    j = _releasing_reads(wms, times, m)
+    j = _releasing_reads(wms, times, np.concatenate([np.full(m, -1, np.int64), own]))
     out = j < n
     if final:
         out |= times <= end
@@ -119,6 +137,45 @@ def release(
         watermark=end,
         max_time=top,
     )
+
+
+@dataclass(frozen=True)
+class Reads:
+    """The source rows a batch read, in log order: offsets and times (ticks).
+
+    They move the watermark. A worker that holds some keys may pass, for a
+    stretch of the log holding none of its keys, one row standing for it (the
+    stretch's last offset, its largest time): its events are released in the
+    same order and with the same watermarks, because no event of its own lies
+    inside the stretch.
+    """
+
+    offsets: npt.NDArray[np.int64]
+    times: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(cls, batch: Any, time: str, offset: str) -> Reads:
+        """The reads of a source batch (a frame in log order with an offset column)."""
+        return cls(batch[offset].cast(pl.Int64).to_numpy(), batch[time].cast(pl.Int64).to_numpy())
+
+    def index_of(self, offsets: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """The read of each event (by its source offset)."""
+        at = np.searchsorted(self.offsets, offsets)
+        if len(offsets) and (
+            int(at.max()) >= len(self.offsets)
+            or not np.array_equal(self.offsets[at], np.asarray(offsets))
+        ):
+            raise AssertionError("an event's offset is not among the batch's reads")
+        return at.astype(np.int64)
+
+    def watermarks(
+        self, watermark: int, max_time: int, lateness: int
+    ) -> tuple[npt.NDArray[np.int64], int]:
+        """The watermark after every read, and the largest time read."""
+        if not len(self.times):
+            return np.empty(0, np.int64), max_time
+        seen = np.maximum.accumulate(np.concatenate(([max_time], self.times)))[1:]
+        return np.maximum(watermark, _lower(seen, lateness)), int(seen[-1])
 
 
 def _order(
@@ -150,15 +207,14 @@ def _first_reaching(wms: Any, t: Any, lo: Any, hi: Any) -> Any:  # pragma: no co
 
 @numba.njit(cache=True, nogil=True)
 def _releasing_reads(
-    wms: npt.NDArray[np.int64], times: npt.NDArray[np.int64], m: int
+    wms: npt.NDArray[np.int64], times: npt.NDArray[np.int64], own: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.int64]:  # pragma: no cover - compiled
-    """For each event (``m`` waiting ones, then the batch's), the first read at
-    or after its own (the batch's ``i``-th event is read ``i``; waiting ones
-    before read 0) whose watermark ``wms`` (non-decreasing) reaches its time;
-    ``len(wms)`` if none.
+    """For each event, the first read at or after its own (``own``: -1 for an
+    event read by an earlier batch) whose watermark ``wms`` (non-decreasing)
+    reaches its time; ``len(wms)`` if none.
 
-    Equals ``max(i, searchsorted(wms, t, "left"))``; one pass that gallops from
-    the previous answer, so nearly sorted times cost O(1) each.
+    Equals ``max(own, searchsorted(wms, t, "left"))``; one pass that gallops
+    from the previous answer, so nearly sorted times cost O(1) each.
     """
     n = len(wms)
     out = np.empty(len(times), dtype=np.int64)
@@ -179,6 +235,6 @@ def _releasing_reads(
                 hi = min(hi + step, n)
                 step *= 2
             p = _first_reaching(wms, t, lo, min(hi, n))  # n if none (wms[lo - 1] < t)
-        i = u - m
+        i = own[u]
         out[u] = p if p >= i else i
     return out

@@ -32,7 +32,17 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Run the compiled kernel in this process (the default)."""
+    """Run the compiled kernel in this process (the default).
+
+    Parameters
+    ----------
+    threads : int, optional
+        Kernel threads (default: the cores this process may use, see
+        ``STREAMKIT_KERNEL_THREADS``).
+    """
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
 
     def run_batch(
         self,
@@ -49,11 +59,21 @@ class LocalExecutor:
         from streamkit.kernel import run_batch
 
         return run_batch(
-            cm, key_ids, events, times, state, watermark=watermark, flush_keys=flush_keys, wm=wm
+            cm,
+            key_ids,
+            events,
+            times,
+            state,
+            watermark=watermark,
+            flush_keys=flush_keys,
+            wm=wm,
+            threads=self.threads,
         )
 
     def __repr__(self) -> str:
-        return "LocalExecutor()"
+        return (
+            "LocalExecutor()" if self.threads is None else f"LocalExecutor(threads={self.threads})"
+        )
 
 
 def _run_part(
@@ -75,28 +95,45 @@ def _run_part(
 
 
 class DaskExecutor:
-    """Run the per-key kernel on a Dask cluster, split by key.
+    """Run a pipeline on a Dask cluster: each task reads, computes and writes its own
+    key groups.
 
-    Keys are independent given the log's watermark, so each batch is cut into
-    ``partitions`` groups of keys (by key id), the groups run on the cluster's
-    workers, and the results are merged back into log order: identical to a
-    local run.
+    A batch of a :class:`~streamkit.Log` source is cut into ``tasks`` tasks by key
+    group. A task runs on a worker and does the whole batch step for its groups:
+    it reads the log segments that can hold its keys, runs the operators and
+    the kernel, writes its history, quarantine and state deltas straight to
+    the store and returns only metadata; the driver commits the batch (one
+    version of each output log, then the checkpoint) and holds neither the
+    data nor the state. Workers keep their groups' state in memory between
+    batches. Results are those of a local run (see ``docs/SCALING.md``). The
+    store must be one the workers reach (a local folder they share, S3); a
+    ``memory://`` store works only with a cluster of threads.
+
+    A :class:`~streamkit.FileLog` or :class:`~streamkit.DeltaLog` source is read
+    by the driver, and only the kernel runs on the cluster, split by key.
 
     Parameters
     ----------
     client : distributed.Client
         A connected Dask client.
+    tasks : int, optional
+        Tasks per batch (default: the workers' threads; at most the key groups).
     partitions : int, optional
-        Key groups per batch (default: the number of workers' threads).
+        The former name of ``tasks``.
 
     Examples
     --------
     >>> from distributed import Client, LocalCluster  # doctest: +SKIP
-    >>> client = Client(LocalCluster(n_workers=2, processes=False))  # doctest: +SKIP
+    >>> client = Client(LocalCluster(n_workers=2, threads_per_worker=1))  # doctest: +SKIP
     >>> report = pipe.run(executor=sk.DaskExecutor(client))  # doctest: +SKIP
     """
 
-    def __init__(self, client: Any, *, partitions: int | None = None) -> None:
+    #: Runs the whole batch step on the cluster (for Log sources).
+    distributed = True
+
+    def __init__(
+        self, client: Any, *, tasks: int | None = None, partitions: int | None = None
+    ) -> None:
         from streamkit._deps import import_optional
 
         import_optional("distributed")
@@ -104,18 +141,28 @@ class DaskExecutor:
             raise ConfigurationError(
                 f"DaskExecutor needs a distributed.Client, got {type(client).__name__}"
             )
+        for name, value in (("tasks", tasks), ("partitions", partitions)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
         self.client = client
-        self._partitions = partitions
+        self._tasks = tasks or partitions
 
-    @property
-    def partitions(self) -> int:
-        if self._partitions:
-            return self._partitions
+    def tasks_per_batch(self) -> int:
+        """Tasks per batch: as given, else the cluster's worker threads."""
+        if self._tasks:
+            return self._tasks
         threads = self.client.nthreads()
         return max(1, sum(threads.values()) if threads else 1)
 
+    @property
+    def partitions(self) -> int:
+        """Key parts of the kernel-only path (a FileLog source): ``tasks_per_batch()``."""
+        return self.tasks_per_batch()
+
     def __repr__(self) -> str:
-        return f"DaskExecutor({self.client!r}, partitions={self._partitions})"
+        return f"DaskExecutor({self.client!r}, tasks={self._tasks})"
 
     def run_batch(
         self,

@@ -25,9 +25,11 @@ everything at once. Bytes written per checkpoint are therefore proportional to
 the keys a batch changed, and restoring reads a bounded chain per group,
 whatever the number of checkpoints taken.
 
-Rows carry the key's dense id (``id``): ids are assigned in order of first
-appearance, and a restored state keeps them, so a resumed run orders its
-output exactly as an uninterrupted one.
+Rows carry the key's id (``id``): ids are assigned in order of first
+appearance, and a restored state keeps their order, so a resumed run orders
+its output exactly as an uninterrupted one. State written by a Dask run (each
+task numbers the keys of its own groups) repeats ids across groups; a restore
+orders keys by (id, group) and numbers them afresh.
 """
 
 from __future__ import annotations
@@ -344,8 +346,9 @@ class GroupedState:
         """Read the rows of a ``state`` entry (every group, or the groups in ``only``).
 
         Reads only the files the chains of those groups list, each once;
-        returns the newest row of every key, ordered by id, and takes over
-        the chains. ``check(frame, path)`` vets every record batch read (the
+        returns the newest row of every key, ordered by (id, group) -- the
+        caller numbers the keys 0..n-1 in that order -- and takes over the
+        chains of those groups. ``check(frame, path)`` vets every record batch read (the
         operator's columns and types) before anything else uses it;
         ``check_groups`` also checks that every key hashes to the group that
         holds it (what ``verify`` does).
@@ -356,7 +359,7 @@ class GroupedState:
             A listed file is missing.
         CorruptFileError
             A file fails its size or checksum, a record batch's rows differ
-            from its link, or ids are not unique and dense.
+            from its link, or ids are out of range.
         """
         where = ckpts.where("checkpoint")
         groups, files, chains = self.parse(entry, where)
@@ -395,19 +398,10 @@ class GroupedState:
                 "rewind to an older checkpoint with run(from_checkpoint=N)"
             ) from None
         part = np.repeat(np.arange(len(parts)), [p.height for p in parts])
-        # The newest row of every key: parts run base -> deltas within a group, so
-        # the last occurrence of an id wins; the positions come out in id order.
-        ids = every[ID].to_numpy()
-        size = int(ids.max()) + 1
-        if ids.min() < 0 or (only is None and size > len(ids)):
-            raise self._bad_ids(where)
-        pos = np.full(size, -1, dtype=np.int64)
-        np.maximum.at(pos, ids, np.arange(len(ids), dtype=np.int64))
-        pos = pos[pos >= 0]
-        if only is None and len(pos) != size:  # every id from 0 to n-1, once
-            raise self._bad_ids(where)
+        part_group = np.array([g for g, _ in meta], dtype=np.int64)
+        pos = _newest(every[ID].to_numpy(), part_group[part], groups, where)
         latest = every[pos]
-        row_group = np.array([g for g, _ in meta], dtype=np.int32)[part[pos]]
+        row_group = part_group[part[pos]].astype(np.int32)
         if check_groups:
             wrong = np.flatnonzero(group_of(latest["key"], groups) != row_group)
             if len(wrong):
@@ -417,8 +411,7 @@ class GroupedState:
                     f"that belong to other groups (e.g. {latest['key'][int(wrong[0])]!r}); "
                     "restore it, or rewind to an older checkpoint with run(from_checkpoint=N)"
                 )
-        if only is None:  # a partial restore leaves key ids to its caller
-            self.group = row_group
+        self.group = row_group
         return latest
 
     @staticmethod
@@ -438,13 +431,40 @@ class GroupedState:
             )
         return frame
 
-    @staticmethod
-    def _bad_ids(where: str) -> CorruptFileError:
-        return CorruptFileError(
-            f"state files of {where} hold key ids that are not 0..n-1 (one per key): a file "
-            "was replaced or tampered with; restore it, or rewind to an older checkpoint with "
-            "run(from_checkpoint=N)"
-        )
-
 
 _NO_IDS = np.empty(0, dtype=np.int64)
+
+
+def _newest(
+    ids: npt.NDArray[np.int64], row_group: npt.NDArray[np.int64], groups: int, where: str
+) -> npt.NDArray[np.int64]:
+    """Rows holding the newest state of every key, ordered by (id, group).
+
+    Within a group a key's id is unique and its links run base -> deltas, so
+    the last row of an (id, group) pair is the key's newest. A state written
+    by one process has ids unique over all groups; one written by several
+    (a Dask run: each task numbers its own keys) repeats ids across groups,
+    and (id, group) orders the keys deterministically. The caller numbers the
+    keys 0..n-1 in the order returned.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) == 0:
+        return _NO_IDS
+    if int(ids.min()) < 0 or int(ids.max()) >= (1 << 62) // max(groups, 1):
+        raise CorruptFileError(
+            f"state files of {where} hold key ids out of range: a file was replaced or "
+            "tampered with; restore it, or rewind to an older checkpoint with "
+            "run(from_checkpoint=N)"
+        )
+    size = int(ids.max()) + 1
+    if size <= 2 * len(ids) + 1024:  # dense ids (one writer): the last row of each id
+        pos = np.full(size, -1, dtype=np.int64)
+        np.maximum.at(pos, ids, np.arange(len(ids), dtype=np.int64))
+        if bool((row_group == row_group[pos[ids]]).all()):  # no id in two groups
+            return pos[pos >= 0]
+    pair = ids * groups + row_group
+    order = np.argsort(pair, kind="stable")  # equal pairs keep their base -> delta order
+    ordered = pair[order]
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = ordered[1:] != ordered[:-1]
+    return order[last].astype(np.int64)

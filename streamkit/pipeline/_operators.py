@@ -47,6 +47,7 @@ class BatchContext:
     quarantine: list[pl.DataFrame] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     final: bool = False  # end of input: apply every event still waiting
+    reads: Any = None  # the source rows read (``_eventtime.Reads``): they move the watermark
 
     def count(self, name: str, n: int) -> None:
         self.counts[name] = self.counts.get(name, 0) + int(n)
@@ -91,8 +92,16 @@ class KeyedOperator(Operator):
 
     stateful = True
 
-    def open(self, entry: dict[str, Any] | None, ckpts: CheckpointStore, key_groups: int) -> None:
-        """Restore the state of a checkpoint entry (None: start empty) in ``key_groups``."""
+    def open(
+        self,
+        entry: dict[str, Any] | None,
+        ckpts: CheckpointStore,
+        key_groups: int,
+        *,
+        groups: set[int] | None = None,
+    ) -> None:
+        """Restore the state of a checkpoint entry (None: start empty) in ``key_groups``;
+        with ``groups``, only the keys of those key groups (a task of a Dask run)."""
         raise NotImplementedError
 
     def changes(self) -> Any:

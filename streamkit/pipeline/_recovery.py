@@ -40,8 +40,10 @@ class Recovery:
         self.pipe = pipe
         self.ckpts = ckpts
 
-    def open_operators(self, cp: Checkpoint) -> None:
-        """Restore every stateful operator from ``cp`` (in ``cp``'s key groups).
+    def open_operators(self, cp: Checkpoint, *, restore: bool = True) -> None:
+        """Restore every stateful operator from ``cp`` (in ``cp``'s key groups);
+        ``restore=False`` only checks that they match it (a Dask run's driver, whose
+        tasks restore their own groups).
 
         Raises
         ------
@@ -72,7 +74,7 @@ class Recovery:
                     f"checkpoint {cp.id} has no state for operator {op.op_id!r}; the "
                     "pipeline's operators changed: start over with run(from_checkpoint=0)"
                 )
-            if isinstance(op, KeyedOperator):
+            if isinstance(op, KeyedOperator) and restore:
                 op.open(entry, self.ckpts, cp.key_groups)
 
     def output_logs(self) -> list[Log]:

@@ -25,15 +25,17 @@ import polars as pl
 
 from streamkit.errors import CheckpointError, ConfigurationError, LeaseError
 from streamkit.pipeline._checkpoints import Checkpoint, Heartbeat, initial_checkpoint
+from streamkit.pipeline._distributed import DistributedStep
+from streamkit.pipeline._eventtime import Reads
 from streamkit.pipeline._operators import OFFSET, BatchContext, KeyedOperator
 from streamkit.pipeline._recovery import Recovery
 from streamkit.pipeline._report import RunReport
 from streamkit.pipeline._source import SourceView, Todo
+from streamkit.storage import Log
 
 if TYPE_CHECKING:
     from streamkit.pipeline._executor import Executor
     from streamkit.pipeline.pipeline import Pipeline
-    from streamkit.storage import Log
 
 logger = logging.getLogger("streamkit.pipeline")
 
@@ -52,6 +54,9 @@ class Batch:
     counts: dict[str, int]
     desc: dict[str, Any] | None = None
     final: bool = False
+    # A Dask run: the segments its tasks wrote (committed by the driver)
+    out_refs: list[Any] | None = None
+    quarantine_refs: list[Any] | None = None
 
 
 class BatchConflict(Exception):
@@ -81,6 +86,7 @@ class Runner:
         self.epoch = 0
         self.final = False  # the end-of-input batch is still to come
         self._final_asked = False
+        self.dist: DistributedStep | None = None  # a Dask run's batch step
 
     def run(
         self,
@@ -103,6 +109,13 @@ class Runner:
         )
         heartbeat = Heartbeat(ckpts, epoch, pipe.lease_timeout)  # released when the run ends
         try:
+            if getattr(self.executor, "distributed", False) and isinstance(pipe.source, Log):
+                if key_groups is not None:
+                    raise ConfigurationError(
+                        f"pipeline {pipe.name!r}: re-shard with the local executor "
+                        "(pipe.reshard(...) or run(key_groups=...) without executor=)"
+                    )
+                self.dist = DistributedStep(pipe, self.executor, epoch)
             latest, cp, view, pending = self._start(from_checkpoint)
             report = RunReport(pipe.name, checkpoint=latest.id if latest else None)
             report.start_offset = report.end_offset = cp.position
@@ -133,7 +146,7 @@ class Runner:
                 latest = ckpts.latest()
             cp = latest or initial_checkpoint(pipe.source.start().offset, pipe.key_groups)
             recovery.check_source(cp)
-            recovery.open_operators(cp)
+            self._open(cp)
             view = SourceView(pipe.source)
             pending = recovery.reconcile(cp)
         except CheckpointError:
@@ -175,7 +188,7 @@ class Runner:
                 if pending is not None:
                     todo, pending = pending, None
                 elif next_pos < end and (max_batches is None or planned < max_batches):
-                    todo = view.cut(next_pos, rows_per_batch)
+                    todo = self._cut(view, next_pos, rows_per_batch, end)
                 elif self._final_due(cp, next_pos, end, planned, max_batches):
                     todo = Todo(next_pos, next_pos, final=True)
                     self.final = False
@@ -186,7 +199,8 @@ class Runner:
                     hi = todo.hi
                     read = ahead[1] if ahead is not None and ahead[0] == todo else None
                     ahead = None
-                    if hi < end and (max_batches is None or planned + 1 < max_batches):
+                    ahead_ok = self.dist is None  # a Dask run's tasks read their own rows
+                    if ahead_ok and hi < end and (max_batches is None or planned + 1 < max_batches):
                         nxt = view.cut(hi, rows_per_batch)
                         ahead = (nxt, reader.submit(view.read, nxt))
                     try:
@@ -205,7 +219,7 @@ class Runner:
                         # An overtaken run wrote that batch for another source range
                         # (or other files): drop what was computed after it, redo
                         # exactly that batch and plan what follows it afresh.
-                        self.recovery.open_operators(cp)
+                        self._open(cp)
                         self.final = self._final_asked  # a dropped final batch comes again
                         pending = view.redo(cp, conflict.todo)
                         view.replan(cp, pending)
@@ -227,6 +241,15 @@ class Runner:
             bar.close()
         view.end = end
         return cp
+
+    def _open(self, cp: Checkpoint) -> None:
+        """Follow ``cp``: the operators restored from it (a Dask run: its tasks do)."""
+        self.recovery.open_operators(cp, restore=self.dist is None)
+        if self.dist is not None:
+            self.dist.reset(cp)
+
+    def _cut(self, view: SourceView, lo: int, rows: int, end: int) -> Todo:
+        return view.cut(lo, rows) if self.dist is None else self.dist.cut(lo, rows, end)
 
     def _final_due(
         self, cp: Checkpoint, pos: int, end: int, planned: int, max_batches: int | None
@@ -266,11 +289,14 @@ class Runner:
         """Run the operators on the source batch ``todo`` (read now unless ``batch``
         holds it already); advances the operators' state."""
         pipe = self.pipe
+        if self.dist is not None:
+            return self._prepare_distributed(todo)
         ctx = BatchContext(
             key=pipe.source.key, time=pipe.source.time, executor=self.executor, final=todo.final
         )
         if batch is None:
             batch = view.read(todo)
+        ctx.reads = Reads.of(batch, pipe.source.time, OFFSET)
         ctx.count("rows_in", batch.height)
         try:
             lf = batch.lazy()
@@ -296,6 +322,29 @@ class Runner:
         quarantine = pl.concat(ctx.quarantine) if ctx.quarantine else None
         return Batch(todo.lo, todo.hi, out, quarantine, changes, ctx.counts, todo.desc, todo.final)
 
+    def _prepare_distributed(self, todo: Todo) -> Batch:
+        """Run batch ``todo`` as tasks on the cluster (see :mod:`._distributed`)."""
+        assert self.dist is not None
+        results, entries = self.dist.prepare(todo)
+        counts: dict[str, int] = {"rows_in": 0 if todo.final else todo.hi - todo.lo}
+        for r in results:
+            for name, n in r.counts.items():
+                counts[name] = counts.get(name, 0) + n
+        counts["rows_out"] = sum(r.rows_out for r in results)
+        counts["quarantined"] = sum(r.rows_quarantined for r in results)
+        return Batch(
+            todo.lo,
+            todo.hi,
+            pl.DataFrame(),
+            None,
+            entries,
+            counts,
+            todo.desc,
+            todo.final,
+            out_refs=[ref for r in results for ref in r.out],
+            quarantine_refs=[ref for r in results for ref in r.quarantine],
+        )
+
     def commit(
         self,
         cp: Checkpoint,
@@ -313,20 +362,30 @@ class Runner:
         meta = todo.meta()
         ckpts.check_lease(epoch)
         outputs: dict[str, dict[str, Any]] = {}
-        if pipe.sink is not None:
-            self._append_once(pipe.sink, batch.out, seq, meta)
-            counts["rows_out"] = batch.out.height
-            outputs["sink"] = {"log": pipe.sink.name, "end": pipe.sink.end().offset}
-        if batch.quarantine is not None:
-            qlog = pipe._quarantine_log()
-            self._append_once(qlog, batch.quarantine, seq, meta)
-            counts["quarantined"] = batch.quarantine.height
-            outputs["quarantine"] = {"end": qlog.end().offset}
-        entries = {
-            op.op_id: op.persist(ckpts, batch.changes[op.op_id])
-            for op in pipe.operators
-            if isinstance(op, KeyedOperator)
-        }
+        if batch.out_refs is not None:  # a Dask run: commit what its tasks wrote
+            if pipe.sink is not None:
+                self._commit_once(pipe.sink, batch.out_refs, seq, meta)
+                outputs["sink"] = {"log": pipe.sink.name, "end": pipe.sink.end().offset}
+            if self.dist is not None and self.dist.quarantine is not None:
+                qlog = pipe._quarantine_log()
+                self._commit_once(qlog, batch.quarantine_refs or [], seq, meta)
+                outputs["quarantine"] = {"end": qlog.end().offset}
+            entries = dict(batch.changes)
+        else:
+            if pipe.sink is not None:
+                self._append_once(pipe.sink, batch.out, seq, meta)
+                counts["rows_out"] = batch.out.height
+                outputs["sink"] = {"log": pipe.sink.name, "end": pipe.sink.end().offset}
+            if batch.quarantine is not None:
+                qlog = pipe._quarantine_log()
+                self._append_once(qlog, batch.quarantine, seq, meta)
+                counts["quarantined"] = batch.quarantine.height
+                outputs["quarantine"] = {"end": qlog.end().offset}
+            entries = {
+                op.op_id: op.persist(ckpts, batch.changes[op.op_id])
+                for op in pipe.operators
+                if isinstance(op, KeyedOperator)
+            }
         totals = {k: cp.counts.get(k, 0) + counts.get(k, 0) for k in _COUNTS}
         totals["batches"] = cp.counts.get("batches", 0) + 1
         new = Checkpoint(
@@ -366,6 +425,17 @@ class Runner:
         """Append batch ``seq`` exactly once; a duplicate must be this very batch."""
         writer = self.pipe.writer_id
         res = log.append(frame, writer=writer, seq=seq, meta=meta)
+        if not res.duplicate:
+            return
+        txn = log.transaction(writer)
+        if txn is not None and txn.seq == seq and txn.meta != meta:
+            raise BatchConflict(Todo.from_meta(txn.meta))
+
+    def _commit_once(self, log: Log, refs: list[Any], seq: int, meta: dict[str, Any]) -> None:
+        """Commit the segments tasks wrote for batch ``seq`` exactly once (as
+        :meth:`_append_once`); a duplicate's files are left to ``vacuum``."""
+        writer = self.pipe.writer_id
+        res = log.commit_segments(refs, writer=writer, seq=seq, meta=meta)
         if not res.duplicate:
             return
         txn = log.transaction(writer)

@@ -182,9 +182,16 @@ class Transitions(KeyedOperator):
         }
 
     # --------------------------------------------------------------- state
-    def open(self, entry: dict[str, Any] | None, ckpts: CheckpointStore, key_groups: int) -> None:
+    def open(
+        self,
+        entry: dict[str, Any] | None,
+        ckpts: CheckpointStore,
+        key_groups: int,
+        *,
+        groups: set[int] | None = None,
+    ) -> None:
         from streamkit.kernel import KeyIndex, KeyState, compile
-        from streamkit.pipeline._keyed import GroupedState
+        from streamkit.pipeline._keyed import GroupedState, group_of
 
         self._time_dtype: pl.DataType | None = None
         self.index = KeyIndex()
@@ -218,7 +225,9 @@ class Transitions(KeyedOperator):
                 "run(from_checkpoint=0)"
             )
         if entry.get("state") is not None:  # every file checked as it is read
-            table = self.grouped.restore(entry["state"], ckpts, check=_check_state_table)
+            table = self.grouped.restore(
+                entry["state"], ckpts, only=groups, check=_check_state_table
+            )
             where = f"{ckpts.where('state')} (key-group chains)"
         else:  # format 1: the whole state in one file, regrouped at the next checkpoint
             from streamkit.pipeline._checkpoints import FileRef
@@ -228,11 +237,17 @@ class Transitions(KeyedOperator):
             where = ref.path
             if table.height:
                 _check_state_table(table, where)
+                if groups is not None:
+                    mine = np.isin(group_of(table["key"], key_groups), list(groups))
+                    table = table.filter(pl.Series(mine))
             self.grouped.regroup(key_groups, table["key"] if table.height else pl.Series([]))
         self.watermark = int(entry["watermark"])
         self.max_time = int(entry.get("max_time", self.watermark))
         if entry.get("waiting_files"):
             self.waiting = _read_waiting(entry["waiting_files"], ckpts, self.watermark)
+            if groups is not None and self.waiting.height:
+                mine = np.isin(group_of(self.waiting["key"], key_groups), list(groups))
+                self.waiting = self.waiting.filter(pl.Series(mine))
             self._waiting_files = [dict(f) for f in entry["waiting_files"]]
         self.machines_used = [str(f) for f in entry.get("machines_used", [entry["machine"]])]
         if table.height:
@@ -372,18 +387,46 @@ class Transitions(KeyedOperator):
             return self._process_in_time(df, ctx).lazy()
         if df.height == 0:
             empty = np.empty(0, np.int64)
-            res = self._run_kernel(
-                ctx, empty, empty.astype(np.int32), empty, watermark=self.watermark
-            )
-            return self._emit(
-                df.drop("__sk_event"), res, ctx, empty, empty.astype(np.int32), empty
-            ).lazy()
+            wm, end = self._read_watermarks(ctx, empty, empty)
+            res = self._run_kernel(ctx, empty, empty.astype(np.int32), empty, watermark=end, wm=wm)
+            return self._emit(df, res, ctx, empty, empty.astype(np.int32), empty).lazy()
         key_ids = self._key_ids(key_s)
         codes = self.cm.encode_events(df["__sk_event"])
         times = time_s.cast(pl.Int64).to_numpy()
-        res = self._run_kernel(ctx, key_ids, codes, times, watermark=self.watermark)
+        offsets = df[OFFSET].cast(pl.Int64).to_numpy() if OFFSET in df.columns else None
+        wm, end = self._read_watermarks(ctx, times, offsets)
+        res = self._run_kernel(ctx, key_ids, codes, times, watermark=end, wm=wm)
         self.max_time = max(self.max_time, self.watermark)
         return self._emit(df, res, ctx, key_ids, codes, times).lazy()
+
+    def _read_watermarks(
+        self,
+        ctx: BatchContext,
+        times: np.ndarray[Any, Any],
+        offsets: np.ndarray[Any, Any] | None,
+    ) -> tuple[np.ndarray[Any, Any] | None, int]:
+        """Without lateness: each event's watermark and the batch's, from the rows read.
+
+        Every source row read moves the watermark (also one a filter dropped),
+        and so does every event's own time (an operator may have changed it):
+        event ``i``'s watermark is the largest of the carried watermark, the
+        times read up to its row and the events' times up to ``i``. None: the
+        kernel takes the running maximum of the events' times itself (no reads
+        known, or every read is an event).
+        """
+        reads = ctx.reads
+        if (
+            reads is None
+            or offsets is None
+            or (len(reads.times) == len(times) and np.array_equal(reads.offsets, offsets))
+        ):
+            return None, self.watermark  # the kernel takes the running maximum
+        wms, _ = reads.watermarks(self.watermark, self.watermark, 0)
+        end = int(wms[-1]) if len(wms) else self.watermark
+        if len(times) == 0:
+            return np.empty(0, np.int64), end
+        wm = np.maximum.accumulate(np.maximum(wms[reads.index_of(offsets)], times))
+        return wm.astype(np.int64), max(end, int(wm[-1]))
 
     def _check_timer_budget(self, first: int, watermark: int, chains: int) -> None:
         """Bound what a periodic machine emits in one batch, before anything runs.
@@ -466,6 +509,7 @@ class Transitions(KeyedOperator):
             max_time=self.max_time,
             lateness=self._lateness_ticks(time_dtype),
             final=ctx.final,
+            reads=ctx.reads,
         )
         order = plan.order
         wait_keys = waiting["key"].cast(df[ctx.key].dtype)

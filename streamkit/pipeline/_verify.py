@@ -9,6 +9,7 @@ import polars as pl
 
 from streamkit.errors import CorruptFileError, StreamkitError
 from streamkit.pipeline._checkpoints import Checkpoint, CheckpointStore, FileRef
+from streamkit.pipeline._eventtime import Reads
 from streamkit.pipeline._executor import LocalExecutor
 from streamkit.pipeline._keyed import ID, GroupedState
 from streamkit.pipeline._operators import OFFSET, BatchContext
@@ -386,8 +387,11 @@ def _replay(
             yield source.scan(start=Position(pos), end=Position(hi), with_offset=OFFSET), False
             pos = hi
 
-    for lf, final in frames():
+    for read, final in frames():
         ctx = BatchContext(key=source.key, time=source.time, executor=executor, final=final)
+        batch = read.collect()
+        ctx.reads = Reads.of(batch, source.time, OFFSET)
+        lf = batch.lazy()
         for o in fresh:
             lf = o.process(lf, ctx)
         lf.collect()

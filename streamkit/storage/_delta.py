@@ -608,6 +608,8 @@ def check_readable(
     protocol: Mapping[str, Any],
     where: str,
     metadata: Mapping[str, Any] | None = None,
+    *,
+    allow: Iterable[str] = (),
 ) -> None:
     """Refuse a table whose protocol needs reader support this module lacks.
 
@@ -622,6 +624,9 @@ def check_readable(
         refused only when a mode other than ``none`` is set (reader version 2
         tables, or the ``columnMapping`` feature, with mode ``none`` read
         fine); without it, reader version 2 is taken at its word.
+    allow : iterable of str
+        Reader features the caller handles itself (a reader may accept
+        ``deletionVectors`` and refuse each file that carries one).
 
     Raises
     ------
@@ -645,6 +650,7 @@ def check_readable(
             f"Delta table {where} needs reader version {reader}; streamkit reads versions 1 "
             "to 3: read it with a newer engine and write a copy streamkit can read"
         )
+    allowed = frozenset(allow)
     mapping_mode = None
     if metadata is not None:
         mapping_mode = (metadata.get("configuration") or {}).get("delta.columnMapping.mode")
@@ -654,7 +660,7 @@ def check_readable(
         missing.append("columnMapping")
     if reader == 3:
         for feature in protocol.get("readerFeatures") or []:
-            if feature in READER_FEATURES:
+            if feature in READER_FEATURES or feature in allowed:
                 continue
             if feature == "columnMapping" and metadata is not None and not mapped:
                 continue
@@ -858,6 +864,17 @@ class Snapshot:
     tombstones: dict[str, dict[str, Any]] = field(default_factory=dict)
     domains: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def _apply_checkpoint(self, version: int, actions: list[dict[str, Any]]) -> None:
+        """Start from the actions of a checkpoint (:func:`read_checkpoint` output:
+        no null fields, one action per path), without copying them."""
+        for action in actions:
+            for kind, body in action.items():
+                if kind == "add":
+                    self.files[data_path(body)] = body
+                elif kind == "remove":
+                    self.tombstones[data_path(body)] = body
+        self.apply(version, [a for a in actions if "add" not in a and "remove" not in a])
+
     def apply(self, version: int, actions: Iterable[Mapping[str, Any]]) -> None:
         """Apply the actions of commit (or checkpoint) ``version``.
 
@@ -868,6 +885,8 @@ class Snapshot:
         adds: list[dict[str, Any]] = []
         for action in actions:
             for kind, raw in action.items():
+                if not isinstance(raw, Mapping):
+                    continue  # an action kind this module does not know
                 # JSON nulls are absent fields (delta-rs writes both forms)
                 body = {k: v for k, v in raw.items() if v is not None}
                 if kind == "add":
@@ -925,8 +944,8 @@ class Snapshot:
         out: list[dict[str, Any]] = [{"protocol": self.protocol}, {"metaData": self.metadata}]
         out.extend({"txn": {"appId": app, "version": v}} for app, v in sorted(self.txns.items()))
         out.extend({"domainMetadata": d} for _, d in sorted(self.domains.items()))
-        out.extend({"add": body} for _, body in sorted(self.files.items()))
-        for _, body in sorted(self.tombstones.items()):
+        out.extend({"add": body} for body in self.files.values())
+        for body in self.tombstones.values():
             deleted = body.get("deletionTimestamp")
             if isinstance(deleted, int) and deleted + retention < now:
                 continue
@@ -1074,12 +1093,16 @@ CHECKPOINT_SCHEMA = pa.schema(
 
 def _fill(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
     """An action body with what a checkpoint row needs that a commit may omit."""
-    out = dict(body)
     if kind == "add":
+        if "partitionValues" in body and "modificationTime" in body and "dataChange" in body:
+            return body if isinstance(body, dict) else dict(body)  # nothing to fill
+        out = dict(body)
         out.setdefault("partitionValues", {})
         out.setdefault("modificationTime", 0)
         out.setdefault("dataChange", True)
-    elif kind == "remove":
+        return out
+    out = dict(body)
+    if kind == "remove":
         out.setdefault("dataChange", True)
     elif kind == "metaData":
         fmt = dict(out.get("format") or {})
@@ -1089,6 +1112,22 @@ def _fill(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
         out["partitionColumns"] = list(out.get("partitionColumns") or [])
         out["configuration"] = out.get("configuration") or {}
     return out
+
+
+def _struct_column(kind: str, struct_type: pa.StructType, rows: list[dict[str, Any]]) -> pa.Array:
+    """The checkpoint column ``kind`` for ``rows`` (all valid), built field by field."""
+    children = []
+    for i in range(struct_type.num_fields):
+        child = struct_type.field(i)
+        values = [row.get(child.name) for row in rows]
+        try:
+            children.append(pa.array(values, type=child.type))
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise ValueError(
+                f"{kind}.{child.name} cannot be stored in a checkpoint as {child.type} "
+                f"(Delta maps hold strings): {exc}"
+            ) from None
+    return pa.StructArray.from_arrays(children, fields=list(struct_type))
 
 
 def write_checkpoint(fs: FileSystem, version: int, snapshot: Snapshot) -> None:
@@ -1125,23 +1164,25 @@ def write_checkpoint(fs: FileSystem, version: int, snapshot: Snapshot) -> None:
     if snapshot.version != version:
         raise ValueError(f"snapshot is at version {snapshot.version}, not {version}")
     actions = snapshot.actions()
-    columns: dict[str, list[Any]] = {name: [] for name in CHECKPOINT_SCHEMA.names}
-    adds = 0
+    grouped: dict[str, list[dict[str, Any]]] = {name: [] for name in CHECKPOINT_SCHEMA.names}
     for action in actions:
         ((kind, body),) = action.items()
-        if kind not in columns:
-            continue
-        adds += kind == "add"
-        filled = _fill(kind, body)
-        struct_type = CHECKPOINT_SCHEMA.field(kind).type
-        known = {struct_type.field(i).name for i in range(struct_type.num_fields)}
-        row = {name: value for name, value in filled.items() if name in known}
-        for name, values in columns.items():
-            values.append(row if name == kind else None)
-    arrays = [
-        pa.array(columns[name], type=CHECKPOINT_SCHEMA.field(name).type)
-        for name in CHECKPOINT_SCHEMA.names
-    ]
+        if kind in grouped:
+            grouped[kind].append(_fill(kind, body))
+    adds = len(grouped["add"])
+    total = sum(len(rows) for rows in grouped.values())
+    arrays = []
+    before = 0
+    for name in CHECKPOINT_SCHEMA.names:  # rows grouped by kind: one column's run each
+        struct_type = CHECKPOINT_SCHEMA.field(name).type
+        rows = grouped[name]
+        # null rows built from None: their non-nullable children hold defaults, which
+        # Parquet requires (pa.nulls would give null children)
+        after = total - before - len(rows)
+        pieces = [pa.array([None] * before, struct_type), _struct_column(name, struct_type, rows)]
+        pieces.append(pa.array([None] * after, struct_type))
+        arrays.append(pa.concat_arrays(pieces))
+        before += len(rows)
     table = pa.Table.from_arrays(arrays, schema=CHECKPOINT_SCHEMA)
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
@@ -1201,49 +1242,61 @@ def read_checkpoint(fs: FileSystem, version: int, parts: int | None = None) -> l
                 f"corrupt Delta checkpoint {fs.full_path(path)}: {exc}; delete it (readers "
                 "then replay the commits) or restore it from a backup"
             ) from None
-        kinds = [
-            n
-            for n in ("add", "remove", "metaData", "protocol", "txn", "domainMetadata")
-            if n in table.column_names
-        ]
-        for kind in kinds:
-            column = table.column(kind)
-            valid = pc.is_valid(column)
-            if not pc.any(valid).as_py():
-                continue
-            for body in column.filter(valid).to_pylist():
-                out.append(_fix_empty_maps({kind: _clean(body)}))
+        for kind in ("add", "remove", "metaData", "protocol", "txn", "domainMetadata"):
+            if kind in table.column_names:
+                out.extend({kind: body} for body in _struct_rows(table.column(kind)))
     return out
 
 
-def _clean(value: Any) -> Any:
-    """A row value as JSON would hold it: no None fields, maps as dicts."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items() if v is not None}
-    if (
-        isinstance(value, list)
-        and value
-        and all(isinstance(v, tuple) and len(v) == 2 for v in value)
-    ):
-        return {str(k): v for k, v in value}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
+def _struct_rows(column: pa.ChunkedArray) -> list[dict[str, Any]]:
+    """The valid rows of a checkpoint column as JSON-like dicts, column by column.
+
+    Null fields are left out; maps become dicts (empty ones included); nested
+    structs are cleaned the same way.
+    """
+    array = column.combine_chunks()
+    if array.null_count == len(array):
+        return []
+    if array.null_count:
+        array = array.filter(array.is_valid())
+    names: list[str] = []
+    values: list[list[Any]] = []
+    for i in range(array.type.num_fields):
+        child_type = array.type.field(i).type
+        items = array.field(i).to_pylist()
+        if pa.types.is_map(child_type):
+            items = [None if v is None else dict(v) for v in items]
+        elif pa.types.is_struct(child_type):
+            items = [_typed(v, child_type) for v in items]
+        names.append(array.type.field(i).name)
+        values.append(items)
+    return [
+        {
+            name: column[i]
+            for name, column in zip(names, values, strict=True)
+            if column[i] is not None
+        }
+        for i in range(len(array))
+    ]
+
+
+def _typed(value: Any, t: pa.DataType) -> Any:
+    """A nested Parquet value as JSON holds it: maps as dicts, no null fields."""
+    if value is None:
+        return None
+    if pa.types.is_map(t):
+        return {k: _typed(v, t.item_type) for k, v in value}
+    if pa.types.is_struct(t):
+        out = {}
+        for i in range(t.num_fields):
+            f = t.field(i)
+            item = _typed(value.get(f.name), f.type)
+            if item is not None:
+                out[f.name] = item
+        return out
+    if pa.types.is_list(t):
+        return [_typed(v, t.value_type) for v in value]
     return value
-
-
-_MAP_FIELDS = frozenset({"partitionValues", "tags", "options", "configuration"})
-
-
-def _fix_empty_maps(action: dict[str, Any]) -> dict[str, Any]:
-    """Empty maps come back from Parquet as ``[]``: make them ``{}`` again."""
-    ((_, body),) = action.items()
-    for name in _MAP_FIELDS:
-        if body.get(name) == []:
-            body[name] = {}
-    fmt = body.get("format")
-    if isinstance(fmt, dict) and fmt.get("options") == []:
-        fmt["options"] = {}
-    return action
 
 
 # ------------------------------------------------------------------- loading
@@ -1329,6 +1382,7 @@ def load_snapshot(
     version: int | None = None,
     *,
     listing: Sequence[str] | None = None,
+    allow: Iterable[str] = (),
 ) -> Snapshot:
     """The table at ``version`` (default: the newest), from its newest checkpoint on.
 
@@ -1349,6 +1403,8 @@ def load_snapshot(
         The version wanted.
     listing : sequence of str, optional
         File names (or paths) in ``_delta_log/``, when the caller listed it.
+    allow : iterable of str
+        Reader features the caller handles itself (see :func:`check_readable`).
 
     Raises
     ------
@@ -1377,7 +1433,8 @@ def load_snapshot(
             f"{'protocol' if snapshot.protocol is None else 'metaData'} action; restore its "
             f"{LOG_DIR}/ from a backup"
         )
-    check_readable(snapshot.protocol, f"{fs.url} at version {snapshot.version}", snapshot.metadata)
+    where = f"{fs.url} at version {snapshot.version}"
+    check_readable(snapshot.protocol, where, snapshot.metadata, allow=allow)
     return snapshot
 
 
@@ -1409,7 +1466,7 @@ def _from_hint(fs: FileSystem, version: int | None) -> Snapshot | None:
     except LogNotFoundError:
         return None
     snapshot = Snapshot()
-    snapshot.apply(base, actions)
+    snapshot._apply_checkpoint(base, actions)
     if version is not None:
         try:
             commits = read_commits(fs, base + 1, version)
@@ -1452,7 +1509,7 @@ def _from_listing(fs: FileSystem, version: int | None, listing: Sequence[str] | 
     usable = [v for v in found.checkpoints if v <= target]
     if usable:
         base = max(usable)
-        snapshot.apply(base, read_checkpoint(fs, base, found.checkpoints[base] or None))
+        snapshot._apply_checkpoint(base, read_checkpoint(fs, base, found.checkpoints[base] or None))
         start = base + 1
     commits = read_commits(fs, start, target)
     for v in range(start, target + 1):

@@ -240,6 +240,11 @@ class FileSystem:
 
     # ------------------------------------------------------------------ naming
     @property
+    def options(self) -> dict[str, Any]:
+        """A copy of the fsspec storage options (may hold credentials: never print them)."""
+        return dict(self._options)
+
+    @property
     def protocol(self) -> str:
         """The fsspec protocol (``"file"``, ``"memory"``, ``"s3"``, ...)."""
         return self._protocol

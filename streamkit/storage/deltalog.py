@@ -7,13 +7,17 @@ stopped as one short string in its :class:`~streamkit.storage.position.FileCurso
 ``watermark`` (plus a file read in part), never a list of the files seen:
 
 ``"s<version:020d>/<path>"``
-    reading the snapshot of ``version``: its files sorting before ``path`` are
-    consumed;
+    reading the snapshot of ``version``: its files before ``path`` in reading
+    order are consumed;
 ``"<version:020d>/<path>"``
-    reading the files ``version`` added: those sorting before ``path`` are
-    consumed, as is every earlier version;
+    reading the files ``version`` added: those before ``path`` in reading
+    order are consumed, as is every earlier version;
 ``"<version:020d>"``
     every version before ``version`` is consumed.
+
+The reading order of one snapshot's or one version's files is fixed by their
+``add`` actions alone (smallest recorded time, then path), so a position means
+the same files whenever it is planned from.
 
 A compaction (OPTIMIZE: ``remove`` and ``add`` with ``dataChange=false``) adds
 no rows and is never read; vacuum of consumed files does not matter. A
@@ -83,6 +87,14 @@ class _Pending:
         return self.offset + self.rows - self.first
 
 
+#: Reader features a DeltaLog accepts in the protocol: it refuses each file
+#: that carries a deletion vector instead (tables created with the feature on,
+#: as Databricks does by default, hold none until a DELETE or UPDATE).
+_ALLOW = frozenset({"deletionVectors"})
+#: Commits read per request round when looking for new versions.
+_PROBE = 8
+
+
 def _prefix(version: int, snapshot: bool) -> str:
     return f"{'s' if snapshot else ''}{version:020d}"
 
@@ -105,10 +117,10 @@ class DeltaLog:
 
     Use it wherever a log is read: ``sk.Pipeline(...).read(sk.DeltaLog(...))``.
     The first run reads the table as it is (the snapshot of its newest
-    version, files in path order); each later run reads the files that later
-    versions added with ``dataChange=true``, version by version, files in path
-    order. A run's checkpoint records the table version it read up to, in a
-    position that stays a few dozen bytes however many files were read.
+    version); each later run reads the files that later versions added with
+    ``dataChange=true``, version by version. A run's checkpoint records the
+    table version it read up to, in a position that stays a few dozen bytes
+    however many files were read.
 
     What other engines do to the table:
 
@@ -127,12 +139,17 @@ class DeltaLog:
       missing version;
     - a schema change: an error naming the version (the columns of a log are
       fixed);
-    - reader features streamkit does not support (deletion vectors, column
-      mapping, V2 checkpoints): an error naming them and what to do.
+    - reader features streamkit does not support (column mapping, V2
+      checkpoints, type widening): an error naming them and what to do. The
+      deletion-vector feature may be on; a file that carries a deletion
+      vector is an error naming it (purge them with ``REORG TABLE ... APPLY
+      (PURGE)``).
 
-    Rows keep their order within a file (offsets follow the table's order:
-    version, path, row); within a key events are processed in
-    ``(time, table order)``.
+    Files with no order of their own (a snapshot's, one version's) are read by
+    the smallest time their statistics record, then path, so that an
+    event-time pipeline does not meet older events after newer ones. Rows keep
+    their order within a file; offsets follow this table order (version, file,
+    row), and within a key events are processed in ``(time, table order)``.
 
     Parameters
     ----------
@@ -185,7 +202,7 @@ class DeltaLog:
         self._fs = FileSystem(url, storage_options)
         self._key = key
         self._time = time
-        snapshot = delta.load_snapshot(self._fs)
+        snapshot = delta.load_snapshot(self._fs, allow=_ALLOW)
         self._version = snapshot.version
         self._schema_text = str((snapshot.metadata or {}).get("schemaString"))
         self._partitions = list((snapshot.metadata or {}).get("partitionColumns") or [])
@@ -254,17 +271,67 @@ class DeltaLog:
             )
         return schema
 
-    def _commits(self, first: int, last: int, read_to: int) -> dict[int, list[dict[str, Any]]]:
-        """Commits ``first..last``; a missing one is the log-retention error."""
+    def _new_commits(self, first: int) -> tuple[int, dict[int, list[dict[str, Any]]]]:
+        """The commits from ``first`` on and the newest version, without a listing.
+
+        Commits are read a few at a time (concurrently on object stores) until
+        one is absent. Absent at once, the log is listed only when commit
+        ``first - 1`` is gone too (was ``first`` cleaned up by log retention,
+        or was the table created again?): a handful of requests per plan
+        however long the table's log.
+        """
+        commits: dict[int, list[dict[str, Any]]] = {}
+        v = first
+        while True:
+            paths = {delta.commit_path(x): x for x in range(v, v + _PROBE)}
+            got = self._fs.get_many(list(paths), missing_ok=True)
+            for path, x in paths.items():
+                if path in got:
+                    commits[x] = delta.decode_commit(got[path], self._where(path))
+                    continue
+                if x == first and first > 0 and not self._fs.exists(delta.commit_path(first - 1)):
+                    self._check_gap(first)
+                return x - 1, commits
+            v += _PROBE
+
+    def _check_gap(self, first: int) -> None:
+        """Commit ``first`` and the one before are absent: list the log to tell why."""
+        latest = delta.latest_version(self._fs)
+        if latest is None:
+            raise LogNotFoundError(
+                f"no Delta table at {self.url} any more: {delta.LOG_DIR}/ is gone"
+            )
+        if latest >= first:
+            raise LogNotFoundError(
+                f"Delta table {self.url}: this pipeline read up to version {first - 1}, but "
+                f"commit {first} ({delta.commit_path(first)}) is gone: log retention "
+                "(delta.logRetentionDuration) removed it before this run, so the changes "
+                "since cannot be known. Run the pipeline more often than the retention "
+                "allows, or reprocess the table as it is now with pipe.run(from_checkpoint=0)"
+            )
+        if latest < first - 1:
+            raise CheckpointError(
+                f"Delta table {self.url}: the read position is at version {first}, but the "
+                f"table's newest version is {latest}: it was deleted and created again. "
+                "Reprocess it with pipe.run(from_checkpoint=0)"
+            )
+
+    def _snapshot_at(self, version: int) -> delta.Snapshot:
+        """The snapshot a position reads from (it may be older than the newest)."""
+        latest = delta.latest_version(self._fs)
+        if latest is not None and version > latest:
+            raise CheckpointError(
+                f"Delta table {self.url}: the read position is at version {version}, but the "
+                f"table's newest version is {latest}: it was deleted and created again. "
+                "Reprocess it with pipe.run(from_checkpoint=0)"
+            )
         try:
-            return delta.read_commits(self._fs, first, last)
+            return delta.load_snapshot(self._fs, version, allow=_ALLOW)
         except LogNotFoundError as exc:
             raise LogNotFoundError(
-                f"Delta table {self.url}: this pipeline read up to version {read_to}, but "
-                f"the commits after it are no longer all there ({exc}). Log retention "
-                "(delta.logRetentionDuration) removed them before this run, so the changes "
-                "since cannot be known: run the pipeline more often than the retention "
-                f"allows, or reprocess the table as it is now with pipe.run(from_checkpoint=0)"
+                f"Delta table {self.url}: this pipeline was reading the table as of version "
+                f"{version}, which can no longer be rebuilt ({exc}); reprocess the table as "
+                "it is now with pipe.run(from_checkpoint=0)"
             ) from None
 
     def _rows(self, body: Mapping[str, Any], path: str) -> int:
@@ -356,18 +423,15 @@ class DeltaLog:
         return self._plan(start.files, start.offset)
 
     def _plan(self, cursor: FileCursor, offset: int) -> DeltaPlan:
-        latest = delta.latest_version(self._fs)
-        if latest is None:
-            raise LogNotFoundError(
-                f"no Delta table at {self.url} any more: {delta.LOG_DIR}/ is gone"
-            )
         pending: dict[str, tuple[str, dict[str, Any]]] = {}  # path -> (prefix, add body)
         if cursor.watermark is None:
-            version, snapshot_at, resume = latest, True, ""
+            snapshot = delta.load_snapshot(self._fs, allow=_ALLOW)
+            version, snapshot_at, resume = snapshot.version, True, ""
         else:
             version, snapshot_at, resume = _parse_watermark(cursor.watermark)
+            if snapshot_at:
+                snapshot = self._snapshot_at(version)
         if snapshot_at:
-            snapshot = delta.load_snapshot(self._fs, version)
             self._check_table(snapshot.protocol or {}, snapshot.metadata or {}, version)
             prefix = _prefix(version, True)
             for path, body in self._after(resume, list(snapshot.files.values()), cursor):
@@ -375,11 +439,10 @@ class DeltaLog:
             first_commit = version + 1
         else:
             first_commit = version
-        if first_commit <= latest:
-            commits = self._commits(first_commit, latest, first_commit - 1)
-            for v in range(first_commit, latest + 1):
-                inside = not snapshot_at and v == version and resume != ""
-                self._apply(v, commits[v], pending, cursor, resume, inside=inside)
+        latest, commits = self._new_commits(first_commit)
+        for v in range(first_commit, latest + 1):
+            inside = not snapshot_at and v == version and resume != ""
+            self._apply(v, commits[v], pending, cursor, resume, inside=inside)
         self._version = max(self._version, latest)
         partial = cursor.partial
         items: list[_Pending] = []
@@ -414,7 +477,7 @@ class DeltaLog:
     def _check_table(
         self, protocol: Mapping[str, Any], metadata: Mapping[str, Any], v: int
     ) -> None:
-        delta.check_readable(protocol, f"{self.url} at version {v}", metadata)
+        delta.check_readable(protocol, f"{self.url} at version {v}", metadata, allow=_ALLOW)
         text = str(metadata.get("schemaString"))
         if text != self._schema_text:
             schema = self._check_schema(delta.schema_from_delta(text), f"Delta table {self.url}")
@@ -476,21 +539,31 @@ class DeltaLog:
                         f"processed; {_START_OVER}"
                     )
         if protocol is not None:
-            delta.check_readable(protocol, f"{self.url} at version {version}", metadata)
+            delta.check_readable(
+                protocol, f"{self.url} at version {version}", metadata, allow=_ALLOW
+            )
         if metadata is not None:
             if protocol is None:  # rare: the protocol in force, for column mapping
-                protocol = delta.load_snapshot(self._fs, version).protocol
+                protocol = delta.load_snapshot(self._fs, version, allow=_ALLOW).protocol
             self._check_table(protocol or {}, metadata, version)
-        for body in adds:
-            if body.get("deletionVector"):
-                raise ConfigurationError(
-                    f"Delta table {self.url} version {version} adds a file with a deletion "
-                    "vector, which streamkit does not support; purge deletion vectors with "
-                    "the writing engine (REORG TABLE ... APPLY (PURGE))"
-                )
         for path, body in self._after(resume if inside else "", adds, cursor):
             pending.pop(path, None)
             pending[path] = (prefix, body)
+
+    def _check_file(self, path: str, body: Mapping[str, Any]) -> None:
+        """Refuse a data file a DeltaLog cannot read as it is."""
+        if body.get("deletionVector"):
+            raise ConfigurationError(
+                f"Delta table {self.url}: {path!r} has a deletion vector (rows deleted "
+                "without rewriting the file), which streamkit does not support; purge "
+                "deletion vectors with the writing engine (Spark: REORG TABLE t APPLY "
+                "(PURGE)), or disable them (delta.enableDeletionVectors = false)"
+            )
+        if "://" in path or path.startswith("/"):
+            raise ConfigurationError(
+                f"Delta table {self.url} names a data file outside its folder ({path!r}: "
+                "a shallow clone?), which a DeltaLog does not read; read a deep copy"
+            )
 
     def _order(self, adds: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
         """Files of one version (or snapshot) in reading order: by the smallest
@@ -521,12 +594,8 @@ class DeltaLog:
     ) -> list[tuple[str, dict[str, Any]]]:
         """The files of ``adds`` in reading order, from ``resume`` (a path) on."""
         ordered = self._order(adds)
-        for path, _ in ordered:
-            if "://" in path or path.startswith("/"):
-                raise ConfigurationError(
-                    f"Delta table {self.url} names a data file outside its folder ({path!r}: "
-                    "a shallow clone?), which a DeltaLog does not read; read a deep copy"
-                )
+        for path, body in ordered:
+            self._check_file(path, body)
         if not resume:
             return ordered
         for i, (path, _) in enumerate(ordered):
@@ -696,6 +765,15 @@ class DeltaLog:
 
         ``scan(start=dlog.end())`` later returns exactly the rows appended after
         this call.
+
+        Examples
+        --------
+        >>> import tempfile, polars as pl, streamkit as sk
+        >>> from deltalake import write_deltalake
+        >>> url = tempfile.mkdtemp() + "/events"
+        >>> write_deltalake(url, pl.DataFrame({"k": ["a", "b"], "t": [1, 2]}).to_arrow())
+        >>> sk.DeltaLog(url, key="k", time="t").end()
+        Position(offset=2, watermark='00000000000000000001', consumed=[])
         """
         return self.plan(self.start()).end
 
@@ -710,6 +788,15 @@ class DeltaLog:
 
         From a position with files (:meth:`end`, a checkpoint's): the rows
         appended since; from an int or nothing: the table as it is now.
+
+        Examples
+        --------
+        >>> import tempfile, polars as pl, streamkit as sk
+        >>> from deltalake import write_deltalake
+        >>> url = tempfile.mkdtemp() + "/events"
+        >>> write_deltalake(url, pl.DataFrame({"k": ["a", "b"], "t": [1, 2]}).to_arrow())
+        >>> sk.DeltaLog(url, key="k", time="t").scan(start=1, with_offset="o").collect().rows()
+        [('b', 2, 1)]
         """
         plan = self.plan(start)
         lo = plan.start.offset
@@ -721,8 +808,10 @@ class DeltaLog:
         return plan.scan(lo, hi, with_offset=with_offset)
 
     def _snapshot_files(self) -> list[tuple[str, dict[str, Any]]]:
-        snapshot = delta.load_snapshot(self._fs)
+        snapshot = delta.load_snapshot(self._fs, allow=_ALLOW)
         self._version = max(self._version, snapshot.version)
+        for path, body in snapshot.files.items():
+            self._check_file(path, body)
         return sorted(snapshot.files.items())
 
     def segments(self) -> pl.DataFrame:
@@ -783,7 +872,17 @@ class DeltaLog:
         return sum(self._rows(body, path) for path, body in self._snapshot_files())
 
     def transaction(self, writer: str) -> Transaction | None:
-        """Always None: streamkit never writes to a DeltaLog."""
+        """Always None: streamkit never writes to a DeltaLog.
+
+        Examples
+        --------
+        >>> import tempfile, polars as pl, streamkit as sk
+        >>> from deltalake import write_deltalake
+        >>> url = tempfile.mkdtemp() + "/events"
+        >>> write_deltalake(url, pl.DataFrame({"k": ["a", "b"], "t": [1, 2]}).to_arrow())
+        >>> sk.DeltaLog(url, key="k", time="t").transaction("w") is None
+        True
+        """
         return None
 
     def append(self, *args: Any, **kwargs: Any) -> Any:
@@ -793,6 +892,17 @@ class DeltaLog:
         ------
         ConfigurationError
             Always; write to a :class:`~streamkit.Log` from ``Store.log`` instead.
+
+        Examples
+        --------
+        >>> import tempfile, polars as pl, streamkit as sk
+        >>> from deltalake import write_deltalake
+        >>> url = tempfile.mkdtemp() + "/events"
+        >>> write_deltalake(url, pl.DataFrame({"k": ["a", "b"], "t": [1, 2]}).to_arrow())
+        >>> sk.DeltaLog(url, key="k", time="t").append(None)
+        Traceback (most recent call last):
+        ...
+        streamkit.errors.ConfigurationError: DeltaLog ... is read-only; ...
         """
         raise ConfigurationError(
             f"DeltaLog {self.name!r} is read-only; append to a log from "
@@ -835,8 +945,8 @@ class DeltaPlan:
 
     Made by :meth:`DeltaLog.plan`; fixed once made (versions committed later
     belong to the next plan). Files come in table order: the snapshot's (first
-    read) or each version's added files, versions ascending, paths ascending
-    within one, a file read in part at the start first.
+    read) or each version's added files, versions ascending, by smallest
+    recorded time then path within one, a file read in part at the start first.
 
     Attributes
     ----------
@@ -844,6 +954,22 @@ class DeltaPlan:
         Where the plan starts.
     version : int
         The newest table version the plan covers.
+
+    Examples
+    --------
+    >>> import tempfile, polars as pl, streamkit as sk
+    >>> from deltalake import write_deltalake
+    >>> url = tempfile.mkdtemp() + "/events"
+    >>> for i in range(2):
+    ...     write_deltalake(url, pl.DataFrame({"k": ["a"], "t": [i]}).to_arrow(), mode="append")
+    >>> plan = sk.DeltaLog(url, key="k", time="t").plan()
+    >>> plan
+    DeltaPlan(offsets [0, 2), 2 files, up to version 1, from Position(offset=0, ...))
+    >>> plan.cut(0, 1)
+    1
+    >>> batch = plan.batch(0, 1)
+    >>> [f[3:] for f in batch["files"]], batch["next"][:21]
+    ([[1, 0, 1]], 's00000000000000000001')
     """
 
     def __init__(
@@ -974,7 +1100,8 @@ def _partition_value(text: Any, dtype: pl.DataType, where: str, name: str) -> pl
         return pl.lit(None, dtype)
     series = pl.Series([str(text)])
     try:
-        if isinstance(dtype, pl.Datetime):
+        if isinstance(dtype, pl.Datetime):  # "2024-01-01 00:00:00[.ffffff]" or ISO with Z
+            series = series.str.replace("T", " ").str.replace(r"Z$", "")
             parsed = series.str.to_datetime(time_unit=dtype.time_unit or "us", time_zone=None)
             if dtype.time_zone is not None:
                 parsed = parsed.dt.replace_time_zone("UTC").dt.convert_time_zone(dtype.time_zone)

@@ -31,7 +31,7 @@ import re
 import threading
 import time as _time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -493,6 +493,7 @@ class Log:
         end: Position | int | None = None,
         *,
         with_offset: str | None = None,
+        partitions: Collection[int] | None = None,
     ) -> pl.LazyFrame:
         """A LazyFrame of the committed events with offsets in ``[start, end)``.
 
@@ -505,6 +506,9 @@ class Log:
             Offset range; by default the whole log.
         with_offset : str, optional
             Add an Int64 column with this name holding each row's global offset.
+        partitions : collection of int, optional
+            Read only the segments of these partitions (a reader that holds some
+            keys: partition ``p`` holds the keys with ``partition_of(key) == p``).
 
         Returns
         -------
@@ -531,7 +535,11 @@ class Log:
         schema = self._schema_of(state)
         if schema is None:
             schema = pl.Schema({})
-        pieces = [self._piece(seg) for seg in state.live()]
+        pieces = [
+            self._piece(seg)
+            for seg in state.live()
+            if partitions is None or seg.partition in partitions
+        ]
         return scan_pieces(
             pieces, schema, start=lo, end=hi, with_offset=with_offset, label=f"log {self._name}"
         )

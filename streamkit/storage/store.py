@@ -96,6 +96,20 @@ class Store:
         """The file system rooted at the store (for layers built on top of storage)."""
         return self._fs
 
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """A copy of the fsspec options the store was opened with.
+
+        They may hold credentials: pass them on to open the same store
+        elsewhere (a Dask worker), never print or store them.
+
+        Examples
+        --------
+        >>> Store("memory://doc-options", storage_options={"skip_instance_cache": True}).storage_options
+        {'skip_instance_cache': True}
+        """
+        return self._fs.options
+
     def log(
         self,
         name: str,

@@ -24,8 +24,13 @@ def run_oracle(
     on_undefined: str = "quarantine",
     lateness: int | None = None,
     final: bool = False,
+    reads: pl.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Process ``events`` (already filtered, in log order) in one go.
+
+    ``reads`` are the source rows read (columns ``offset`` and ``time``, log
+    order; default: the events): every one moves the watermark, also a row a
+    filter dropped, and ``events`` are those of them that reach the machine.
 
     Without ``lateness`` each event is applied as it is read, after its key's
     timeouts up to the largest time read so far. With ``lateness`` (in ticks of
@@ -77,14 +82,25 @@ def run_oracle(
     watermark: int | None = None
     buffer: list[tuple[int, int, dict[str, Any]]] = []
     largest: int | None = None
-    for row, t in zip(events.iter_rows(named=True), times, strict=True):
+    by_offset = dict(zip(events["offset"].to_list(), zip(events.iter_rows(named=True), times)))
+    if reads is None:
+        read_rows = [(o, t) for o, (_, t) in by_offset.items()]
+    else:
+        read_rows = list(zip(reads["offset"].to_list(), reads[time].cast(pl.Int64).to_list()))
+    for offset, t_read in read_rows:
+        event_row = by_offset.get(offset)
         if lateness is None:
-            watermark = t if watermark is None else max(watermark, t)
-            apply(row, t, watermark)
+            watermark = t_read if watermark is None else max(watermark, t_read)
+            if event_row is not None:
+                row, t = event_row
+                watermark = max(watermark, t)
+                apply(row, t, watermark)
             continue
-        largest = t if largest is None else max(largest, t)
+        largest = t_read if largest is None else max(largest, t_read)
         now = largest - lateness if watermark is None else max(watermark, largest - lateness)
-        buffer.append((t, row["offset"], row))
+        if event_row is not None:
+            row, t = event_row
+            buffer.append((t, row["offset"], row))
         ready = sorted((b for b in buffer if b[0] <= now), key=lambda b: (b[0], b[1]))
         buffer = [b for b in buffer if b[0] > now]
         for bt, _, brow in ready:

@@ -421,3 +421,71 @@ def test_state_keeps_the_key_and_time_types_while_everything_waits() -> None:
     state = pipe.state()
     assert state.schema["key"] == pl.Int64 and state.schema["since"] == pl.Datetime("us")
     assert state["waiting"].to_list() == [1, 1]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    lateness=st.sampled_from([None, 1, 20]),
+    batch_rows=st.integers(1, 40),
+)
+def test_rows_a_filter_drops_move_the_watermark_too(
+    seed: int, lateness: int | None, batch_rows: int
+) -> None:
+    """The watermark is taken at the source: every row read moves it, also one a
+    filter drops before .transitions() (what lets a Dask task compute it from
+    the log's segments alone); the pipeline equals the oracle given every read."""
+    from tests.pipeline.oracle import run_oracle
+
+    frame = _events(80, 5, disorder=40, seed=seed)
+    store = _store(frame, rows=5)
+    pipe = (
+        sk.Pipeline("lamps", store, batch_rows=batch_rows)
+        .read(store.log("lamps"))
+        .filter(pl.col("note") < 60)
+        .transitions(_machine(), event="ev", tick=timedelta(seconds=1), lateness=lateness)
+        .write(store.log("history", key="key", time="time"))
+    )
+    pipe.run(progress=False)
+    reads = store.log("lamps").scan(with_offset="offset").collect()
+    want = run_oracle(
+        reads.filter(pl.col("note") < 60),
+        _machine(),
+        key="lamp",
+        time="t",
+        event="ev",
+        tick=timedelta(seconds=1),
+        lateness=lateness,
+        reads=reads,
+    )
+    assert history_by_key(store.log("history").scan().collect()) == want["history"]
+    state = pipe.state()
+    if "waiting" in state.columns:
+        state = state.filter(pl.col("state").is_not_null()).drop("waiting")
+    assert state_dict(state) == want["state"]
+    q = pipe.quarantine().sort("offset").select("offset", "reason").rows()
+    assert q == want["quarantine"]
+
+
+def test_a_batch_whose_rows_a_filter_drops_still_fires_timeouts() -> None:
+    """A batch with no event left after the filter still moves the watermark: the
+    lamp switched on at 0 times out at 10 s because rows up to 50 s were read."""
+    store = sk.Store(f"memory://late-{uuid.uuid4().hex}")
+    log = store.log("lamps", key="lamp", time="t")
+    log.append(pl.DataFrame({"lamp": ["a"], "t": [0], "ev": ["on"], "note": [0]}))
+    log.append(
+        pl.DataFrame({"lamp": ["b", "b"], "t": [20, 50], "ev": ["on", "on"], "note": [99, 99]})
+    )
+    pipe = (
+        sk.Pipeline("lamps", store, batch_rows=1)
+        .read(log)
+        .filter(pl.col("note") < 60)
+        .transitions(_machine(), event="ev", tick=timedelta(seconds=1))
+        .write(store.log("history", key="key", time="time"))
+    )
+    pipe.run(progress=False)
+    history = store.log("history").scan().collect()
+    assert history.select("key", "time", "event", "to_state").rows() == [
+        ("a", 0, "on", "on"),
+        ("a", 10, "timeout", "off"),
+    ]

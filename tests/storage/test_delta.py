@@ -532,3 +532,55 @@ def test_last_checkpoint_spares_the_listing_and_a_stale_one_is_safe(
 
 def listed_names(root: Path) -> list[str]:
     return sorted(os.listdir(root / "_delta_log"))
+
+
+def test_a_checkpoint_round_trips_every_field_and_refuses_non_string_maps(tmp_path: Path) -> None:
+    fs = FileSystem(str(tmp_path / "t"))
+    schema = pa.schema([("p", pa.string()), ("v", pa.int64())])
+    metadata = {
+        "id": "x",
+        "format": {"provider": "parquet", "options": {}},
+        "schemaString": json.dumps(schema_to_delta(schema)),
+        "partitionColumns": ["p"],
+        "configuration": {"streamkit.key": "k"},
+        "createdTime": 5,
+    }
+    s = Snapshot()
+    s.apply(
+        0,
+        [
+            {"protocol": required_protocol(schema)},
+            {"metaData": metadata},
+            {"txn": {"appId": "w", "version": 9}},
+            {
+                "add": {
+                    "path": "p=a%20b/x.parquet",
+                    "partitionValues": {"p": "a b"},
+                    "size": 3,
+                    "modificationTime": 4,
+                    "dataChange": True,
+                    "stats": '{"numRecords":1}',
+                    "tags": {"crc32": "17", "none": None},
+                }
+            },
+            {
+                "add": {
+                    "path": "p=__HIVE_DEFAULT_PARTITION__/y.parquet",
+                    "size": 1,
+                    "partitionValues": {"p": None},
+                    "modificationTime": 1,
+                    "dataChange": True,
+                }
+            },
+        ],
+    )
+    s.apply(
+        1, [{"remove": {"path": "gone.parquet", "dataChange": True, "deletionTimestamp": 2**50}}]
+    )
+    write_checkpoint(fs, 1, s)
+    back = load_snapshot(fs)
+    assert back == s
+    assert sorted(back.files) == ["p=__HIVE_DEFAULT_PARTITION__/y.parquet", "p=a b/x.parquet"]
+    s.metadata = {**metadata, "configuration": {"n": 1}}
+    with pytest.raises(ValueError, match=r"metaData\.configuration cannot be stored"):
+        write_checkpoint(fs, 1, s)

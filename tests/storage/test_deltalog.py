@@ -8,6 +8,7 @@ one run over all the rows.
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -211,7 +212,7 @@ def test_commits_removed_by_log_retention_are_a_clear_error(tmp_path: Path) -> N
     for version in (0, 1):  # what log retention does once a checkpoint covers them
         (Path(table.url) / "_delta_log" / f"{version:020d}.json").unlink()
     with pytest.raises(
-        LogNotFoundError, match=r"read up to version 0, .*no commit 1 .*Log retention"
+        LogNotFoundError, match=r"read up to version 0, but commit 1 .*is gone: log retention"
     ):
         _copy(store, table.log()).run(progress=False)
     assert _copy(store, table.log()).run(from_checkpoint=0, progress=False).rows_in == 9
@@ -230,16 +231,42 @@ def test_unsupported_features_and_schemas_are_refused(tmp_path: Path) -> None:
         table.log().append(pl.DataFrame())
     log = table.log()
     seen = log.end()
-    dv = (
-        '{"protocol":{"minReaderVersion":3,"minWriterVersion":7,'
-        '"readerFeatures":["deletionVectors"],"writerFeatures":["deletionVectors"]}}\n'
-    )
-    (Path(table.url) / "_delta_log" / f"{1:020d}.json").write_text(dv)
-    with pytest.raises(
-        ConfigurationError, match=r"version 1.* needs reader feature deletionVectors"
-    ):
+    logdir = Path(table.url) / "_delta_log"
+    # the deletion-vector feature alone is fine (Databricks turns it on by default)
+    features = '"readerFeatures":["timestampNtz","deletionVectors"]'
+    protocol = f'{{"protocol":{{"minReaderVersion":3,"minWriterVersion":7,{features},'
+    protocol += f"{features.replace('reader', 'writer')}}}}}\n"
+    (logdir / f"{1:020d}.json").write_text(protocol)
+    assert log.plan(seen).files.height == 0
+    assert table.log().count() == 3
+    # ... a file that carries a deletion vector is refused
+    dv = {
+        "storageType": "u",
+        "pathOrInlineDv": "ab^-aqEH.-t@S}K{vb[*k^",
+        "sizeInBytes": 34,
+        "cardinality": 1,
+    }
+    add = {
+        "add": {
+            "path": "x.parquet",
+            "size": 9,
+            "partitionValues": {},
+            "dataChange": True,
+            "modificationTime": 1,
+            "deletionVector": dv,
+        }
+    }
+    (logdir / f"{2:020d}.json").write_text(json.dumps(add) + "\n")
+    with pytest.raises(ConfigurationError, match=r"'x\.parquet' has a deletion vector.*PURGE"):
         log.plan(seen)
-    with pytest.raises(ConfigurationError, match="deletionVectors"):
+    with pytest.raises(ConfigurationError, match="deletion vector"):
+        table.log().count()
+    # other reader features are refused naming the version
+    v2 = protocol.replace("deletionVectors", "v2Checkpoint")
+    (logdir / f"{2:020d}.json").write_text(v2)  # in place of the commit above
+    with pytest.raises(ConfigurationError, match=r"version 2 needs reader feature v2Checkpoint"):
+        log.plan(seen)
+    with pytest.raises(ConfigurationError, match="v2Checkpoint"):
         table.log()
 
 
@@ -312,3 +339,85 @@ def test_runs_cut_inside_files_verify_and_replay(tmp_path: Path) -> None:
     assert pipe.state().sort("key").equals(state.sort("key"))
     got = store.log("history").scan().collect().sort("time", "key")
     assert got.equals(history.sort("time", "key"))
+
+
+def test_a_table_created_again_is_not_silently_empty(tmp_path: Path) -> None:
+    import shutil
+
+    table = Table(str(tmp_path / "events"), {}, {})
+    table.append(3)
+    table.append(3)
+    log = table.log()
+    seen = log.end()
+    shutil.rmtree(table.url)
+    table.append(2)
+    with pytest.raises(CheckpointError, match=r"at version 2, but .*newest version is 0"):
+        log.plan(seen)
+
+
+def test_an_incremental_plan_does_not_list_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = Table(str(tmp_path / "events"), {}, {})
+    table.append(2)
+    log = table.log()
+    seen = log.end()
+    for _ in range(10):  # more new versions than one probe round
+        table.append(1)
+
+    def no_listing(path: str = "") -> list[str]:
+        raise AssertionError("listed")
+
+    monkeypatch.setattr(log.filesystem, "ls", no_listing)
+    plan = log.plan(seen)
+    assert plan.version == 10 and plan.files["version"].to_list() == list(range(1, 11))
+    assert log.plan(plan.end).files.height == 0
+
+
+def test_timestamp_and_boolean_partition_values(tmp_path: Path) -> None:
+    import datetime as dt
+
+    url = str(tmp_path / "events")
+    frame = pl.DataFrame(
+        {
+            "k": ["a", "b"],
+            "t": [1, 2],
+            "hour": [dt.datetime(2024, 1, 1, 10), dt.datetime(2024, 1, 1, 11, 0, 0, 500000)],
+            "ok": [True, False],
+        }
+    ).with_columns(pl.col("hour").dt.replace_time_zone("UTC"))
+    write_deltalake(url, frame.to_arrow(), partition_by=["hour", "ok"])
+    got = sk.DeltaLog(url, key="k", time="t").scan().collect().sort("t")
+    assert got.equals(frame)
+
+
+def test_a_crashed_batch_is_redone_on_its_own_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outputs committed, checkpoint not; then the table is compacted and grows."""
+    from streamkit.pipeline._checkpoints import CheckpointStore
+
+    table = Table(str(tmp_path / "events"), {}, {})
+    store = sk.Store(str(tmp_path / "lake"))
+    expected = table.append(4)
+    _copy(store, table.log()).run(progress=False)
+    expected += table.append(8)
+    real_commit = CheckpointStore.commit
+    calls: list[int] = []
+
+    def crash_on_second(self: CheckpointStore, cp: Any) -> bool:
+        calls.append(cp.id)
+        if len(calls) == 2:
+            raise RuntimeError("crash before the checkpoint of the second batch")
+        return bool(real_commit(self, cp))
+
+    monkeypatch.setattr(CheckpointStore, "commit", crash_on_second)
+    with pytest.raises(RuntimeError, match="crash"):
+        _copy(store, table.log()).run(progress=False)
+    monkeypatch.setattr(CheckpointStore, "commit", real_commit)
+    assert len(_ids(store)) == 4 + 5 + 3  # the second batch's rows are out, not checkpointed
+    table.optimize()
+    expected += table.append(2)
+    report = _copy(store, table.log()).run(progress=False)
+    assert report.rows_in == 3 + 2  # the redone batch (its own files), then the new rows
+    assert _ids(store) == sorted(expected)
