@@ -654,7 +654,7 @@ def encode_version(state: LogState | None, body: dict[str, Any], version: int) -
             }
         )
     for entry in body["add"]:
-        seg = entry if isinstance(entry, Segment) else Segment.from_dict(entry, version_path(version))
+        seg = Segment.from_dict(entry, version_path(version))
         if seg.stats is None:  # no bounds known (an upgraded log): the row count
             seg = dataclasses.replace(seg, stats=json.dumps({"numRecords": seg.rows}))
         actions.append({"add": seg.to_add()})

@@ -292,7 +292,10 @@ def test_filters_pushed_into_engines_agree_with_the_log(tmp_path: Path) -> None:
     cases = [
         ("v > 12", pl.col("v") > 12),
         ("v < 3", pl.col("v") < 3),
-        ("t >= TIMESTAMPTZ '2026-01-01 02:00:00+00'", pl.col("t") >= dt.datetime(2026, 1, 1, 2, tzinfo=UTC)),
+        (
+            "t >= TIMESTAMPTZ '2026-01-01 02:00:00+00'",
+            pl.col("t") >= dt.datetime(2026, 1, 1, 2, tzinfo=UTC),
+        ),
         ("k = 'k3'", pl.col("k") == "k3"),
         ("s > 'r'", pl.col("s") > "r"),
         ("flag", pl.col("flag")),
