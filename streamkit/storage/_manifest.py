@@ -93,6 +93,7 @@ _DELTA_OPERATION = {
     "retract": "DELETE",
 }
 _EMPTY_SCHEMA = '{"type":"struct","fields":[]}'
+_WRITER_2_FEATURES = ("appendOnly", "invariants")
 
 
 def version_path(version: int) -> str:
@@ -641,6 +642,11 @@ def encode_version(state: LogState | None, body: dict[str, Any], version: int) -
         assert state is not None
         polars_schema = schema_from_b64(body["schema"], version_path(version))
         schema_string, protocol = delta_schema(polars_schema, version_path(version))
+        if protocol["minWriterVersion"] == 7 and state.protocol.get("minWriterVersion") == 2:
+            # A table moving to table features lists those its old writer version
+            # implied (writer 2: appendOnly, invariants), as the protocol asks.
+            features = {*protocol["writerFeatures"], *_WRITER_2_FEATURES}
+            protocol = {**protocol, "writerFeatures": sorted(features)}
         if protocol != state.protocol:
             actions.append({"protocol": protocol})
         old = state.metadata
