@@ -46,7 +46,7 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from streamkit.errors import CorruptFileError, SchemaError
 from streamkit.storage import _delta
@@ -345,7 +345,9 @@ def _widened(schema: pa.Schema) -> pa.Schema:
 class Segment:
     """One committed, immutable Parquet file of a log.
 
-    ``stats`` is the Delta ``stats`` JSON of its ``add`` (None for a FileLog's files).
+    ``stats`` is the Delta ``stats`` JSON of its ``add`` on its way into a
+    commit; the log's state does not keep it (None there, and for a FileLog's
+    files): Delta checkpoints are made from the commits.
     """
 
     path: str
@@ -377,7 +379,7 @@ class Segment:
             "version": self.version,
             "writer": self.writer,
             "writer_seq": self.writer_seq,
-            "stats": self.stats,
+            **({} if self.stats is None else {"stats": self.stats}),
         }
 
     @classmethod
@@ -465,7 +467,6 @@ class Segment:
                 version=int(tags[f"{PREFIX}version"]),
                 writer=None if writer is None else str(writer),
                 writer_seq=None if writer is None else int(tags[f"{PREFIX}writerSeq"]),
-                stats=None if add.get("stats") is None else str(add["stats"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptFileError(
@@ -484,16 +485,102 @@ def _name_stamp(path: str) -> int:
     return int(head) if head.isdigit() else 0
 
 
+def _bounds_stats(
+    rows: int,
+    scalar: dict[str, pl.DataType],
+    found: dict[str, tuple[Any, Any, int, bool]],
+) -> str:
+    """Delta ``stats`` from each scalar column's ``(min, max, nulls, sound)``.
+
+    The bounds are formatted by :func:`~streamkit.storage._delta.file_stats`
+    from a two-row frame of them (booleans added); ``sound`` False (a NaN, no
+    bound recorded) or a bound ``file_stats`` leaves out makes the column
+    incomplete, and then no bounds are written at all (see :func:`data_stats`).
+    """
+    bounds = pl.DataFrame(
+        [pl.Series(name, list(found[name][:2]), dtype=dtype) for name, dtype in scalar.items()]
+    )
+    stats = json.loads(_delta.file_stats(bounds.to_arrow()))
+    low, high = stats["minValues"], stats["maxValues"]
+    nulls = {name: found[name][2] for name in scalar}
+    complete = True
+    for name, dtype in scalar.items():
+        lo, hi, count, sound = found[name]
+        if count == rows:
+            low.pop(name, None)
+            high.pop(name, None)
+            continue
+        if dtype == pl.Boolean and lo is not None and hi is not None:
+            low[name], high[name] = lo, hi
+        if not sound or name not in low or name not in high:
+            complete = False
+    out: dict[str, Any] = {"numRecords": rows}
+    if complete:
+        out.update(minValues=low, maxValues=high)
+    out["nullCount"] = nulls
+    return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
+
+
+def _scalar_columns(frame: pl.DataFrame) -> dict[str, pl.DataType]:
+    """Columns a Delta stat can bound (categoricals as their strings), in order."""
+    return {
+        name: pl.String() if isinstance(dtype, pl.Categorical | pl.Enum) else dtype
+        for name, dtype in frame.schema.items()
+        if not dtype.is_nested()
+    }
+
+
+def parquet_stats(metadata: pq.FileMetaData, frame: pl.DataFrame) -> str:
+    """The Delta ``stats`` of the Parquet file holding ``frame``, from its footer.
+
+    The bounds the Parquet writer recorded per row group (exact, but for
+    strings longer than 64 characters, which Delta's 32-character rule leaves
+    out anyway), merged; NaN, which Parquet bounds leave out, is looked for
+    in ``frame``'s float columns. Equals :func:`data_stats` of ``frame``
+    (a test holds it to that) at a small part of its cost.
+    """
+    scalar = _scalar_columns(frame)
+    index = {metadata.schema.column(i).path: i for i in range(metadata.num_columns)}
+    floats = [name for name, dtype in scalar.items() if dtype.is_float()]
+    nan = frame.select(pl.col(floats).is_nan().any()).row(0) if floats else ()
+    has_nan = dict(zip(floats, nan, strict=True))
+    found: dict[str, tuple[Any, Any, int, bool]] = {}
+    for name in scalar:
+        lo = hi = None
+        nulls = 0
+        sound = not has_nan.get(name, False)
+        for g in range(metadata.num_row_groups):
+            group = metadata.row_group(g)
+            chunk = group.column(index[name])
+            st = chunk.statistics
+            if st is None or not st.has_null_count:
+                sound, nulls = False, frame[name].null_count()
+                break
+            nulls += st.null_count
+            if st.null_count == group.num_rows:
+                continue
+            if not st.has_min_max:
+                sound = False
+                continue
+            lo = st.min if lo is None else min(lo, st.min)
+            hi = st.max if hi is None else max(hi, st.max)
+        found[name] = (lo, hi, nulls, sound)
+    return _bounds_stats(frame.height, scalar, found)
+
+
 def data_stats(frame: pl.DataFrame) -> str:
     """The Delta ``stats`` of a segment holding ``frame``: bounds for every column, or none.
 
-    :func:`~streamkit.storage._delta.file_stats` with the bounds of boolean
-    columns added. Engines built on delta-rs (its Arrow dataset, so DuckDB too)
-    take a column missing from ``minValues``/``maxValues`` for a column of
-    nulls and skip the file for any filter on it (delta-rs 1.6): so when a
-    scalar column that is not all null has no sound bounds (NaN, a long
-    string, a decimal or binary column), no bounds are written at all, only
-    the row and null counts, and every engine reads the file.
+    What :func:`~streamkit.storage._delta.file_stats` writes for the frame,
+    with the bounds of boolean columns added. Engines built on delta-rs (its
+    Arrow dataset, so DuckDB too) take a column missing from
+    ``minValues``/``maxValues`` for a column of nulls and skip the file for
+    any filter on it (delta-rs 1.6): so when a scalar column that is not all
+    null has no sound bounds (NaN, a string longer than 32 characters, a
+    decimal or binary column), no bounds are written at all, only the row and
+    null counts, and every engine reads the file. Writers use the same stats
+    read from the Parquet footer (:func:`parquet_stats`); this is the plain
+    reference it is tested against.
 
     Examples
     --------
@@ -502,21 +589,13 @@ def data_stats(frame: pl.DataFrame) -> str:
     >>> data_stats(pl.DataFrame({"t": [3, 1], "x": [1.0, float("nan")]}))
     '{"numRecords":2,"nullCount":{"t":0,"x":0}}'
     """
-    table = frame.to_arrow()
-    stats = json.loads(_delta.file_stats(table))
-    low, high, nulls = stats["minValues"], stats["maxValues"], stats["nullCount"]
-    for name in table.column_names:
-        column = table.column(name)
-        if pa.types.is_boolean(column.type) and column.null_count < len(column):
-            bounds = pc.min_max(column)
-            low[name], high[name] = bounds["min"].as_py(), bounds["max"].as_py()
-    for f in table.schema:
-        if pa.types.is_nested(f.type) and not pa.types.is_dictionary(f.type):
-            continue  # never compared: delta-rs builds no bound for them
-        if (f.name not in low or f.name not in high) and nulls.get(f.name) != table.num_rows:
-            stats = {"numRecords": table.num_rows, "nullCount": nulls}
-            break
-    return json.dumps(stats, separators=(",", ":"), ensure_ascii=False)
+    scalar = _scalar_columns(frame)
+    found: dict[str, tuple[Any, Any, int, bool]] = {}
+    for name, dtype in scalar.items():
+        col = frame[name].cast(dtype)
+        nan = dtype.is_float() and bool(col.is_nan().any())
+        found[name] = (col.min(), col.max(), col.null_count(), not nan)
+    return _bounds_stats(frame.height, scalar, found)
 
 
 # -------------------------------------------------------------------- state
@@ -561,20 +640,6 @@ class LogState:
     def live(self) -> list[Segment]:
         """Live segments in offset order."""
         return sorted(self.segments.values(), key=lambda s: s.offset)
-
-    def delta_snapshot(self) -> _delta.Snapshot:
-        """The Delta table at this version (what a Delta checkpoint of it holds).
-
-        Tombstones of removed files are not kept: streamkit's own
-        :meth:`~streamkit.Log.vacuum` decides when files go.
-        """
-        return _delta.Snapshot(
-            version=self.version,
-            protocol=self.protocol,
-            metadata=self.metadata,
-            files={seg.path: seg.to_add() for seg in self.live()},
-            txns={writer: int(txn["seq"]) for writer, txn in self.txns.items()},
-        )
 
 
 def create_body(key: str, time_col: str, partitions: int) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import duckdb
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from deltalake import DeltaTable, write_deltalake
@@ -453,11 +454,51 @@ def test_check_manifest_compares_the_delta_checkpoint_with_the_commits(
         log.append(pl.DataFrame({"k": [i], "t": [i]}), writer="w", seq=i)
     assert log.check_manifest() == 5 + 4  # commits 0-4, snapshot, hint, checkpoint, hint
     fs = log.filesystem
-    state = mf.state_from_snapshot(fs.get(mf.snapshot_path(4)), 4, "snapshot")
-    wrong = state.delta_snapshot()
+    wrong = _delta.load_snapshot(fs, 4)
     wrong.files.pop(sorted(wrong.files)[0])  # a checkpoint that forgets a file
     fs.rm([mf.checkpoint_path(4)])
     _delta.write_checkpoint(fs, 4, wrong)
     assert DeltaTable(log.url).to_pyarrow_table().num_rows == 3  # what engines would read
     with pytest.raises(CorruptFileError, match=r"checkpoint\.parquet: its files .* differ"):
         log.check_manifest()
+
+
+def _reference_stats(frame: pl.DataFrame) -> dict[str, Any]:
+    """Delta stats the plain way: ``file_stats`` over the whole frame, booleans
+    added, and no bounds at all when a scalar column that is not all null has none."""
+    table = frame.to_arrow()
+    stats = json.loads(_delta.file_stats(table))
+    low, high, nulls = stats["minValues"], stats["maxValues"], stats["nullCount"]
+    for name in table.column_names:
+        column = pl.Series(table.column(name))
+        if column.dtype == pl.Boolean and column.null_count() < len(column):
+            low[name], high[name] = column.min(), column.max()
+    for name, dtype in frame.schema.items():
+        if dtype.is_nested() or nulls.get(name) == frame.height:
+            continue
+        if name not in low or name not in high:
+            return {"numRecords": frame.height, "nullCount": nulls}
+    return stats
+
+
+def test_segment_stats_from_the_parquet_footer_equal_the_plain_reference(tmp_path: Path) -> None:
+    from tests.storage.test_log import rich_frame
+
+    frames = [
+        rich_frame(),
+        *(_mixed(i) for i in range(4)),
+        pl.DataFrame({"k": ["a" * 70, "b" * 31], "t": [1, 2]}),  # a long minimum is cut
+        pl.DataFrame({"k": ["a", "b" * 70], "t": [1, 2]}),  # a long maximum: no bounds
+        pl.DataFrame({"k": ["a", "b"], "t": [1, 2], "n": pl.Series([None, None], dtype=pl.Int64)}),
+        pl.DataFrame({"k": [1, 2], "f": [float("inf"), 0.5], "t": [dt.date(2024, 1, 1)] * 2}),
+        pl.DataFrame({"k": [1, 2, 3], "t": pl.Series([5, 1, 3]).cast(pl.Datetime("ms", "UTC"))}),
+    ]
+    big = pl.DataFrame({"k": [f"k{i % 7}" for i in range(30_000)], "t": list(range(30_000))})
+    for i, frame in enumerate([*frames, big]):
+        path = tmp_path / f"{i}.parquet"
+        frame.write_parquet(path, compression="zstd", statistics=True, row_group_size=10_000)
+        footer = pq.read_metadata(path)
+        expected = _reference_stats(frame)
+        assert json.loads(mf.data_stats(frame)) == expected, i
+        assert json.loads(mf.parquet_stats(footer, frame)) == expected, i
+    assert "minValues" in expected and footer.num_row_groups == 3
