@@ -338,7 +338,8 @@ class Transitions(KeyedOperator):
         if taken.path is not None:
             from streamkit.pipeline._keyed import ID
 
-            rows = self._rows(taken.ids).insert_column(0, pl.Series(ID, taken.ids))
+            stored = self.grouped.stored(taken.ids)
+            rows = self._rows(taken.ids).insert_column(0, pl.Series(ID, stored))
         return entry, taken, rows, fresh
 
     def persist(self, ckpts: CheckpointStore, changes: Any) -> dict[str, Any]:

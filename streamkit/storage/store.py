@@ -105,7 +105,8 @@ class Store:
 
         Examples
         --------
-        >>> Store("memory://doc-options", storage_options={"skip_instance_cache": True}).storage_options
+        >>> store = Store("memory://doc-options", storage_options={"skip_instance_cache": True})
+        >>> store.storage_options
         {'skip_instance_cache': True}
         """
         return self._fs.options
