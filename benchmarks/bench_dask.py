@@ -95,6 +95,17 @@ def peak_rss_mb() -> float:
     return maxrss_mb()
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all its threads)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def cluster_cpu(client: Any) -> float:
+    """CPU seconds of this process (driver and scheduler) and of every worker."""
+    return cpu_seconds() + sum(client.run(cpu_seconds).values())
+
+
 def maxrss_mb() -> float:
     """``getrusage(RUSAGE_SELF).ru_maxrss`` in MB (KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -229,6 +240,7 @@ def compare_runs(
     setup = time.perf_counter() - t0
     n = frame.height
     wall: dict[str, list[float]] = {"local": [], "dask": []}
+    cpu: dict[str, list[float]] = {"local": [], "dask": []}
     batch_s: dict[str, list[float]] = {"local": [], "dask": []}
     task_s: list[float] = []
     commits: dict[str, list[float]] = {}
@@ -240,15 +252,18 @@ def compare_runs(
         for mode in order:
             pipe = build(stores[mode], f"p{rep}", batch_rows)
             if mode == "local":
-                t = time.perf_counter()
+                c, t = cpu_seconds(), time.perf_counter()
                 report = pipe.run(progress=False)
                 wall["local"].append(time.perf_counter() - t)
+                cpu["local"].append(cpu_seconds() - c)
             else:
                 timers.reset()
+                c = cluster_cpu(client)
                 with get_task_stream(client) as ts:
                     t = time.perf_counter()
                     report = pipe.run(executor=sk.DaskExecutor(client, tasks=tasks), progress=False)
                     wall["dask"].append(time.perf_counter() - t)
+                cpu["dask"].append(cluster_cpu(client) - c)
                 task_s.extend(task_times(ts.data))
                 for k, v in timers.calls.items():
                     commits.setdefault(k, []).extend(v)
@@ -273,6 +288,8 @@ def compare_runs(
         "local_eps": n / t_local,
         "dask_eps": n / t_dask,
         "ratio": t_local / t_dask,
+        "local_cpu_s": med(cpu["local"]),
+        "dask_cpu_s": med(cpu["dask"]),
         "local_batch_s": med(batch_s["local"]),
         "dask_batch_s": med(batch_s["dask"]),
         "task_s_median": med(task_s),
@@ -441,6 +458,11 @@ def _print_run(res: dict[str, Any], repeat: int) -> None:
     print(f"  local   {res['local_s']:7.2f} s {res['local_eps']:>12,.0f} events/s")
     print(f"  dask    {res['dask_s']:7.2f} s {res['dask_eps']:>12,.0f} events/s")
     print(f"  dask / local throughput {res['ratio']:.2f}x  (goal >= 0.8x)")
+    print(
+        f"  CPU seconds: local {res['local_cpu_s']:.2f}, dask {res['dask_cpu_s']:.2f} "
+        f"(driver, scheduler and workers); "
+        f"local / dask {res['local_cpu_s'] / res['dask_cpu_s']:.2f}x"
+    )
     print(
         f"  batch s: local {res['local_batch_s']:.3f}, dask {res['dask_batch_s']:.3f}; "
         f"tasks: {res['tasks']}, compute median {res['task_s_median']:.3f} s, "
