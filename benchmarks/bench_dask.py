@@ -103,7 +103,7 @@ def cpu_seconds() -> float:
 
 def cluster_cpu(client: Any) -> float:
     """CPU seconds of this process (driver and scheduler) and of every worker."""
-    return cpu_seconds() + sum(client.run(cpu_seconds).values())
+    return cpu_seconds() + float(sum(client.run(cpu_seconds).values()))
 
 
 def maxrss_mb() -> float:
@@ -333,6 +333,45 @@ def overhead(client: Any, tmp: str, timers: Timers, rounds: int = 5) -> dict[str
     return {k: med(v) for k, v in out.items()}
 
 
+def restore(client: Any, tmp: str, n: int, batch_rows: int) -> dict[str, float]:
+    """A new run's first batch after a run that left ``n`` keys in the state.
+
+    A worker keeps its groups' state between the batches of one run; a new
+    run restores every task's groups from the checkpoint's files. One run of
+    two 10k-row batches (new keys) gives both: its first batch's tasks restore
+    ``n`` keys, its second's follow in memory.
+    """
+    from distributed import get_task_stream
+
+    store = sk.Store(os.path.join(tmp, "restore"))
+    frame = distinct_events(n + 20_000)
+    src = fill(store, frame.head(n), 8)
+    pipe = build(store, "r", batch_rows)
+    pipe.run(executor=sk.DaskExecutor(client), progress=False)
+    src.append(frame.slice(n, 10_000))
+    src.append(frame.slice(n + 10_000, 10_000))
+    with get_task_stream(client) as ts:
+        report = pipe.run(executor=sk.DaskExecutor(client), progress=False, batch_rows=10_000)
+    by_batch: dict[int, list[float]] = {}
+    for rec in ts.data:
+        key = str(rec.get("key", ""))
+        if "streamkit-r-" not in key:
+            continue
+        seq = int(key.split("streamkit-r-")[1].split("-", maxsplit=1)[0])
+        for ss in rec.get("startstops", []):
+            if ss.get("action") == "compute":
+                by_batch.setdefault(seq, []).append(ss["stop"] - ss["start"])
+    first, *rest = sorted(by_batch)
+    return {
+        "state_keys": float(n),
+        "batches": float(report.batches),
+        "restored_task_s": max(by_batch[first]),
+        "in_memory_task_s": max(t for b in rest for t in by_batch[b]) if rest else float("nan"),
+        "restored_batch_s": report.batch_seconds[0],
+        "in_memory_batch_s": report.batch_seconds[-1],
+    }
+
+
 # ------------------------------------------------------------------ RSS, fresh process
 def driver_only(directory: str, mode: str, batch_rows: int) -> dict[str, Any]:
     """One run over the source in ``directory``, in this (fresh) process."""
@@ -375,7 +414,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--batch-rows", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3, help="alternating repeats (medians)")
     ap.add_argument("--quick", action="store_true", help="200k events, one repeat")
-    ap.add_argument("--only", default="", help="comma list of: zipf8,zipf1,distinct8,rss,overhead")
+    ap.add_argument(
+        "--only", default="", help="comma list of: zipf8,zipf1,distinct8,overhead,restore,rss"
+    )
     ap.add_argument("--tasks", type=int, default=None, help="DaskExecutor(tasks=)")
     ap.add_argument("--worker-env", action="append", default=[], help="KEY=VALUE for the workers")
     ap.add_argument("--driver-only", metavar="DIR", help=argparse.SUPPRESS)
@@ -398,7 +439,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         {"zipf8"}
         if args.quick
         else set(filter(None, args.only.split(",")))
-        or {"zipf8", "zipf1", "distinct8", "rss", "overhead"}
+        or {"zipf8", "zipf1", "distinct8", "rss", "overhead", "restore"}
     )
     from streamkit.kernel import warmup
 
@@ -431,6 +472,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print("per-task overhead (medians of 5, 2 tasks per batch):")
                 for k, v in sorted(ov.items()):
                     print(f"  {k:28s} {v * 1000:8.1f} ms")
+            if "restore" in wanted:
+                results["restore"] = rs = restore(client, tmp, n, batch_rows)
+                print(
+                    f"state restore ({n:,} keys, 2 tasks): a new run's first 10k-row batch "
+                    f"{rs['restored_batch_s']:.2f} s (slowest task {rs['restored_task_s']:.2f} s); "
+                    f"the next batch, state in memory, {rs['in_memory_batch_s']:.2f} s "
+                    f"(slowest task {rs['in_memory_task_s']:.3f} s)"
+                )
             if "rss" in wanted:
                 src_dir = os.path.join(tmp, "rss")
                 fill(sk.Store(src_dir), distinct_events(n), 8)
