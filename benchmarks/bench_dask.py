@@ -101,9 +101,9 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def cluster_cpu(client: Any) -> float:
-    """CPU seconds of this process (driver and scheduler) and of every worker."""
-    return cpu_seconds() + float(sum(client.run(cpu_seconds).values()))
+def cluster_cpu(client: Any) -> tuple[float, float]:
+    """CPU seconds of this process (driver and scheduler) and of all workers."""
+    return cpu_seconds(), float(sum(client.run(cpu_seconds).values()))
 
 
 def maxrss_mb() -> float:
@@ -229,18 +229,22 @@ def compare_runs(
     repeat: int,
     timers: Timers,
     tasks: int | None = None,
+    store_urls: dict[str, tuple[str, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Local and Dask runs over the same data, alternating which runs first."""
     from distributed import get_task_stream
 
-    stores = {m: sk.Store(os.path.join(tmp, f"{label}-{m}")) for m in ("local", "dask")}
+    if store_urls is None:
+        stores = {m: sk.Store(os.path.join(tmp, f"{label}-{m}")) for m in ("local", "dask")}
+    else:
+        stores = {m: sk.Store(u, storage_options=o) for m, (u, o) in store_urls.items()}
     t0 = time.perf_counter()
     for s in stores.values():
         fill(s, frame, partitions)
     setup = time.perf_counter() - t0
     n = frame.height
     wall: dict[str, list[float]] = {"local": [], "dask": []}
-    cpu: dict[str, list[float]] = {"local": [], "dask": []}
+    cpu: dict[str, list[float]] = {"local": [], "dask": [], "driver": []}
     batch_s: dict[str, list[float]] = {"local": [], "dask": []}
     task_s: list[float] = []
     commits: dict[str, list[float]] = {}
@@ -258,12 +262,14 @@ def compare_runs(
                 cpu["local"].append(cpu_seconds() - c)
             else:
                 timers.reset()
-                c = cluster_cpu(client)
+                d0, w0 = cluster_cpu(client)
                 with get_task_stream(client) as ts:
                     t = time.perf_counter()
                     report = pipe.run(executor=sk.DaskExecutor(client, tasks=tasks), progress=False)
                     wall["dask"].append(time.perf_counter() - t)
-                cpu["dask"].append(cluster_cpu(client) - c)
+                d, w = cluster_cpu(client)
+                cpu["dask"].append(d + w - d0 - w0)
+                cpu["driver"].append(d - d0)
                 task_s.extend(task_times(ts.data))
                 for k, v in timers.calls.items():
                     commits.setdefault(k, []).extend(v)
@@ -290,6 +296,7 @@ def compare_runs(
         "ratio": t_local / t_dask,
         "local_cpu_s": med(cpu["local"]),
         "dask_cpu_s": med(cpu["dask"]),
+        "driver_cpu_s": med(cpu["driver"]),
         "local_batch_s": med(batch_s["local"]),
         "dask_batch_s": med(batch_s["dask"]),
         "task_s_median": med(task_s),
@@ -372,6 +379,63 @@ def restore(client: Any, tmp: str, n: int, batch_rows: int) -> dict[str, float]:
     }
 
 
+def s3_figures(client: Any, n: int, batch_rows: int, repeat: int, timers: Timers) -> dict[str, Any]:
+    """SeaweedFS S3 on loopback: request latencies, bandwidth, and the comparison."""
+    import fsspec
+
+    from streamkit._testing import seaweedfs
+
+    out: dict[str, Any] = {}
+    with seaweedfs() as s3:
+        options = {
+            "key": s3["key"],
+            "secret": s3["secret"],
+            "client_kwargs": {"endpoint_url": s3["endpoint_url"], "region_name": "us-east-1"},
+        }
+        fs = fsspec.filesystem("s3", skip_instance_cache=True, **options)
+        base = f"{s3['bucket']}/probe"
+        blob = os.urandom(32 << 20)
+        small = b"x" * 1024
+        lat: dict[str, list[float]] = {"put_1k": [], "get_1k": [], "list_100": [], "head": []}
+        for i in range(100):
+            fs.pipe_file(f"{base}/d/{i:04d}", small)
+        for i in range(20):
+            t = time.perf_counter()
+            fs.pipe_file(f"{base}/s/{i}", small)
+            lat["put_1k"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            fs.cat_file(f"{base}/s/{i}")
+            lat["get_1k"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            fs.info(f"{base}/s/{i}")
+            lat["head"].append(time.perf_counter() - t)
+            fs.invalidate_cache()
+            t = time.perf_counter()
+            fs.ls(f"{base}/d", refresh=True)
+            lat["list_100"].append(time.perf_counter() - t)
+        out.update({f"{k}_ms": med(v) * 1000 for k, v in lat.items()})
+        t = time.perf_counter()
+        fs.pipe_file(f"{base}/big", blob)
+        out["put_mb_s"] = 32 / (time.perf_counter() - t)
+        t = time.perf_counter()
+        fs.cat_file(f"{base}/big")
+        out["get_mb_s"] = 32 / (time.perf_counter() - t)
+        frame = make_events(n, KEYS)
+        res = compare_runs(
+            client,
+            "",
+            "s3-zipf8",
+            frame,
+            8,
+            batch_rows,
+            repeat,
+            timers,
+            store_urls={m: (f"s3://{s3['bucket']}/{m}", options) for m in ("local", "dask")},
+        )
+        out["run"] = res
+    return out
+
+
 # ------------------------------------------------------------------ RSS, fresh process
 def driver_only(directory: str, mode: str, batch_rows: int) -> dict[str, Any]:
     """One run over the source in ``directory``, in this (fresh) process."""
@@ -415,7 +479,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeat", type=int, default=3, help="alternating repeats (medians)")
     ap.add_argument("--quick", action="store_true", help="200k events, one repeat")
     ap.add_argument(
-        "--only", default="", help="comma list of: zipf8,zipf1,distinct8,overhead,restore,rss"
+        "--only",
+        default="",
+        help="comma list of: zipf8,zipf1,distinct8,overhead,restore,rss,s3 (default: all but s3)",
     )
     ap.add_argument("--tasks", type=int, default=None, help="DaskExecutor(tasks=)")
     ap.add_argument("--worker-env", action="append", default=[], help="KEY=VALUE for the workers")
@@ -472,6 +538,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print("per-task overhead (medians of 5, 2 tasks per batch):")
                 for k, v in sorted(ov.items()):
                     print(f"  {k:28s} {v * 1000:8.1f} ms")
+            if "s3" in wanted:
+                results["s3"] = s3 = s3_figures(
+                    client, min(n, 1_000_000), min(batch_rows, 250_000), args.repeat, timers
+                )
+                print(
+                    "SeaweedFS S3 on loopback: "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in s3.items() if k != "run")
+                )
+                _print_run(s3["run"], args.repeat)
             if "restore" in wanted:
                 results["restore"] = rs = restore(client, tmp, n, batch_rows)
                 print(
@@ -509,7 +584,7 @@ def _print_run(res: dict[str, Any], repeat: int) -> None:
     print(f"  dask / local throughput {res['ratio']:.2f}x  (goal >= 0.8x)")
     print(
         f"  CPU seconds: local {res['local_cpu_s']:.2f}, dask {res['dask_cpu_s']:.2f} "
-        f"(driver, scheduler and workers); "
+        f"(of which driver and scheduler {res['driver_cpu_s']:.2f}); "
         f"local / dask {res['local_cpu_s'] / res['dask_cpu_s']:.2f}x"
     )
     print(
