@@ -46,6 +46,7 @@ from streamkit.pipeline._operators import (
     KeyedOperator,
     Operator,
     WithColumns,
+    run_operators,
 )
 from streamkit.pipeline._source import Todo
 
@@ -174,16 +175,10 @@ def run_task(spec: TaskSpec) -> TaskResult:
     ctx = BatchContext(
         key=key, time=time, executor=LocalExecutor(threads=1), final=spec.final, reads=reads
     )
-    lf = batch.lazy()
-    for op in operators:
-        lf = op.process(lf, ctx)
-    out = lf.collect()
-    if OFFSET in out.columns:
-        out = out.drop(OFFSET)
+    out, q = run_operators(operators, batch, ctx, pipeline=spec.pipeline, source=spec.source.path)
     out_refs: list[SegmentRef] = []
     if spec.sink is not None and out.height:
         out_refs = spec.sink.open().write_segments(out)
-    q = pl.concat(ctx.quarantine, how="vertical_relaxed") if ctx.quarantine else None
     q_refs: list[SegmentRef] = []
     if spec.quarantine is not None and q is not None and q.height:
         q_refs = spec.quarantine.open().write_segments(q)
