@@ -166,7 +166,7 @@ def run_task(spec: TaskSpec) -> TaskResult:
         batch = source.scan(
             start=spec.lo, end=spec.hi, with_offset=OFFSET, partitions=spec.partitions
         ).collect()
-    reads = _reads(batch, time, spec.stand_ins)
+    reads = Reads.of(batch, time, OFFSET, extra=spec.stand_ins)
     if spec.shared and batch.height:
         mine = np.isin(group_of(batch[key], spec.key_groups), np.asarray(spec.groups))
         batch = batch.filter(pl.Series(mine))
@@ -199,17 +199,6 @@ def run_task(spec: TaskSpec) -> TaskResult:
         0 if q is None else q.height,
         restored,
     )
-
-
-def _reads(batch: pl.DataFrame, time: str, stand_ins: list[tuple[int, int]]) -> Reads:
-    """Every row this task read, and one row for each stretch it did not read."""
-    own = Reads.of(batch, time, OFFSET)
-    if not stand_ins:
-        return own
-    offsets = np.concatenate([own.offsets, np.array([o for o, _ in stand_ins], np.int64)])
-    times = np.concatenate([own.times, np.array([t for _, t in stand_ins], np.int64)])
-    order = np.argsort(offsets, kind="stable")
-    return Reads(offsets[order], times[order])
 
 
 def _operators(

@@ -423,11 +423,7 @@ class Transitions(KeyedOperator):
         known, or every read is an event).
         """
         reads = ctx.reads
-        if (
-            reads is None
-            or offsets is None
-            or (len(reads.times) == len(times) and np.array_equal(reads.offsets, offsets))
-        ):
+        if reads is None or offsets is None or reads.are(len(times)):
             return None, self.watermark  # the kernel takes the running maximum
         wms, _ = reads.watermarks(self.watermark, self.watermark, 0)
         end = int(wms[-1]) if len(wms) else self.watermark
