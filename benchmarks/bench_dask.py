@@ -106,6 +106,18 @@ def cluster_cpu(client: Any) -> tuple[float, float]:
     return cpu_seconds(), float(sum(client.run(cpu_seconds).values()))
 
 
+def rss_now_mb() -> float:
+    """This process's resident memory now (``VmRSS``), in MB; NaN where unknown."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def maxrss_mb() -> float:
     """``getrusage(RUSAGE_SELF).ru_maxrss`` in MB (KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -443,6 +455,7 @@ def driver_only(directory: str, mode: str, batch_rows: int) -> dict[str, Any]:
     pipe = build(store, f"rss-{mode}", batch_rows)
     before = peak_rss_mb()
     t = time.perf_counter()
+    workers: list[float] = []
     if mode == "local":
         from streamkit.kernel import warmup
 
@@ -451,6 +464,7 @@ def driver_only(directory: str, mode: str, batch_rows: int) -> dict[str, Any]:
     else:
         with cluster() as client:
             report = pipe.run(executor=sk.DaskExecutor(client), progress=False)
+            workers = sorted(client.run(rss_now_mb).values())
     seconds = time.perf_counter() - t
     keys = int(pipe.checkpoints()["keys"][-1]) if "keys" in pipe.checkpoints().columns else -1
     return {
@@ -461,6 +475,7 @@ def driver_only(directory: str, mode: str, batch_rows: int) -> dict[str, Any]:
         "seconds": seconds,
         "batches": report.batches,
         "state_keys": keys,
+        "workers_rss_mb": workers,
     }
 
 
@@ -565,6 +580,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         f"{r['peak_rss_mb']:7.0f} MB (before the run {r['rss_before_run_mb']:.0f} "
                         f"MB; {r['seconds']:.2f} s)" + ("  goal < 300 MB" if mode == "dask" else "")
                     )
+                    if r["workers_rss_mb"]:
+                        rss = ", ".join(f"{x:.0f}" for x in r["workers_rss_mb"])
+                        print(f"  workers' RSS after the run (state in memory): {rss} MB")
     finally:
         timers.restore()
     return results
