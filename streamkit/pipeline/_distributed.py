@@ -46,6 +46,7 @@ from streamkit.pipeline._operators import (
     KeyedOperator,
     Operator,
     WithColumns,
+    run_operators,
 )
 from streamkit.pipeline._source import Todo
 
@@ -165,7 +166,7 @@ def run_task(spec: TaskSpec) -> TaskResult:
         batch = source.scan(
             start=spec.lo, end=spec.hi, with_offset=OFFSET, partitions=spec.partitions
         ).collect()
-    reads = _reads(batch, time, spec.stand_ins)
+    reads = Reads.of(batch, time, OFFSET, extra=spec.stand_ins)
     if spec.shared and batch.height:
         mine = np.isin(group_of(batch[key], spec.key_groups), np.asarray(spec.groups))
         batch = batch.filter(pl.Series(mine))
@@ -174,16 +175,10 @@ def run_task(spec: TaskSpec) -> TaskResult:
     ctx = BatchContext(
         key=key, time=time, executor=LocalExecutor(threads=1), final=spec.final, reads=reads
     )
-    lf = batch.lazy()
-    for op in operators:
-        lf = op.process(lf, ctx)
-    out = lf.collect()
-    if OFFSET in out.columns:
-        out = out.drop(OFFSET)
+    out, q = run_operators(operators, batch, ctx, pipeline=spec.pipeline, source=spec.source.path)
     out_refs: list[SegmentRef] = []
     if spec.sink is not None and out.height:
         out_refs = spec.sink.open().write_segments(out)
-    q = pl.concat(ctx.quarantine, how="vertical_relaxed") if ctx.quarantine else None
     q_refs: list[SegmentRef] = []
     if spec.quarantine is not None and q is not None and q.height:
         q_refs = spec.quarantine.open().write_segments(q)
@@ -204,17 +199,6 @@ def run_task(spec: TaskSpec) -> TaskResult:
         0 if q is None else q.height,
         restored,
     )
-
-
-def _reads(batch: pl.DataFrame, time: str, stand_ins: list[tuple[int, int]]) -> Reads:
-    """Every row this task read, and one row for each stretch it did not read."""
-    own = Reads.of(batch, time, OFFSET)
-    if not stand_ins:
-        return own
-    offsets = np.concatenate([own.offsets, np.array([o for o, _ in stand_ins], np.int64)])
-    times = np.concatenate([own.times, np.array([t for _, t in stand_ins], np.int64)])
-    order = np.argsort(offsets, kind="stable")
-    return Reads(offsets[order], times[order])
 
 
 def _operators(

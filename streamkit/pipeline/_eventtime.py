@@ -26,6 +26,7 @@ arrives after the watermark passed it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +107,8 @@ def release(
     ([False, False, False, False], 85)
     """
     m = len(waiting_times)
+    if reads is not None and reads.are(len(new_times)):
+        reads = None
     if reads is None:
         reads = Reads(np.asarray(new_offsets, dtype=np.int64), np.asarray(new_times, np.int64))
         own = np.arange(len(new_times), dtype=np.int64)
@@ -139,7 +142,6 @@ def release(
     )
 
 
-@dataclass(frozen=True)
 class Reads:
     """The source rows a batch read, in log order: offsets and times (ticks).
 
@@ -148,15 +150,64 @@ class Reads:
     stretch's last offset, its largest time): its events are released in the
     same order and with the same watermarks, because no event of its own lies
     inside the stretch.
+
+    Built from a batch (:meth:`of`), the arrays are taken only when needed:
+    when every row read reaches the keyed operator (no filter dropped one; no
+    operator adds or reorders rows) the events are the reads (:meth:`are`).
     """
 
-    offsets: npt.NDArray[np.int64]
-    times: npt.NDArray[np.int64]
+    def __init__(
+        self,
+        offsets: npt.NDArray[np.int64] | None = None,
+        times: npt.NDArray[np.int64] | None = None,
+        *,
+        frame: Any = None,
+        columns: tuple[str, str] = ("", ""),
+        extra: Sequence[tuple[int, int]] = (),
+    ) -> None:
+        self._offsets, self._times = offsets, times
+        self._frame, self._columns, self._extra = frame, columns, list(extra)
 
     @classmethod
-    def of(cls, batch: Any, time: str, offset: str) -> Reads:
-        """The reads of a source batch (a frame in log order with an offset column)."""
-        return cls(batch[offset].cast(pl.Int64).to_numpy(), batch[time].cast(pl.Int64).to_numpy())
+    def of(cls, batch: Any, time: str, offset: str, extra: Sequence[tuple[int, int]] = ()) -> Reads:
+        """The reads of a source batch (a frame in log order with an offset column),
+        and ``extra`` stand-in reads ``(offset, time)``."""
+        return cls(frame=batch, columns=(offset, time), extra=extra)
+
+    def __len__(self) -> int:
+        if self._frame is not None:
+            return int(self._frame.height) + len(self._extra)
+        return len(self.offsets)
+
+    def are(self, events: int) -> bool:
+        """Whether the ``events`` events reaching the keyed operator are these reads."""
+        return self._frame is not None and not self._extra and self._frame.height == events
+
+    def _take(self) -> None:
+        if self._offsets is not None:
+            return
+        offset, time = self._columns
+        frame = self._frame
+        offsets = frame[offset].cast(pl.Int64).to_numpy()
+        times = frame[time].cast(pl.Int64).to_numpy()
+        if self._extra:
+            offsets = np.concatenate([offsets, np.array([o for o, _ in self._extra], np.int64)])
+            times = np.concatenate([times, np.array([t for _, t in self._extra], np.int64)])
+            order = np.argsort(offsets, kind="stable")
+            offsets, times = offsets[order], times[order]
+        self._offsets, self._times = offsets, times
+
+    @property
+    def offsets(self) -> npt.NDArray[np.int64]:
+        self._take()
+        assert self._offsets is not None
+        return self._offsets
+
+    @property
+    def times(self) -> npt.NDArray[np.int64]:
+        self._take()
+        assert self._times is not None
+        return self._times
 
     def index_of(self, offsets: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         """The read of each event (by its source offset)."""

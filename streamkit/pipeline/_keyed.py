@@ -135,6 +135,11 @@ class GroupedState:
         self._mark = np.zeros(0, dtype=bool)  # scratch: one flag per key id
         self._pending = 0  # ids in _touched, duplicates included
         self._rebase_all = False
+        # The id each key has in the state files, when it is not its id here (a
+        # state restored from several tasks' files, or some groups of it): a
+        # group's chain must name a key by one id. None: the same.
+        self._stored: npt.NDArray[np.int64] | None = None
+        self._next_stored = 0
 
     def __len__(self) -> int:
         return self._n
@@ -151,6 +156,19 @@ class GroupedState:
         self.sizes = np.bincount(self._group, minlength=self.key_groups).astype(np.int64)
         self._members = [[] for _ in range(self.key_groups)]
         self._add_members(np.arange(self._n, dtype=np.int64), self._group)
+
+    def stored(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """The ids the keys ``ids`` have in state files (what checkpoints write)."""
+        return ids if self._stored is None else self._stored[ids]
+
+    def _set_stored(self, stored: npt.NDArray[np.int64]) -> None:
+        """Keys 0..n-1 have these ids in the state files; new keys get fresh ones."""
+        n = len(stored)
+        if n == 0 or np.array_equal(stored, np.arange(n)):
+            self._stored = None
+        else:
+            self._stored = np.asarray(stored, dtype=np.int64)
+            self._next_stored = int(stored.max()) + 1
 
     def _add_members(self, ids: npt.NDArray[np.int64], groups: npt.NDArray[np.int32]) -> None:
         """Append ``ids`` (ascending) to their groups' member lists."""
@@ -184,6 +202,15 @@ class GroupedState:
             self._group = grown
         self._group[self._n : n] = groups
         self._add_members(np.arange(self._n, n, dtype=np.int64), groups)
+        if self._stored is not None:  # unique in every group: above every id stored
+            if n > len(self._stored):
+                grown_ids = np.empty(max(n, 2 * len(self._stored)), dtype=np.int64)
+                grown_ids[: self._n] = self._stored[: self._n]
+                self._stored = grown_ids
+            self._stored[self._n : n] = np.arange(
+                self._next_stored, self._next_stored + len(groups), dtype=np.int64
+            )
+            self._next_stored += len(groups)
         self._n = n
         self.sizes += np.bincount(groups, minlength=self.key_groups)
 
@@ -219,6 +246,7 @@ class GroupedState:
         self.group = group_of(keys, key_groups)
         self.chains = [[] for _ in range(key_groups)]
         self._rebase_all = True
+        self._stored = None  # every base is written anew
 
     def take(self) -> Changes:
         """Decide what the next checkpoint writes, and advance the chains to it.
@@ -389,6 +417,7 @@ class GroupedState:
             self.chains[g] = list(chain)
         if not parts:
             self.group = np.empty(0, dtype=np.int32)
+            self._stored = None
             return pl.DataFrame()
         try:
             every = pl.concat(parts, how="vertical_relaxed", rechunk=True)
@@ -412,6 +441,7 @@ class GroupedState:
                     "restore it, or rewind to an older checkpoint with run(from_checkpoint=N)"
                 )
         self.group = row_group
+        self._set_stored(latest[ID].cast(pl.Int64).to_numpy())
         return latest
 
     @staticmethod

@@ -53,6 +53,47 @@ class BatchContext:
         self.counts[name] = self.counts.get(name, 0) + int(n)
 
 
+def run_operators(
+    operators: list[Operator],
+    batch: pl.DataFrame,
+    ctx: BatchContext,
+    *,
+    pipeline: str,
+    source: str,
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """The batch step shared by a local run and a Dask task: the operators over one
+    source batch (in log order, with its offsets); returns the output rows and the
+    rows set aside for the quarantine (None: no keyed operator ran).
+
+    Raises
+    ------
+    ConfigurationError
+        An operator does not fit the source's columns (naming the operators and
+        the columns).
+    """
+    try:
+        lf = batch.lazy()
+        for op in operators:
+            lf = op.process(lf, ctx)
+        out = lf.collect()
+    except (
+        pl.exceptions.ColumnNotFoundError,
+        pl.exceptions.SchemaError,
+        pl.exceptions.InvalidOperationError,
+    ) as exc:
+        detail = str(exc).split("\n\nResolved plan")[0].replace(f', "{OFFSET}"', "")
+        steps = " -> ".join(op.describe() for op in operators)
+        raise ConfigurationError(
+            f"pipeline {pipeline!r} cannot run its operators ({steps}) on the columns "
+            f"of {source!r} {[c for c in batch.columns if c != OFFSET]}: "
+            f"{type(exc).__name__}: {detail.strip()}"
+        ) from None
+    if OFFSET in out.columns:
+        out = out.drop(OFFSET)
+    quarantine = pl.concat(ctx.quarantine, how="vertical_relaxed") if ctx.quarantine else None
+    return out, quarantine
+
+
 class Operator:
     """Base of every operator: a stable id, a description, ``process``."""
 

@@ -174,7 +174,7 @@ class Recovery:
             entry["state_file"] = ckpts.copy_state(FileRef.from_dict(entry["state_file"])).to_dict()
         if entry.get("waiting_files"):
             entry["waiting_files"] = [
-                dict(ckpts.copy_state(FileRef.from_dict(f)).to_dict(), max_time=f["max_time"])
+                {**f, **ckpts.copy_state(FileRef.from_dict(f)).to_dict()}
                 for f in entry["waiting_files"]
             ]
         if entry.get("state") is not None:

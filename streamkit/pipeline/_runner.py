@@ -27,7 +27,7 @@ from streamkit.errors import CheckpointError, ConfigurationError, LeaseError
 from streamkit.pipeline._checkpoints import Checkpoint, Heartbeat, initial_checkpoint
 from streamkit.pipeline._distributed import DistributedStep
 from streamkit.pipeline._eventtime import Reads
-from streamkit.pipeline._operators import OFFSET, BatchContext, KeyedOperator
+from streamkit.pipeline._operators import OFFSET, BatchContext, KeyedOperator, run_operators
 from streamkit.pipeline._recovery import Recovery
 from streamkit.pipeline._report import RunReport
 from streamkit.pipeline._source import SourceView, Todo
@@ -298,28 +298,14 @@ class Runner:
             batch = view.read(todo)
         ctx.reads = Reads.of(batch, pipe.source.time, OFFSET)
         ctx.count("rows_in", batch.height)
-        try:
-            lf = batch.lazy()
-            for op in pipe.operators:
-                lf = op.process(lf, ctx)
-            out = lf.collect()
-        except (
-            pl.exceptions.ColumnNotFoundError,
-            pl.exceptions.SchemaError,
-            pl.exceptions.InvalidOperationError,
-        ) as exc:
-            detail = str(exc).split("\n\nResolved plan")[0].replace(f', "{OFFSET}"', "")
-            steps = " -> ".join(op.describe() for op in pipe.operators)
-            raise ConfigurationError(
-                f"pipeline {pipe.name!r} cannot run its operators ({steps}) on the columns "
-                f"of {getattr(pipe.source, 'name', 'the source')!r} "
-                f"{[c for c in batch.columns if c != OFFSET]}: "
-                f"{type(exc).__name__}: {detail.strip()}"
-            ) from None
-        if OFFSET in out.columns:
-            out = out.drop(OFFSET)
+        out, quarantine = run_operators(
+            pipe.operators,
+            batch,
+            ctx,
+            pipeline=pipe.name,
+            source=getattr(pipe.source, "name", "the source"),
+        )
         changes = {op.op_id: op.changes() for op in pipe.operators if isinstance(op, KeyedOperator)}
-        quarantine = pl.concat(ctx.quarantine) if ctx.quarantine else None
         return Batch(todo.lo, todo.hi, out, quarantine, changes, ctx.counts, todo.desc, todo.final)
 
     def _prepare_distributed(self, todo: Todo) -> Batch:

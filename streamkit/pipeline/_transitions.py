@@ -244,10 +244,9 @@ class Transitions(KeyedOperator):
         self.watermark = int(entry["watermark"])
         self.max_time = int(entry.get("max_time", self.watermark))
         if entry.get("waiting_files"):
-            self.waiting = _read_waiting(entry["waiting_files"], ckpts, self.watermark)
-            if groups is not None and self.waiting.height:
-                mine = np.isin(group_of(self.waiting["key"], key_groups), list(groups))
-                self.waiting = self.waiting.filter(pl.Series(mine))
+            self.waiting = _read_waiting(
+                entry["waiting_files"], ckpts, self.watermark, groups=groups, key_groups=key_groups
+            )
             self._waiting_files = [dict(f) for f in entry["waiting_files"]]
         self.machines_used = [str(f) for f in entry.get("machines_used", [entry["machine"]])]
         if table.height:
@@ -338,7 +337,8 @@ class Transitions(KeyedOperator):
         if taken.path is not None:
             from streamkit.pipeline._keyed import ID
 
-            rows = self._rows(taken.ids).insert_column(0, pl.Series(ID, taken.ids))
+            stored = self.grouped.stored(taken.ids)
+            rows = self._rows(taken.ids).insert_column(0, pl.Series(ID, stored))
         return entry, taken, rows, fresh
 
     def persist(self, ckpts: CheckpointStore, changes: Any) -> dict[str, Any]:
@@ -352,8 +352,16 @@ class Transitions(KeyedOperator):
         wm = int(entry["watermark"])
         files = [f for f in self._waiting_files if int(f["max_time"]) > wm]
         if fresh is not None and fresh.height:
-            ref = ckpts.write_state(fresh).to_dict()
-            files.append(dict(ref, max_time=int(fresh["time"].max())))
+            rows, cut = _group_cut(fresh, self.grouped.key_groups)
+            ref = ckpts.write_state(rows).to_dict()
+            files.append(
+                dict(
+                    ref,
+                    max_time=int(fresh["time"].max()),
+                    key_groups=self.grouped.key_groups,
+                    groups=cut,
+                )
+            )
         self._waiting_files = files
         entry = dict(entry, state=self.grouped.entry(taken, written))
         if files:
@@ -415,11 +423,7 @@ class Transitions(KeyedOperator):
         known, or every read is an event).
         """
         reads = ctx.reads
-        if (
-            reads is None
-            or offsets is None
-            or (len(reads.times) == len(times) and np.array_equal(reads.offsets, offsets))
-        ):
+        if reads is None or offsets is None or reads.are(len(times)):
             return None, self.watermark  # the kernel takes the running maximum
         wms, _ = reads.watermarks(self.watermark, self.watermark, 0)
         end = int(wms[-1]) if len(wms) else self.watermark
@@ -838,17 +842,65 @@ def _check_waiting(frame: pl.DataFrame, where: str) -> pl.DataFrame:
 
 
 def _read_waiting(
-    files: list[dict[str, Any]], ckpts: CheckpointStore, watermark: int
+    files: list[dict[str, Any]],
+    ckpts: CheckpointStore,
+    watermark: int,
+    *,
+    groups: set[int] | None = None,
+    key_groups: int = 1,
 ) -> pl.DataFrame:
-    """The events still waiting: those of the listed files after the watermark."""
+    """The events still waiting: those of the listed files after the watermark.
+
+    A file's rows are sorted by key group and it lists each group's rows
+    (``groups``: ``{"g": [first, rows]}``, for ``key_groups`` groups), so a
+    reader of some groups (a Dask task) skips the files without them and slices
+    the rest; a file without that list (an older checkpoint, or one cut for
+    another number of groups) is read whole and filtered.
+    """
     from streamkit.pipeline._checkpoints import FileRef
+    from streamkit.pipeline._keyed import group_of
 
     frames = []
     for f in files:
+        cut = f.get("groups") if f.get("key_groups") == key_groups else None
+        if groups is not None and cut is not None and not any(int(g) in groups for g in cut):
+            continue
         ref = FileRef.from_dict(f)
-        frames.append(_check_waiting(ckpts.read_state(ref), ckpts.where(ref.path)))
+        where = ckpts.where(ref.path)
+        frame = _check_waiting(ckpts.read_state(ref), where)
+        if groups is None:
+            frames.append(frame)
+        elif cut is None:
+            mine = np.isin(group_of(frame["key"], key_groups), list(groups))
+            frames.append(frame.filter(pl.Series(mine)))
+        else:
+            for g, (first, rows) in cut.items():
+                if int(g) not in groups:
+                    continue
+                if int(first) + int(rows) > frame.height:
+                    raise CorruptFileError(
+                        f"state file {where} (events waiting for the watermark) has "
+                        f"{frame.height} rows, the checkpoint lists rows {first}.."
+                        f"{int(first) + int(rows) - 1} for key group {g}; restore it, or "
+                        "rewind to an older checkpoint with run(from_checkpoint=N)"
+                    )
+                frames.append(frame.slice(int(first), int(rows)))
+    if not frames:
+        return _no_waiting()
     every = pl.concat(frames, how="vertical_relaxed")
     return every.filter(pl.col("time") > watermark).sort("offset")
+
+
+def _group_cut(rows: pl.DataFrame, key_groups: int) -> tuple[pl.DataFrame, dict[str, list[int]]]:
+    """Waiting rows sorted by key group (log order within one), and each group's rows."""
+    from streamkit.pipeline._keyed import group_of
+
+    g = group_of(rows["key"], key_groups)
+    order = np.argsort(g, kind="stable")
+    counts = np.bincount(g, minlength=key_groups)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    cut = {str(i): [int(starts[i]), int(counts[i])] for i in np.flatnonzero(counts)}
+    return rows[order], cut
 
 
 def _check_lateness(value: Any) -> timedelta | int:

@@ -138,7 +138,8 @@ class Pipeline:
         return new
 
     def read(self, log: Any) -> Pipeline:
-        """Read events from ``log`` (a :class:`~streamkit.Log` or :class:`~streamkit.FileLog`)."""
+        """Read events from ``log`` (a :class:`~streamkit.Log`, :class:`~streamkit.FileLog` or
+        :class:`~streamkit.DeltaLog`)."""
         for attr in ("key", "time", "scan", "end", "start"):
             if not hasattr(log, attr):
                 raise ConfigurationError(f"read() needs a log, got {type(log).__name__}")
@@ -424,8 +425,10 @@ class Pipeline:
         batch_rows : int, optional
             Override the pipeline's micro-batch size for this run.
         executor : Executor, optional
-            Where the per-key kernel runs (default in-process;
-            ``sk.DaskExecutor(client)`` for a Dask cluster).
+            Where batches run: in this process (the default), or
+            ``sk.DaskExecutor(client)`` on a Dask cluster, where each task reads,
+            computes and writes its own key groups and this process only commits
+            (for a :class:`~streamkit.Log` source; see ``docs/SCALING.md``).
         progress : bool, optional
             Show a progress bar (tqdm.auto) or log lines; default: a bar when
             interactive, log lines otherwise. ``False`` silences it.

@@ -28,13 +28,12 @@ changed. See :class:`DeltaLog`.
 
 from __future__ import annotations
 
-import bisect
-import html
+import functools
 import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import polars as pl
 import pyarrow as pa
@@ -48,15 +47,14 @@ from streamkit.errors import (
     SchemaError,
 )
 from streamkit.storage import _delta as delta
+from streamkit.storage import _plan
 from streamkit.storage._fs import FileSystem
-from streamkit.storage._reader import Piece, read_parquet_checked, scan_pieces
+from streamkit.storage._plan import BATCH_FILES, PendingPlan
+from streamkit.storage._reader import read_parquet_checked
 from streamkit.storage.position import FileCursor, FileMark, Position, Transaction
 
 __all__ = ["DeltaLog", "DeltaPlan"]
 
-#: Files one micro-batch covers at most: a batch's files are stored with its
-#: outputs (the transaction meta of the output log), about 100 bytes each.
-BATCH_FILES = 1000
 #: What to do when rows already read changed (ends the error message).
 _START_OVER = (
     "a DeltaLog reads appended rows only. To process the table as it is now, "
@@ -66,25 +64,17 @@ _REMEDY = "the table's writer must restore the file (or reprocess with run(from_
 
 
 @dataclass(frozen=True, slots=True)
-class _Pending:
-    """A data file not consumed at a plan's start: rows ``[first, rows)`` get
-    offsets from ``offset`` on."""
+class _Pending(_plan.Pending):
+    """A data file not consumed at a plan's start (see :class:`_plan.Pending`)."""
 
     prefix: str  # "s<version>" (a snapshot's file) or "<version>" (added by it)
     path: str  # decoded, relative to the table root
     size: int
-    rows: int
-    first: int
-    offset: int
     values: dict[str, Any] | None  # partitionValues, when the table has partitions
 
     @property
     def key(self) -> str:
         return f"{self.prefix}/{self.path}"
-
-    @property
-    def end(self) -> int:
-        return self.offset + self.rows - self.first
 
 
 #: Reader features a DeltaLog accepts in the protocol: it refuses each file
@@ -194,11 +184,7 @@ class DeltaLog:
         time: str,
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        if not key or not time or key == time:
-            raise ConfigurationError(
-                f"DeltaLog needs distinct key and time column names, found key={key!r}, "
-                f"time={time!r}"
-            )
+        _plan.check_names("DeltaLog", key, time)
         self._fs = FileSystem(url, storage_options)
         self._key = key
         self._time = time
@@ -252,23 +238,8 @@ class DeltaLog:
     # ---------------------------------------------------------------- checks
     def _check_schema(self, arrow: pa.Schema, where: str) -> pl.Schema:
         schema = pl.DataFrame(arrow.empty_table()).schema
-        for role, col in (("key", self._key), ("time", self._time)):
-            if col not in schema:
-                raise SchemaError(
-                    f"{where}: expected a {role} column {col!r}, found columns "
-                    f"{list(schema.names())}"
-                )
-        tdt = schema[self._time]
-        if not (isinstance(tdt, pl.Datetime) or tdt.is_integer()):
-            raise SchemaError(
-                f"{where}: expected the time column {self._time!r} to be Datetime or an "
-                f"integer type, found {tdt}"
-            )
-        kdt = schema[self._key]
-        if kdt.is_nested() or kdt in (pl.Null, pl.Object):
-            raise SchemaError(
-                f"{where}: expected the key column {self._key!r} to be a scalar type, found {kdt}"
-            )
+        _plan.require_columns(schema.names(), self._key, self._time, where)
+        _plan.check_types(schema, self._key, self._time, where)
         return schema
 
     def _new_commits(self, first: int) -> tuple[int, dict[int, list[dict[str, Any]]]]:
@@ -464,7 +435,8 @@ class DeltaLog:
                     f"now has {rows}"
                 )
             values = body.get("partitionValues") if self._partitions else None
-            items.append(_Pending(prefix, path, int(body.get("size", 0)), rows, first, at, values))
+            size = int(body.get("size", 0))
+            items.append(_Pending(rows, first, at, prefix, path, size, values))
             at += rows - first
         if partial is not None and not items:
             raise CheckpointError(
@@ -625,15 +597,7 @@ class DeltaLog:
         >>> pos.offset, pos.files.partial_rows
         (1, 1)
         """
-        cursor = start.files
-        if cursor is None:
-            raise ValueError("advance() needs a DeltaLog position with files (plan(...).start)")
-        lo, hi = int(batch["start"]), int(batch["end"])
-        if lo != start.offset:
-            raise CheckpointError(
-                f"a batch of {self.name!r} starting at offset {lo} cannot follow position "
-                f"{start.offset}"
-            )
+        cursor, lo, hi = _plan.batch_span("DeltaLog", self.name, start, batch)
         partial: FileMark | None = cursor.partial
         partial_rows = cursor.partial_rows
         total = 0
@@ -641,20 +605,13 @@ class DeltaLog:
             path, size, prefix, rows, first, count = item[:6]
             key = f"{prefix}/{path}"
             resuming = i == 0 and partial is not None and partial.path == key
-            if (resuming and first != partial_rows) or (not resuming and first != 0):
-                raise CheckpointError(
-                    f"a batch of {self.name!r} reads {self._where(path)} from row {first}, "
-                    f"but the position consumed {partial_rows if resuming else 0} of its rows"
-                )
+            _plan.check_first(self.name, self._where(path), first, partial_rows if resuming else 0)
             total += int(count)
             if int(first) + int(count) >= int(rows):
                 partial, partial_rows = None, 0
             else:
                 partial, partial_rows = FileMark(key, int(size), "", None), int(first) + int(count)
-        if total != hi - lo:
-            raise CheckpointError(
-                f"a batch of {self.name!r} covers {total} rows but offsets [{lo}, {hi})"
-            )
+        _plan.check_total(self.name, total, lo, hi)
         return Position(
             hi,
             files=FileCursor(
@@ -687,37 +644,20 @@ class DeltaLog:
         >>> dlog.read_batch(dlog.plan().batch(1, 2), with_offset="o").collect().rows()
         [('b', 2, 1)]
         """
-        lo, hi = int(batch["start"]), int(batch["end"])
-        pieces = []
-        offset = lo
+        reads = []
         for item in batch["files"]:
             path, _size, _prefix, rows, first, count = item[:6]
             values = item[6] if len(item) > 6 else None
-            pieces.append(
-                Piece(
-                    offset,
-                    int(count),
-                    self._loader(str(path), int(rows), int(first), int(count), values),
-                )
-            )
-            offset += int(count)
-        return scan_pieces(
-            pieces,
+            read = functools.partial(self._read_file, str(path), int(rows), values)
+            reads.append((read, int(first), int(count)))
+        return _plan.scan_slices(
+            reads,
             self._schema,
-            start=lo,
-            end=hi,
+            start=int(batch["start"]),
+            end=int(batch["end"]),
             with_offset=with_offset,
             label=f"Delta table {self.name}",
         )
-
-    def _loader(
-        self, path: str, rows: int, first: int, count: int, values: Mapping[str, Any] | None
-    ) -> Any:
-        def load(columns: list[str]) -> pl.DataFrame:
-            frame = self._read_file(path, rows, values)
-            return frame.slice(first, count).select(columns)
-
-        return load
 
     def _read_file(self, path: str, rows: int, values: Mapping[str, Any] | None) -> pl.DataFrame:
         """All rows of a data file, in the table's schema."""
@@ -739,10 +679,7 @@ class DeltaLog:
                 f"{where}: its columns do not fit the table's schema {dict(self._schema)} "
                 f"({exc}); {_REMEDY}"
             ) from None
-        for role, col in (("key", self._key), ("time", self._time)):
-            nulls = frame[col].null_count()
-            if nulls:
-                raise SchemaError(f"{where}: the {role} column {col!r} has {nulls} null(s)")
+        _plan.check_nulls(frame, self._key, self._time, where)
         return frame
 
     # ---------------------------------------------------------------- log interface
@@ -798,14 +735,7 @@ class DeltaLog:
         >>> sk.DeltaLog(url, key="k", time="t").scan(start=1, with_offset="o").collect().rows()
         [('b', 2, 1)]
         """
-        plan = self.plan(start)
-        lo = plan.start.offset
-        if end is None:
-            hi = plan.end_offset
-        else:
-            hi = end.offset if isinstance(end, Position) else int(end)
-        hi = max(lo, min(hi, plan.end_offset))
-        return plan.scan(lo, hi, with_offset=with_offset)
+        return _plan.scan_plan(self.plan(start), end, with_offset)
 
     def _snapshot_files(self) -> list[tuple[str, dict[str, Any]]]:
         snapshot = delta.load_snapshot(self._fs, allow=_ALLOW)
@@ -904,10 +834,7 @@ class DeltaLog:
         ...
         streamkit.errors.ConfigurationError: DeltaLog ... is read-only; ...
         """
-        raise ConfigurationError(
-            f"DeltaLog {self.name!r} is read-only; append to a log from "
-            "sk.Store(...).log(name, key=..., time=...) instead"
-        )
+        raise _plan.read_only("DeltaLog", self.name)
 
     # ---------------------------------------------------------------- display
     def _summary(self) -> tuple[int, int]:
@@ -932,21 +859,23 @@ class DeltaLog:
             ("rows", f"{rows:,}"),
             ("partition columns", ", ".join(self._partitions) or "none"),
         ]
-        body = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
-            f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
-            for k, v in cells
-        )
-        return f"<table><caption>streamkit DeltaLog</caption>{body}</table>"
+        return _plan.html_table("streamkit DeltaLog", cells)
 
 
-class DeltaPlan:
+class DeltaPlan(PendingPlan[_Pending]):
     """The data files of a :class:`DeltaLog` not consumed at a position, with offsets.
 
     Made by :meth:`DeltaLog.plan`; fixed once made (versions committed later
     belong to the next plan). Files come in table order: the snapshot's (first
     read) or each version's added files, versions ascending, by smallest
     recorded time then path within one, a file read in part at the start first.
+
+    :attr:`files` names each file by its ``path``, ``version`` (that added it,
+    or the snapshot's) and ``snapshot`` (read as part of the first snapshot).
+    A :meth:`batch` lists each file it reads as ``[path, size, prefix, rows,
+    first row read, rows read]`` (plus the partition values on a partitioned
+    table); its ``next`` is the watermark of the position after the batch. The
+    batch ending at the plan's end moves the position past the plan's version.
 
     Attributes
     ----------
@@ -972,125 +901,37 @@ class DeltaPlan:
     ([[1, 0, 1]], 's00000000000000000001')
     """
 
+    _NAMES: ClassVar[dict[str, pl.DataType]] = {
+        "path": pl.String(),
+        "version": pl.Int64(),
+        "snapshot": pl.Boolean(),
+    }
+
     def __init__(
         self, dlog: DeltaLog, start: Position, pending: list[_Pending], version: int
     ) -> None:
-        self._dlog = dlog
-        self.start = start
+        super().__init__(dlog, start, pending, BATCH_FILES)
         self.version = version
-        self._pending = pending
-        self._offsets = [p.offset for p in pending]
-        self._ends = [p.end for p in pending]
-        self._end: Position | None = None
 
-    @property
-    def end_offset(self) -> int:
-        """The offset just past the last pending row."""
-        return self._ends[-1] if self._pending else self.start.offset
+    def _names(self, p: _Pending) -> tuple[Any, ...]:
+        return p.path, int(p.prefix.lstrip("s")), p.prefix.startswith("s")
 
-    @property
-    def end(self) -> Position:
-        """The position after every pending file (all consumed)."""
-        if self._end is None:
-            self._end = self._dlog.advance(
-                self.start, self.batch(self.start.offset, self.end_offset)
-            )
-        return self._end
+    def _entry(self, p: _Pending, first: int, count: int) -> list[Any]:
+        item: list[Any] = [p.path, p.size, p.prefix, p.rows, first, count]
+        if p.values is not None:
+            item.append(p.values)
+        return item
 
-    @property
-    def files(self) -> pl.DataFrame:
-        """Pending files: ``path``, ``version`` (that added it, or the snapshot's),
-        ``snapshot`` (read as part of the first snapshot), ``offset``, ``rows``
-        (to read), ``first_row`` (rows of it consumed before)."""
-        return pl.DataFrame(
-            [
-                (
-                    p.path,
-                    int(p.prefix.lstrip("s")),
-                    p.prefix.startswith("s"),
-                    p.offset,
-                    p.rows - p.first,
-                    p.first,
-                )
-                for p in self._pending
-            ],
-            schema={
-                "path": pl.String,
-                "version": pl.Int64,
-                "snapshot": pl.Boolean,
-                "offset": pl.Int64,
-                "rows": pl.Int64,
-                "first_row": pl.Int64,
-            },
-            orient="row",
-        )
-
-    def __len__(self) -> int:
-        return len(self._pending)
-
-    def __repr__(self) -> str:
-        return (
-            f"DeltaPlan(offsets [{self.start.offset}, {self.end_offset}), "
-            f"{len(self._pending)} files, up to version {self.version}, from {self.start!r})"
-        )
-
-    def cut(self, lo: int, max_rows: int) -> int:
-        """The end of a micro-batch starting at ``lo``: at most ``max_rows`` rows and
-        at most 1,000 files (each file of a batch is stored with its outputs)."""
-        hi = min(lo + max_rows, self.end_offset)
-        first = bisect.bisect_right(self._ends, lo)
-        last = bisect.bisect_left(self._offsets, hi)
-        if last - first > BATCH_FILES:
-            hi = max(self._ends[first + BATCH_FILES - 1], lo + 1)
-        return hi
-
-    def batch(self, lo: int, hi: int) -> dict[str, Any]:
-        """A JSON-able description of the rows at offsets ``[lo, hi)``.
-
-        ``files``: ``[path, size, prefix, rows, first row read, rows read]``
-        (plus the partition values on a partitioned table), ``next``: the
-        watermark of the position after the batch. Batches must follow one
-        another from ``start``; the batch ending at the plan's end includes its
-        empty files and moves the position past the plan's version.
-        """
-        end = self.end_offset
-        if not self.start.offset <= lo <= hi <= end:
-            raise ValueError(
-                f"a batch [{lo}, {hi}) must lie within the plan's offsets "
-                f"[{self.start.offset}, {end}]"
-            )
-        files: list[list[Any]] = []
-        i = bisect.bisect_right(self._ends, lo)
-        while i > 0 and self._ends[i - 1] == lo and self._offsets[i - 1] == lo:
-            i -= 1
-        j = i
-        while j < len(self._pending):
-            p = self._pending[j]
-            rows = p.rows - p.first
-            if rows == 0:
-                if not (p.offset < hi or (p.offset == hi == end)):
-                    break
-            elif p.offset >= hi:
-                break
-            skip = max(0, lo - p.offset)
-            take = min(hi, p.end) - max(lo, p.offset)
-            item: list[Any] = [p.path, p.size, p.prefix, p.rows, p.first + skip, max(take, 0)]
-            if p.values is not None:
-                item.append(p.values)
-            files.append(item)
-            j += 1
-        resume = j
-        if files and files[-1][4] + files[-1][5] < files[-1][3]:
-            resume = j - 1  # the last file is read in part
+    def _next(self, j: int, partial: bool) -> str:
+        """The watermark after ``pending[:j]``: the file to resume at (the last
+        one read, if in part), or the version after the plan's."""
+        resume = j - 1 if partial else j
         if resume >= len(self._pending):
-            after = _prefix(self.version + 1, False)
-        else:
-            after = self._pending[resume].key
-        return {"start": lo, "end": hi, "files": files, "next": after}
+            return _prefix(self.version + 1, False)
+        return self._pending[resume].key
 
-    def scan(self, lo: int, hi: int, *, with_offset: str | None = None) -> pl.LazyFrame:
-        """The rows at offsets ``[lo, hi)`` (see :meth:`DeltaLog.read_batch`)."""
-        return self._dlog.read_batch(self.batch(lo, hi), with_offset=with_offset)
+    def _more(self) -> str:
+        return f", up to version {self.version}"
 
 
 # -------------------------------------------------------------------- helpers

@@ -12,10 +12,9 @@ checkpoint. See ``docs/design.md``, "FileLog positions".
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
 import fnmatch
-import html
+import functools
 import io
 import logging
 import os
@@ -34,11 +33,13 @@ from streamkit.errors import (
     LogNotFoundError,
     SchemaError,
 )
+from streamkit.storage import _plan
 from streamkit.storage._fs import FileSystem
 from streamkit.storage._ipc import read_ipc_checked
 from streamkit.storage._manifest import Segment
-from streamkit.storage._reader import Piece, read_parquet_checked, scan_pieces
-from streamkit.storage.log import _as_offset, _check_schema, _key_ok, _segments_frame, _time_ok
+from streamkit.storage._plan import BATCH_FILES, PendingPlan
+from streamkit.storage._reader import read_parquet_checked
+from streamkit.storage.log import _as_offset, _check_schema, _segments_frame
 from streamkit.storage.position import FileCursor, FileMark, Position, Transaction
 
 __all__ = ["FileLog", "FilePlan"]
@@ -61,9 +62,6 @@ _EXTENSIONS: dict[str, Format] = {
 #: Default of ``FileLog(window=...)``: consumed files a position lists above its
 #: watermark. About 100 bytes of checkpoint JSON each.
 WINDOW = 1000
-#: Files one micro-batch covers at most: a batch's files are stored with its
-#: outputs (the transaction meta of the output log), about 100 bytes each.
-BATCH_FILES = 1000
 #: Parsed small files kept between a plan (which counts their rows) and the
 #: batch that reads them, in bytes (Polars' estimate).
 _CACHE_BYTES = 64 * 2**20
@@ -84,18 +82,10 @@ class _FileInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class _Pending:
-    """A file not consumed at a plan's start: rows ``[first, rows)`` get offsets
-    from ``offset`` on."""
+class _Pending(_plan.Pending):
+    """A file not consumed at a plan's start (see :class:`_plan.Pending`)."""
 
     mark: FileMark
-    rows: int
-    first: int
-    offset: int
-
-    @property
-    def end(self) -> int:
-        return self.offset + self.rows - self.first
 
 
 class FileLog:
@@ -190,11 +180,7 @@ class FileLog:
             raise ConfigurationError(
                 f"FileLog format must be one of parquet, ipc, csv, ndjson; found {format!r}"
             )
-        if not key or not time or key == time:
-            raise ConfigurationError(
-                f"FileLog needs distinct key and time column names, found key={key!r}, "
-                f"time={time!r}"
-            )
+        _plan.check_names("FileLog", key, time)
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ConfigurationError(f"FileLog window must be an int >= 1, found {window!r}")
         self._fs = FileSystem(url, storage_options)
@@ -322,11 +308,7 @@ class FileLog:
         return self._normalize(frame, where, schema)
 
     def _normalize(self, frame: pl.DataFrame, where: str, schema: pl.Schema | None) -> pl.DataFrame:
-        for role, col in (("key", self._key), ("time", self._time)):
-            if col not in frame.columns:
-                raise SchemaError(
-                    f"{where}: expected a {role} column {col!r}, found columns {frame.columns}"
-                )
+        _plan.require_columns(frame.columns, self._key, self._time, where)
         if frame.schema[self._time] == pl.String:
             try:
                 frame = frame.with_columns(pl.col(self._time).str.to_datetime(time_unit="us"))
@@ -335,21 +317,8 @@ class FileLog:
                     f"{where}: the time column {self._time!r} holds strings that do not "
                     f"parse as datetimes ({exc})"
                 ) from None
-        tdt = frame.schema[self._time]
-        if not _time_ok(tdt):
-            raise SchemaError(
-                f"{where}: expected the time column {self._time!r} to be Datetime or an "
-                f"integer type, found {tdt}"
-            )
-        if not _key_ok(frame.schema[self._key]):
-            raise SchemaError(
-                f"{where}: expected the key column {self._key!r} to be a scalar type, found "
-                f"{frame.schema[self._key]}"
-            )
-        for role, col in (("key", self._key), ("time", self._time)):
-            nulls = frame[col].null_count()
-            if nulls:
-                raise SchemaError(f"{where}: the {role} column {col!r} has {nulls} null(s)")
+        _plan.check_types(frame.schema, self._key, self._time, where)
+        _plan.check_nulls(frame, self._key, self._time, where)
         if schema is not None:
             _check_schema(schema, frame.schema, where)
         if not frame[self._time].is_sorted():
@@ -515,7 +484,7 @@ class FileLog:
                     f"{self._where(info.mark.path)} changed: {first} of its rows were "
                     f"consumed but it now has {info.rows}"
                 )
-            pending.append(_Pending(info.mark, info.rows, first, offset))
+            pending.append(_Pending(info.rows, first, offset, info.mark))
             offset += info.rows - first
         return FilePlan(self, pos, pending, schema)
 
@@ -597,9 +566,9 @@ class FileLog:
                 consumed[info.mark.path] = info.mark
             elif at < offset:
                 partial, partial_rows = info.mark, offset - at
-                pending.append(_Pending(info.mark, info.rows, partial_rows, offset))
+                pending.append(_Pending(info.rows, partial_rows, offset, info.mark))
             else:
-                pending.append(_Pending(info.mark, info.rows, 0, at))
+                pending.append(_Pending(info.rows, 0, at, info.mark))
             at += info.rows
         floor = pending[0].mark.path if pending else None
         cursor = _cursor(consumed, None, None, partial, partial_rows, self._window, floor)
@@ -622,15 +591,7 @@ class FileLog:
         >>> flog.advance(plan.start, plan.batch(0, 1))
         Position(offset=1, watermark=None, consumed=[], partial='a.csv'@1)
         """
-        cursor = start.files
-        if cursor is None:
-            raise ValueError("advance() needs a FileLog position with files (plan(...).start)")
-        lo, hi = int(batch["start"]), int(batch["end"])
-        if lo != start.offset:
-            raise CheckpointError(
-                f"a batch of {self.name!r} starting at offset {lo} cannot follow position "
-                f"{start.offset}"
-            )
+        cursor, lo, hi = _plan.batch_span("FileLog", self.name, start, batch)
         consumed = {m.path: m for m in cursor.files}
         partial, partial_rows = cursor.partial, cursor.partial_rows
         total = 0
@@ -645,12 +606,8 @@ class FileLog:
                     f"a batch of {self.name!r} reads {self._where(mark.path)} again: the "
                     f"position at offset {lo} consumed it already"
                 )
-            if (resuming and first != partial_rows) or (not resuming and first != 0):
-                raise CheckpointError(
-                    f"a batch of {self.name!r} reads {self._where(mark.path)} from row "
-                    f"{first}, but the position consumed "
-                    f"{partial_rows if resuming else 0} of its rows"
-                )
+            where = self._where(mark.path)
+            _plan.check_first(self.name, where, first, partial_rows if resuming else 0)
             total += int(count)
             if int(first) + int(count) >= int(rows):
                 consumed[mark.path] = mark
@@ -658,10 +615,7 @@ class FileLog:
                     partial, partial_rows = None, 0
             else:
                 partial, partial_rows = mark, int(first) + int(count)
-        if total != hi - lo:
-            raise CheckpointError(
-                f"a batch of {self.name!r} covers {total} rows but offsets [{lo}, {hi})"
-            )
+        _plan.check_total(self.name, total, lo, hi)
         files = _cursor(
             consumed,
             cursor.watermark,
@@ -708,28 +662,18 @@ class FileLog:
             schema = self._reference(self._listing())
         if schema is None and entries:  # every file of the folder is gone: ours decide
             schema = self._load([entries[0][0]], None)[0].schema
-        pieces = []
-        offset = lo
-        for mark, rows, first, count in entries:
-            pieces.append(Piece(offset, count, self._loader(mark, rows, first, count, schema)))
-            offset += count
-        return scan_pieces(
-            pieces,
-            schema or pl.Schema({}),
+        schema = schema or pl.Schema({})
+        return _plan.scan_slices(
+            [
+                (functools.partial(self._frame, mark, rows, schema), first, count)
+                for mark, rows, first, count in entries
+            ],
+            schema,
             start=lo,
             end=hi,
             with_offset=with_offset,
             label=f"files {self.name}",
         )
-
-    def _loader(
-        self, mark: FileMark, rows: int, first: int, count: int, schema: pl.Schema | None
-    ) -> Any:
-        def load(columns: list[str]) -> pl.DataFrame:
-            frame = self._frame(mark, rows, schema or pl.Schema({}))
-            return frame.slice(first, count).select(columns)
-
-        return load
 
     # ---------------------------------------------------------------- reading
     def segments(self) -> pl.DataFrame:
@@ -844,10 +788,7 @@ class FileLog:
         >>> flog.scan(start=1).collect().rows()
         [(1, 1)]
         """
-        plan = self.plan(start)
-        lo = plan.start.offset
-        hi = max(lo, min(_as_offset(end, plan.end_offset, "end"), plan.end_offset))
-        return plan.scan(lo, hi, with_offset=with_offset)
+        return _plan.scan_plan(self.plan(start), end, with_offset)
 
     def append(self, *args: Any, **kwargs: Any) -> Any:
         """Not supported: a FileLog is read-only.
@@ -865,10 +806,7 @@ class FileLog:
         ...
         streamkit.errors.ConfigurationError: FileLog ... is read-only; ...
         """
-        raise ConfigurationError(
-            f"FileLog {self.name!r} is read-only; append to a log from "
-            "sk.Store(...).log(name, key=..., time=...) instead"
-        )
+        raise _plan.read_only("FileLog", self.name)
 
     # ---------------------------------------------------------------- display
     def __repr__(self) -> str:
@@ -888,20 +826,20 @@ class FileLog:
             ("rows", f"{sum(f.rows for f in files):,}"),
             ("window", f"{self._window:,}"),
         ]
-        body = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
-            f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
-            for k, v in cells
-        )
-        return f"<table><caption>streamkit FileLog</caption>{body}</table>"
+        return _plan.html_table("streamkit FileLog", cells)
 
 
-class FilePlan:
+class FilePlan(PendingPlan[_Pending]):
     """The files of a :class:`FileLog` not consumed at a position, with their offsets.
 
     Made by :meth:`FileLog.plan`. The plan is fixed: files arriving after it was
     made belong to the next plan. Pending files are in path order, a file read
     in part at the start position first.
+
+    :attr:`files` names each file by its ``path``. A :meth:`batch` lists each
+    file it reads as ``[path, size, tag, mtime, rows, first row read, rows
+    read]`` (the file's identity, then what of it the batch reads); its
+    ``next`` is the smallest path still (partly) pending after it.
 
     Attributes
     ----------
@@ -931,12 +869,8 @@ class FilePlan:
         pending: list[_Pending],
         schema: pl.Schema | None,
     ) -> None:
-        self._flog = flog
-        self.start = start
-        self._pending = pending
+        super().__init__(flog, start, pending, BATCH_FILES)
         self._schema = schema
-        self._offsets = [p.offset for p in pending]
-        self._ends = [p.end for p in pending]
         # floor[i]: the smallest path among pending[i:] -- the watermark must
         # never pass a file this plan has yet to read
         floor: list[str | None] = [None] * (len(pending) + 1)
@@ -945,93 +879,20 @@ class FilePlan:
             below = floor[i + 1]
             floor[i] = path if below is None or path < below else below
         self._floor = floor
-        self._end: Position | None = None
 
-    @property
-    def end_offset(self) -> int:
-        """The offset just past the last pending row."""
-        return self._ends[-1] if self._pending else self.start.offset
+    def _names(self, p: _Pending) -> tuple[Any, ...]:
+        return (p.mark.path,)
 
-    @property
-    def end(self) -> Position:
-        """The position after every pending file (all consumed)."""
-        if self._end is None:
-            self._end = self._flog.advance(
-                self.start, self.batch(self.start.offset, self.end_offset)
-            )
-        return self._end
+    def _entry(self, p: _Pending, first: int, count: int) -> list[Any]:
+        return [*p.mark.to_list(), p.rows, first, count]
 
-    @property
-    def files(self) -> pl.DataFrame:
-        """Pending files: ``path``, ``offset`` (of the first row read), ``rows``
-        (to read), ``first_row`` (rows of it consumed before)."""
-        return pl.DataFrame(
-            [(p.mark.path, p.offset, p.rows - p.first, p.first) for p in self._pending],
-            schema={"path": pl.String, "offset": pl.Int64, "rows": pl.Int64, "first_row": pl.Int64},
-            orient="row",
-        )
-
-    def __len__(self) -> int:
-        return len(self._pending)
-
-    def __repr__(self) -> str:
-        return (
-            f"FilePlan(offsets [{self.start.offset}, {self.end_offset}), "
-            f"{len(self._pending)} files, from {self.start!r})"
-        )
-
-    def cut(self, lo: int, max_rows: int) -> int:
-        """The end of a micro-batch starting at ``lo``: at most ``max_rows`` rows
-        and at most 1,000 files (each file of a batch is stored with its outputs).
-        """
-        hi = min(lo + max_rows, self.end_offset)
-        first = bisect.bisect_right(self._ends, lo)
-        last = bisect.bisect_left(self._offsets, hi)
-        if last - first > BATCH_FILES:
-            hi = max(self._ends[first + BATCH_FILES - 1], lo + 1)
-        return hi
-
-    def batch(self, lo: int, hi: int) -> dict[str, Any]:
-        """A JSON-able description of the rows at offsets ``[lo, hi)``: the files
-        (identity, rows, first row read, rows read) and the next pending path.
-
-        Batches must follow one another from ``start``; the files of a batch
-        ending at the plan's end include the empty files there.
-        """
-        end = self.end_offset
-        if not self.start.offset <= lo <= hi <= end:
-            raise ValueError(
-                f"a batch [{lo}, {hi}) must lie within the plan's offsets "
-                f"[{self.start.offset}, {end}]"
-            )
-        files: list[list[Any]] = []
-        i = bisect.bisect_right(self._ends, lo)
-        # empty files at exactly `lo` sit before i: include them
-        while i > 0 and self._ends[i - 1] == lo and self._offsets[i - 1] == lo:
-            i -= 1
-        j = i
-        while j < len(self._pending):
-            p = self._pending[j]
-            rows = p.rows - p.first
-            if rows == 0:
-                if not (p.offset < hi or (p.offset == hi == end)):
-                    break
-            elif p.offset >= hi:
-                break
-            skip = max(0, lo - p.offset)
-            take = min(hi, p.end) - max(lo, p.offset)
-            files.append([*p.mark.to_list(), p.rows, p.first + skip, max(take, 0)])
-            j += 1
-        # the smallest path still (partly) pending after the batch
-        next_floor = self._floor[j]
-        if files and files[-1][5] + files[-1][6] < files[-1][4]:
-            cut_path = files[-1][0]
-            next_floor = cut_path if next_floor is None or cut_path < next_floor else next_floor
-        return {"start": lo, "end": hi, "files": files, "next": next_floor}
-
-    def scan(self, lo: int, hi: int, *, with_offset: str | None = None) -> pl.LazyFrame:
-        """The rows at offsets ``[lo, hi)`` (see :meth:`FileLog.read_batch`)."""
-        return self._flog.read_batch(self.batch(lo, hi), with_offset=with_offset)
+    def _next(self, j: int, partial: bool) -> str | None:
+        """The smallest path still (partly) pending after ``pending[:j]``."""
+        floor = self._floor[j]
+        if partial:
+            cut_path = self._pending[j - 1].mark.path
+            floor = cut_path if floor is None or cut_path < floor else floor
+        return floor
 
 
 # -------------------------------------------------------------------- helpers

@@ -294,6 +294,28 @@ def test_waiting_events_are_checkpointed_incrementally() -> None:
         assert newest.height <= 10
         assert entry["waiting"] == min(20, 10 * cid)
     assert pipe.state()["waiting"].sum() == 20
+    # each file is cut per key group: a reader of some groups reads only theirs
+    from streamkit.pipeline._keyed import group_of
+    from streamkit.pipeline._transitions import _read_waiting
+
+    cp = ckpts.read(ckpts.ids()[-1])
+    entry = cp.operators["0-transitions"]
+    every = _read_waiting(entry["waiting_files"], ckpts, int(entry["watermark"]))
+    groups = group_of(every["key"], cp.key_groups)
+    for g in set(groups.tolist()):
+        mine = _read_waiting(
+            entry["waiting_files"],
+            ckpts,
+            int(entry["watermark"]),
+            groups={g},
+            key_groups=cp.key_groups,
+        )
+        assert mine.equals(every.filter(pl.Series(groups == g)))
+    for f in entry["waiting_files"]:
+        rows = ckpts.read_state(FileRef.from_dict(f))
+        for g, (first, n_rows) in f["groups"].items():
+            part = rows.slice(first, n_rows)
+            assert (group_of(part["key"], cp.key_groups) == int(g)).all()
 
 
 def test_a_file_log_source_waits_and_ends_too(tmp_path: Any) -> None:
