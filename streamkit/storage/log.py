@@ -318,12 +318,12 @@ class Log:
         return Transaction(writer, int(txn["seq"]), dict(txn["meta"]), int(txn["version"]))
 
     def writer_history(self, writer: str) -> dict[int, dict[str, Any]]:
-        """``seq -> meta`` of every append ``writer`` committed, read from the version files.
+        """``seq -> meta`` of every append ``writer`` committed, read from the commits.
 
         :meth:`transaction` returns only a writer's last append; this returns all
         of them, including appends that were later retracted (:meth:`retract`) or
-        whose segments were truncated: the version files are the record of what
-        was committed, and are never deleted. Reads every version file once, so
+        whose segments were truncated: the commits are the record of what
+        was committed, and are never deleted. Reads every commit once, so
         its cost grows with the log's history.
 
         Parameters
@@ -340,7 +340,7 @@ class Log:
         Raises
         ------
         CorruptFileError
-            If a version file is damaged (named in the message).
+            If a commit is damaged (named in the message).
 
         Examples
         --------
@@ -1075,7 +1075,7 @@ class Log:
 
         ``build`` is called again with the fresh state after every lost race and
         may return None to commit nothing. Returns whether a version was committed.
-        Each attempt carries a fresh commit id, so a version file is identified by
+        Each attempt carries a fresh commit id, so a commit is identified by
         its bytes: :meth:`FileSystem.put_new` tells a lost race from a create
         of ours whose response was lost.
         """
@@ -1446,7 +1446,7 @@ def _as_offset(value: Position | int | None, default: int, what: str) -> int:
 
 
 def _is_version_file(name: str) -> bool:
-    """True for a version file's name (``<20 digits>.json``), not a snapshot or temp file."""
+    """True for a commit's name (``<20 digits>.json``), not a snapshot or temp file."""
     return len(name) == 25 and name[:20].isdigit() and name.endswith(".json")
 
 
