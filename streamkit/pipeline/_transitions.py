@@ -785,11 +785,16 @@ class Transitions(KeyedOperator):
             {
                 "key": self.index.gather(k).cast(df[ctx.key].dtype),
                 "time": pl.Series(t, dtype=pl.Int64).cast(df[ctx.time].dtype),
-                "event": names.gather(e),
-                "from_state": states.gather(f),
-                "to_state": states.gather(to),
+                "event": names.gather(_idx(e)),
+                "from_state": states.gather(_idx(f)),
+                "to_state": states.gather(_idx(to)),
             }
         )
+
+
+def _idx(codes: np.ndarray[Any, Any]) -> pl.Series:
+    """Codes as Polars' index type: a gather by them then converts nothing."""
+    return pl.Series(codes.astype(np.uint32, copy=False))
 
 
 def _payload_json(rows: pl.DataFrame) -> pl.Series:
