@@ -27,6 +27,8 @@ them.
 
 from __future__ import annotations
 
+import itertools
+import logging
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -53,6 +55,9 @@ from streamkit.pipeline._source import Todo
 if TYPE_CHECKING:
     from streamkit.pipeline.pipeline import Pipeline
     from streamkit.storage import Log, SegmentRef, Store
+
+
+_logger = logging.getLogger("streamkit.pipeline")
 
 
 # ---------------------------------------------------------------- what travels
@@ -112,7 +117,7 @@ class TaskSpec:
     final: bool
     stand_ins: list[tuple[int, int]]  # (offset, time) for each stretch not read
     entries: dict[str, Any]  # the keyed operators' entries of the state followed
-    run: tuple[int, int]  # (epoch, the batch's checkpoint id)
+    run: tuple[int, int]  # (epoch, the batch's checkpoint id), for messages
 
     def __repr__(self) -> str:  # no options, no state entries
         return (
@@ -139,8 +144,10 @@ class TaskResult:
 _LOCK = threading.Lock()
 _STORES: dict[str, Store] = {}
 _LOGS: dict[tuple[str, str], Log] = {}
-#: Keyed operators kept between batches: (store, pipeline, groups) -> (run, operators).
-_STATE: dict[tuple[str, str, tuple[int, ...]], tuple[tuple[int, int], list[Operator]]] = {}
+#: Keyed operators kept between batches: (store, pipeline, groups) -> (the identity of
+#: the state they hold, the operators). At most ``_KEEP`` entries (the newest).
+_STATE: dict[tuple[str, str, tuple[int, ...]], tuple[Any, list[Operator]]] = {}
+_KEEP = 8
 
 
 def _store(url: str, options: dict[str, Any]) -> Store:
@@ -187,8 +194,7 @@ def run_task(spec: TaskSpec) -> TaskResult:
         for op in operators
         if isinstance(op, KeyedOperator)
     }
-    with _LOCK:
-        _STATE[cache_key] = (spec.run, operators)
+    _keep(cache_key, _identity(spec, entries), operators)
     return TaskResult(
         spec.task,
         out_refs,
@@ -205,11 +211,11 @@ def _operators(
     spec: TaskSpec, ckpts: CheckpointStore, cache_key: tuple[str, str, tuple[int, ...]]
 ) -> tuple[list[Operator], bool]:
     """The task's operators: the keyed ones from this worker's memory when they hold
-    the state this batch follows, else restored from the checkpoint's files."""
+    exactly the state the batch follows (a new run's first batch included), else
+    restored from the checkpoint's files."""
     with _LOCK:
         cached = _STATE.pop(cache_key, None)  # a failing task must not leave it half-done
-    epoch, seq = spec.run
-    if cached is not None and cached[0] == (epoch, seq - 1):
+    if cached is not None and cached[0] == _identity(spec, spec.entries):
         return cached[1], False
     operators: list[Operator] = []
     for op in spec.operators:
@@ -220,6 +226,55 @@ def _operators(
             op = keyed
         operators.append(op)
     return operators, True
+
+
+def _identity(spec: TaskSpec, entries: dict[str, Any]) -> Any:
+    """What identifies the state of a task's key groups in checkpoint entries: the
+    operators' settings, the watermark, and the files (each written once, under a
+    unique name) of its groups' state chains and waiting events."""
+    groups = set(spec.groups)
+    settings = tuple(
+        (op.op_id, op.describe(), op.fingerprint(), str(getattr(op, "tick", None)))
+        for op in spec.operators
+        if isinstance(op, KeyedOperator)
+    )
+    ident: list[Any] = [spec.key_groups, settings]
+    for op_id in sorted(entries):
+        entry = entries[op_id]
+        if not isinstance(entry, dict):
+            ident.append((op_id, None))
+            continue
+        state = entry.get("state") or {}
+        files = state.get("files", [])
+        chains = tuple(
+            (int(g), tuple((files[fi]["path"], first, rows) for fi, first, rows in links))
+            for g, links in sorted(state.get("groups", {}).items(), key=lambda kv: int(kv[0]))
+            if int(g) in groups
+        )
+        waiting = tuple(
+            sorted(
+                f["path"]
+                for f in entry.get("waiting_files", [])
+                if f.get("groups") is None or any(int(g) in groups for g in f["groups"])
+            )
+        )
+        ident.append(
+            (op_id, entry.get("watermark"), entry.get("max_time"), entry.get("state_file"))
+        )
+        ident.append((chains, waiting))
+    return repr(ident)
+
+
+def _keep(key: tuple[str, str, tuple[int, ...]], identity: Any, operators: list[Operator]) -> None:
+    """Keep a task's operators for the next batch; forget the same pipeline's group
+    sets that overlap these (a rescaled cluster) and all but the newest ``_KEEP``."""
+    mine = set(key[2])
+    with _LOCK:
+        for other in [k for k in _STATE if k[:2] == key[:2] and k != key and mine & set(k[2])]:
+            del _STATE[other]
+        _STATE[key] = (identity, operators)
+        while len(_STATE) > _KEEP:
+            del _STATE[next(iter(_STATE))]
 
 
 # ------------------------------------------------------------- driver side
@@ -313,7 +368,7 @@ class DistributedStep:
             batch_segs = segs.filter(pl.Series(inside))
         else:
             batch_segs = segs.clear()
-        workers = sorted(self.client.scheduler_info()["workers"])
+        workers = sorted(self.client.nthreads())  # asks the scheduler (no stale cache)
         futures = []
         for t, (groups, parts, shared) in enumerate(layout):
             spec = TaskSpec(
@@ -341,7 +396,7 @@ class DistributedStep:
                     spec,
                     key=f"streamkit-{self.pipe.name}-{seq}-{t}-{uuid.uuid4().hex[:8]}",
                     workers=[workers[t % len(workers)]] if workers else None,
-                    allow_other_workers=True,
+                    allow_other_workers=bool(workers),
                     pure=False,
                 )
             )
@@ -353,24 +408,43 @@ class DistributedStep:
         }
         self.entries = merged
         self.seq = seq + 1
-        self.restored += sum(r.restored for r in results)
+        restored = sum(r.restored for r in results)
+        self.restored += restored
+        _logger.info(
+            "pipeline %s: batch %d ran as %d tasks; %d restored their key groups from the "
+            "checkpoint's files, %d found them in their worker's memory",
+            self.pipe.name,
+            seq,
+            len(results),
+            restored,
+            len(results) - restored,
+        )
         return results, merged
 
     def _stand_ins(
         self, segs: pl.DataFrame, parts: tuple[int, ...] | None, hi: int
     ) -> list[tuple[int, int]]:
-        """(last offset, largest time) of each batch segment the task does not read."""
+        """(last offset, largest time) standing for each stretch of batch segments the
+        task does not read: consecutive ones (no segment of its own between them)
+        collapse into one."""
         if parts is None or segs.height == 0:
             return []
-        out = []
-        for offset, rows, partition, max_time in segs.iter_rows():
-            if partition in parts:
-                continue
-            last = min(offset + rows, hi) - 1
-            if last < offset + rows - 1:  # the batch ends inside it: read its largest time
-                max_time = self._max_time(offset, hi)
-            out.append((last, max_time))
-        return out
+        offset = segs["offset"].to_numpy()
+        end = np.minimum(offset + segs["rows"].to_numpy(), hi)
+        top = segs["max_time"].to_numpy().copy()
+        foreign = ~np.isin(segs["partition"].to_numpy(), np.asarray(parts))
+        if not foreign.any():
+            return []
+        for i in np.flatnonzero(foreign & (end < offset + segs["rows"].to_numpy())):
+            top[i] = self._max_time(int(offset[i]), hi)  # the batch ends inside it
+        stretch = np.cumsum(~foreign)[foreign]  # own segments before each foreign one
+        last = end[foreign] - 1
+        top = top[foreign]
+        cut = np.flatnonzero(np.diff(stretch)) + 1
+        bounds = np.concatenate(([0], cut, [len(stretch)]))
+        return [
+            (int(last[b - 1]), int(top[a:b].max())) for a, b in itertools.pairwise(bounds.tolist())
+        ]
 
     def _max_time(self, lo: int, hi: int) -> int:
         """The largest time of offsets ``[lo, hi)`` (a batch that ends mid-segment)."""

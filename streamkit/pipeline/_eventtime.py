@@ -183,6 +183,22 @@ class Reads:
         """Whether the ``events`` events reaching the keyed operator are these reads."""
         return self._frame is not None and not self._extra and self._frame.height == events
 
+    def rows_are(self, events: int) -> bool:
+        """Whether the events are the batch's rows (stand-ins aside): no row dropped."""
+        return self._frame is not None and self._frame.height == events
+
+    def stand_ins_before(self, offsets: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], int]:
+        """Per event (by offset, ascending), the largest stand-in time read before it
+        (``NOTHING`` if none), and the largest stand-in time of the batch."""
+        if not self._extra:
+            return np.full(len(offsets), NOTHING, np.int64), NOTHING
+        extra = sorted(self._extra)
+        at = np.array([o for o, _ in extra], np.int64)
+        top = np.maximum.accumulate(np.array([t for _, t in extra], np.int64))
+        k = np.searchsorted(at, offsets)  # stand-ins before each event
+        before = np.concatenate(([NOTHING], top))[k]
+        return before.astype(np.int64), int(top[-1])
+
     def _take(self) -> None:
         if self._offsets is not None:
             return

@@ -425,6 +425,13 @@ class Transitions(KeyedOperator):
         reads = ctx.reads
         if reads is None or offsets is None or reads.are(len(times)):
             return None, self.watermark  # the kernel takes the running maximum
+        if reads.rows_are(len(times)):  # a Dask task's rows, and stand-ins for the rest
+            before, top = reads.stand_ins_before(offsets)
+            end = max(self.watermark, top)
+            if len(times) == 0:
+                return np.empty(0, np.int64), end
+            wm = np.maximum.accumulate(np.maximum(np.maximum(times, before), self.watermark))
+            return wm.astype(np.int64), max(end, int(wm[-1]))
         wms, _ = reads.watermarks(self.watermark, self.watermark, 0)
         end = int(wms[-1]) if len(wms) else self.watermark
         if len(times) == 0:
@@ -715,14 +722,15 @@ class Transitions(KeyedOperator):
         JSON in ``data``, so the quarantine survives changes to the operators.
         """
         q = df.filter(pl.Series(setaside)) if setaside.any() else df.clear()
-        reason = np.where(late[setaside], "late", "undefined")
+        # from two names by code: a numpy array of str would cost ~100x more
+        reason = _REASONS.gather(late[setaside].astype(np.uint32))
         data = _payload_json(q) if data_of is None else data_of(q).rename("data")
         return pl.DataFrame(
             {
                 ctx.key: q[ctx.key],
                 ctx.time: q[ctx.time],
                 "event": q["__sk_event"],
-                "reason": pl.Series(reason, dtype=pl.String),
+                "reason": reason,
                 "state": states.gather(res.from_state[setaside]),
                 "offset": q[OFFSET].cast(pl.Int64),
                 "data": data,
@@ -777,11 +785,16 @@ class Transitions(KeyedOperator):
             {
                 "key": self.index.gather(k).cast(df[ctx.key].dtype),
                 "time": pl.Series(t, dtype=pl.Int64).cast(df[ctx.time].dtype),
-                "event": names.gather(e),
-                "from_state": states.gather(f),
-                "to_state": states.gather(to),
+                "event": names.gather(_idx(e)),
+                "from_state": states.gather(_idx(f)),
+                "to_state": states.gather(_idx(to)),
             }
         )
+
+
+def _idx(codes: np.ndarray[Any, Any]) -> pl.Series:
+    """Codes as Polars' index type: a gather by them then converts nothing."""
+    return pl.Series(codes.astype(np.uint32, copy=False))
 
 
 def _payload_json(rows: pl.DataFrame) -> pl.Series:
@@ -795,6 +808,7 @@ def _payload_json(rows: pl.DataFrame) -> pl.Series:
 
 
 _WAITING_SCHEMA = ("key", "time", "event", "offset", "data")
+_REASONS = pl.Series("reason", ["undefined", "late"], dtype=pl.String)
 _NO_TIME = int(np.iinfo(np.int64).min)
 #: The most timeout rows a periodic machine may fire in one batch.
 MAX_TIMEOUTS_PER_BATCH = 50_000_000

@@ -132,6 +132,47 @@ def test_a_state_far_larger_than_what_a_task_reads() -> None:
     assert_same(cluster_store, local)
 
 
+def test_workers_keep_their_state_for_the_next_run_unless_the_machine_changed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A new run whose checkpoint is the state a worker holds restores nothing; a
+    corrected machine (same states) is never run on the state held for the old one."""
+    import logging
+
+    local, cluster_store = (sk.Store(f"memory://dask-{uuid.uuid4().hex}") for _ in range(2))
+    for s in (local, cluster_store):
+        fill(s, ORDERS, partitions=2)
+    m = order_machine()
+    fixed = sk.Machine.from_dict(
+        dict(m.to_dict(), transitions=[*m.to_dict()["transitions"], {"from": "shipped",
+                                                                    "on": "cancel",
+                                                                    "to": "cancelled"}])
+    )  # fmt: skip
+
+    def with_machine(store: sk.Store, machine: sk.Machine) -> sk.Pipeline:
+        return (
+            sk.Pipeline("dask-pipe", store, batch_rows=150, key_groups=16)
+            .read(store.log("orders"))
+            .transitions(machine, event="type")
+            .write(store.log("history", key="key", time="time"))
+        )
+
+    with_machine(local, m).run(max_batches=2, progress=False)
+    with_machine(local, fixed).run(progress=False)
+    with threads_cluster() as cluster, distributed.Client(cluster) as client:
+        executor = sk.DaskExecutor(client, tasks=2)
+        with_machine(cluster_store, m).run(executor=executor, max_batches=1, progress=False)
+        with caplog.at_level(logging.INFO, logger="streamkit.pipeline"):
+            with_machine(cluster_store, m).run(executor=executor, max_batches=1, progress=False)
+        assert "0 restored their key groups" in caplog.text
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="streamkit.pipeline"):
+            with_machine(cluster_store, fixed).run(executor=executor, progress=False)
+        assert "2 restored their key groups" in caplog.text
+    got = history_by_key(cluster_store.log("history").scan().collect())
+    assert got == history_by_key(local.log("history").scan().collect())
+
+
 def test_an_operator_must_not_rewrite_the_key_before_the_machine() -> None:
     store = sk.Store(f"memory://dask-{uuid.uuid4().hex}")
     fill(store, ORDERS.head(50))
