@@ -234,6 +234,9 @@ class CheckpointStore:
     def __init__(self, fs: FileSystem, pipeline: str) -> None:
         self.fs = fs
         self.pipeline = pipeline
+        # The state files of checkpoints read by prune(): a committed checkpoint
+        # never changes, and retention runs every few batches.
+        self._files_of: dict[int, set[str]] = {}
 
     def where(self, path: str) -> str:
         """The full URL of one of the pipeline's files, for messages."""
@@ -430,6 +433,13 @@ class CheckpointStore:
         body["crc32"] = crc32(_canonical(body))
         return self.fs.put_new(f"checkpoints/{_name(cp.id)}", _canonical(body))
 
+    def _files_cached(self, cid: int) -> set[str]:
+        """The state files checkpoint ``cid`` references (read once per store object)."""
+        files = self._files_of.get(cid)
+        if files is None:
+            files = self._files_of[cid] = self._state_files(self.read(cid))
+        return files
+
     def prune(self, keep: int, protect: set[int], *, orphan_age: float = 3600.0) -> int:
         """Delete checkpoints (and their state files) beyond the newest ``keep``.
 
@@ -442,7 +452,7 @@ class CheckpointStore:
         for i in ids:
             if i not in doomed:
                 try:
-                    live_files |= self._state_files(self.read(i))
+                    live_files |= self._files_cached(i)
                 except CheckpointError as exc:
                     # Never prune around a checkpoint we cannot read: restored from a
                     # backup, it needs its state files. It is itself pruned (with
@@ -457,9 +467,11 @@ class CheckpointStore:
         files = []
         for i in doomed:
             with contextlib.suppress(CheckpointError):
-                files += sorted(self._state_files(self.read(i)) - live_files)
+                files += sorted(self._files_cached(i) - live_files)
         if doomed:
             self.fs.rm([f"checkpoints/{_name(i)}" for i in doomed])
+            for i in doomed:
+                self._files_of.pop(i, None)
         cutoff_ms = (time.time() - orphan_age) * 1000
         for name in self.fs.ls("state"):
             path = f"state/{name}"
