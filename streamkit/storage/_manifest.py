@@ -38,6 +38,7 @@ from __future__ import annotations
 import base64
 import copy
 import dataclasses
+import functools
 import json
 import time
 import uuid
@@ -497,10 +498,9 @@ def _bounds_stats(
     bound recorded) or a bound ``file_stats`` leaves out makes the column
     incomplete, and then no bounds are written at all (see :func:`data_stats`).
     """
-    bounds = pl.DataFrame(
-        [pl.Series(name, list(found[name][:2]), dtype=dtype) for name, dtype in scalar.items()]
-    )
-    stats = json.loads(_delta.file_stats(bounds.to_arrow()))
+    arrow = _arrow_schema(tuple(scalar.items()))
+    bounds = pa.table([pa.array(list(found[f.name][:2]), type=f.type) for f in arrow], schema=arrow)
+    stats = json.loads(_delta.file_stats(bounds))
     low, high = stats["minValues"], stats["maxValues"]
     nulls = {name: found[name][2] for name in scalar}
     complete = True
@@ -519,6 +519,12 @@ def _bounds_stats(
         out.update(minValues=low, maxValues=high)
     out["nullCount"] = nulls
     return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
+
+
+@functools.lru_cache(maxsize=256)
+def _arrow_schema(columns: tuple[tuple[str, pl.DataType], ...]) -> pa.Schema:
+    """The Arrow schema Polars writes for ``columns`` (cached: one per log, in practice)."""
+    return pl.DataFrame(schema=dict(columns)).to_arrow().schema
 
 
 def _scalar_columns(frame: pl.DataFrame) -> dict[str, pl.DataType]:
