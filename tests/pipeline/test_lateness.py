@@ -55,6 +55,22 @@ def _store(frame: pl.DataFrame, rows: int = 7) -> sk.Store:
     return store
 
 
+def _lamp_oracle(events: pl.DataFrame, lateness: Any, **kw: Any) -> dict[str, Any]:
+    """The streaming oracle over the lamps log (events in log order, with offsets)."""
+    from tests.pipeline.oracle import run_oracle
+
+    return run_oracle(
+        events,
+        _machine(),
+        key="lamp",
+        time="t",
+        event="ev",
+        tick=timedelta(seconds=1),
+        lateness=lateness,
+        **kw,
+    )
+
+
 def _outcome(store: sk.Store, lateness: Any) -> tuple[Any, ...]:
     pipe = _pipe(store, lateness)
     history = store.log("history").scan().collect()
@@ -349,23 +365,13 @@ def test_a_file_log_source_waits_and_ends_too(tmp_path: Any) -> None:
 def test_the_pipeline_equals_the_streaming_oracle(
     seed: int, lateness: int, batch_rows: int, final: bool
 ) -> None:
-    from tests.pipeline.oracle import run_oracle
 
     frame = _events(80, 5, disorder=40, seed=seed)
     store = _store(frame, rows=5)
     pipe = _pipe(store, lateness, batch_rows=batch_rows)
     pipe.run(progress=False, final=final)
     log_order = store.log("lamps").scan(with_offset="offset").collect()
-    want = run_oracle(
-        log_order,
-        _machine(),
-        key="lamp",
-        time="t",
-        event="ev",
-        tick=timedelta(seconds=1),
-        lateness=lateness,
-        final=final,
-    )
+    want = _lamp_oracle(log_order, lateness, final=final)
     history = store.log("history").scan().collect()
     assert history_by_key(history) == want["history"]
     state = pipe.state()
@@ -457,7 +463,6 @@ def test_rows_a_filter_drops_move_the_watermark_too(
     """The watermark is taken at the source: every row read moves it, also one a
     filter drops before .transitions() (what lets a Dask task compute it from
     the log's segments alone); the pipeline equals the oracle given every read."""
-    from tests.pipeline.oracle import run_oracle
 
     frame = _events(80, 5, disorder=40, seed=seed)
     store = _store(frame, rows=5)
@@ -470,16 +475,7 @@ def test_rows_a_filter_drops_move_the_watermark_too(
     )
     pipe.run(progress=False)
     reads = store.log("lamps").scan(with_offset="offset").collect()
-    want = run_oracle(
-        reads.filter(pl.col("note") < 60),
-        _machine(),
-        key="lamp",
-        time="t",
-        event="ev",
-        tick=timedelta(seconds=1),
-        lateness=lateness,
-        reads=reads,
-    )
+    want = _lamp_oracle(reads.filter(pl.col("note") < 60), lateness, reads=reads)
     assert history_by_key(store.log("history").scan().collect()) == want["history"]
     state = pipe.state()
     if "waiting" in state.columns:
