@@ -116,13 +116,14 @@ def problems(report: Any) -> str:
 
 
 # ------------------------------------------------------------- damaged pipeline files
+@pytest.mark.parametrize("how", ["bitflip", "truncated"])
 def test_a_damaged_newest_checkpoint_is_named_and_rewound_past(
-    store: sk.Store, backend: str, orders: pl.DataFrame, fresh: Any
+    store: sk.Store, backend: str, orders: pl.DataFrame, fresh: Any, how: str
 ) -> None:
     ran(store, orders)
     fs = pipeline_fs(store)
     rel = "checkpoints/000000000005.json"
-    fs.put(rel, _damage(fs.get(rel), "bitflip"))
+    fs.put(rel, _damage(fs.get(rel), how))
 
     with pytest.raises(sk.CorruptFileError, match=r"000000000005\.json.*from_checkpoint=N"):
         build(store).run(progress=False)
@@ -141,14 +142,15 @@ def test_a_damaged_newest_checkpoint_is_named_and_rewound_past(
     assert build(store).verify(replay=True).ok
 
 
+@pytest.mark.parametrize("how", ["bitflip", "truncated"])
 def test_a_damaged_state_file_is_named_and_rewound_past(
-    store: sk.Store, orders: pl.DataFrame, fresh: Any
+    store: sk.Store, orders: pl.DataFrame, fresh: Any, how: str
 ) -> None:
     pipe = ran(store, orders)
     fs = pipeline_fs(store)
     latest = json.loads(fs.get("checkpoints/000000000005.json"))
     rel = state_entry(latest)["path"]
-    fs.put(rel, _damage(fs.get(rel), "truncated"))
+    fs.put(rel, _damage(fs.get(rel), how))
 
     name = rel.split("/")[-1]
     with pytest.raises(sk.CorruptFileError, match=rf"{name}.*from_checkpoint=N"):
