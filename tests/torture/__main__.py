@@ -25,6 +25,7 @@ import importlib
 import inspect
 import json
 import sys
+import os
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -141,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _parser().error("trial counts must be >= 0")
     started = time.monotonic()
     failed = False
+    if args.workdir is not None:
+        os.makedirs(args.workdir, exist_ok=True)
     figures: dict[str, Any] = {"seed": args.seed, "backends": backends}
     with _s3("s3" in backends and (args.kill_trials > 0 or args.crashpoints)) as s3:
         if args.crashpoints:
