@@ -24,8 +24,8 @@ import contextlib
 import importlib
 import inspect
 import json
-import sys
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
