@@ -304,7 +304,6 @@ class DistributedStep:
         self.seq = 0
         self.key_groups = pipe.key_groups or 0
         self._segments: pl.DataFrame | None = None
-        self.restored = 0  # tasks that restored their state from files (for the report)
         _check_columns(pipe)
 
     def reset(self, cp: Any) -> None:
@@ -409,7 +408,6 @@ class DistributedStep:
         self.entries = merged
         self.seq = seq + 1
         restored = sum(r.restored for r in results)
-        self.restored += restored
         _logger.info(
             "pipeline %s: batch %d ran as %d tasks; %d restored their key groups from the "
             "checkpoint's files, %d found them in their worker's memory",
