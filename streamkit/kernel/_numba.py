@@ -513,7 +513,12 @@ def _run_flush_keys(
     mu = np.uint64(m)
     mu_end = np.uint64(m_end)
     j = j0
+    last = keys.shape[0] - 1
     while j < keys.shape[0]:
+        # The listed keys are spread over the whole state: fetch a record ahead.
+        ahead = keys[min(j + _PREFETCH_AHEAD, last)]
+        if 0 <= ahead < n_keys and (ahead >> GROUP_SHIFT) & mask == part:
+            _prefetch_row(rec, np.uint64(ahead) * np.uint64(_RW))  # type: ignore[call-arg]
         k = keys[j]
         if (k >> GROUP_SHIFT) & mask != part:
             j += 1

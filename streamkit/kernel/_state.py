@@ -216,6 +216,27 @@ class KeyState:
             self._buf = buf
         self._n = n
 
+    def take(
+        self, ids: npt.NDArray[np.int64]
+    ) -> tuple[
+        npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]
+    ]:
+        """``(state, since, last, events)`` of the keys ``ids`` (copies).
+
+        One gather of whole records: a key's four values share a cache line, so
+        this costs a quarter of gathering the four views one by one when the
+        ids are spread over millions of keys.
+
+        Examples
+        --------
+        >>> st = KeyState.from_arrays([0, 1], [5, 6], [7, 8], [1, 2])
+        >>> [a.tolist() for a in st.take(np.array([1, 1, 0]))]
+        [[1, 1, 0], [6, 6, 5], [8, 8, 7], [2, 2, 1]]
+        """
+        rows = np.take(self._buf[: self._n], np.asarray(ids, dtype=np.intp), axis=0)
+        state = np.ascontiguousarray(rows.view(np.int32)[:, 2 * SLOT_STATE + _STATE_HALF])
+        return state, rows[:, SLOT_SINCE].copy(), rows[:, SLOT_LAST].copy(), rows[:, SLOT_EVENTS].copy()
+
     def copy(self) -> KeyState:
         """Return an independent copy.
 

@@ -226,11 +226,20 @@ class GroupedState:
     def _take_touched(self, n: int) -> npt.NDArray[np.int64]:
         """The distinct ids touched since the last call, ascending (and forget them).
 
-        A mark per key rather than a sort: finding them costs a pass over one
-        byte per key, a few milliseconds for millions of keys.
+        Few ids (under 1/16 of the keys, duplicates included) are sorted; more
+        are marked, a flag per key, and found in one pass over the flags (a few
+        milliseconds for millions of keys, whatever the batch).
         """
         if not self._touched:
             return _NO_IDS
+        if 16 * self._pending < n:  # few: sorting them beats a pass over every key
+            ids = np.concatenate(self._touched)
+            self._touched, self._pending = [], 0
+            ids.sort()
+            keep = np.empty(len(ids), dtype=bool)
+            keep[:1] = True
+            np.not_equal(ids[1:], ids[:-1], out=keep[1:])
+            return ids[keep]
         if len(self._mark) < n:
             self._mark = np.zeros(max(n, 2 * len(self._mark)), dtype=bool)
         for ids in self._touched:

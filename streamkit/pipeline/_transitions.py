@@ -200,8 +200,9 @@ class Transitions(KeyedOperator):
         timed = {t.state for t in self.machine.timeouts}
         # per state code, and -1 ("never seen") last: no timeout
         self._has_timeout = np.array([s in timed for s in self.machine.states] + [False])
-        self._timed = np.zeros(0, dtype=bool)  # per key id: its state has a timeout
-        self._timed_stale = False  # a batch scanned every key without marking its own
+        # Ascending ids of every key whose state has a timeout (and maybe some
+        # more); None: unknown, found from the state when next needed.
+        self._timed: np.ndarray[Any, Any] | None = None
         self.watermark = int(np.iinfo(np.int64).min)
         self.max_time = self.watermark  # the largest time read (event time)
         self.waiting = _no_waiting()  # events read but not applied yet (lateness)
@@ -265,7 +266,6 @@ class Transitions(KeyedOperator):
             self.kstate.since[:] = table["since"].cast(pl.Int64).to_numpy()
             self.kstate.last[:] = table["last_time"].cast(pl.Int64).to_numpy()
             self.kstate.events[:] = table["events"].to_numpy()
-            self._timed = self._has_timeout[codes.to_numpy()]
             self._time_dtype = table["since"].dtype
             self._key_dtype = table["key"].dtype
 
@@ -299,7 +299,7 @@ class Transitions(KeyedOperator):
             )
         else:
             keys = self.index.gather(ids)
-            state, since, last, events = (a[ids] for a in (k.state, k.since, k.last, k.events))
+            state, since, last, events = k.take(ids)
         names = pl.Series("state", list(self.machine.states), dtype=pl.String)
         return pl.DataFrame(
             {
@@ -332,7 +332,6 @@ class Transitions(KeyedOperator):
         )
         self._fresh_waiting = []
         taken = self.grouped.take()
-        self._track_timed(taken.touched)  # before the next batch's flush
         rows = None
         if taken.path is not None:
             from streamkit.pipeline._keyed import ID
@@ -663,48 +662,48 @@ class Transitions(KeyedOperator):
             after = watermark if wm is not None else max(watermark, int(times.max()))
             flushed = len(self.index) if flush_keys is None else len(flush_keys)
             self._check_timer_budget(int(times.min()), after, flushed + len(times))
-        return ctx.executor.run_batch(
-            self.cm,
-            key_ids,
-            codes,
-            times,
-            self.kstate,
-            watermark=watermark,
-            flush_keys=flush_keys,
-            wm=wm,
-        )
+        try:
+            res = ctx.executor.run_batch(
+                self.cm,
+                key_ids,
+                codes,
+                times,
+                self.kstate,
+                watermark=watermark,
+                flush_keys=flush_keys,
+                wm=wm,
+            )
+        except BaseException:
+            self._timed = None  # the state may be partly updated
+            raise
+        if flush_keys is not None:
+            # Every key whose state may have changed was listed: the timed ones
+            # among them are now exactly the timed keys.
+            self._timed = flush_keys[self._has_timeout[self.kstate.state[flush_keys]]]
+        return res
 
     def _flush_keys(self, key_ids: np.ndarray[Any, Any]) -> np.ndarray[Any, Any] | None:
-        """The keys the batch-end flush must look at: those in a state with a
-        timeout, and the batch's own (ascending); None: every key.
+        """The keys the batch-end flush must look at: the batch's own and those in
+        a state with a timeout, ascending; None: every key.
 
-        With many idle keys in untimed states the list makes the flush cost
-        what the timed keys cost. A batch about as large as the key space
-        touches most keys anyway: then every key is scanned, which is cheaper
-        than keeping the list, and the marks are corrected from the keys the
-        batch touched (``changes``), or rebuilt from the state before a list
-        is next used (a replay, which takes no ``changes``).
+        Only a key in a timed state can fire at the flush, so the flush costs
+        what the batch and the timed keys cost, however many idle keys the
+        state holds. A batch about as large as the key space touches most keys
+        anyway: then every key is scanned (cheaper than keeping the list), and
+        the list is found from the state when a later batch needs it.
         """
         n = len(self.index)
-        if len(self._timed) < n:
-            grown = np.zeros(max(n, 2 * len(self._timed)), dtype=bool)
-            grown[: len(self._timed)] = self._timed
-            self._timed = grown
         if n <= 4 * len(key_ids):
-            self._timed_stale = True
+            self._timed = None
             return None
-        if self._timed_stale:  # marks of keys a scanned batch changed: from the state
-            self._timed[:n] = self._has_timeout[np.asarray(self.kstate.state)[:n]]
-            self._timed_stale = False
-        self._timed[key_ids] = True  # corrected after the batch (changes -> _track_timed)
-        return np.flatnonzero(self._timed[:n]).astype(np.int64)
-
-    def _track_timed(self, ids: np.ndarray[Any, Any]) -> None:
-        """Re-mark the keys ``ids`` -- every key a batch touched -- by whether their
-        state is timed; the marks are then exact again."""
-        if len(ids) and len(self._timed):
-            self._timed[ids] = self._has_timeout[np.asarray(self.kstate.state)[ids]]
-        self._timed_stale = False
+        if self._timed is None:
+            self._timed = np.flatnonzero(self._has_timeout[self.kstate.state]).astype(np.int64)
+        keys = np.concatenate([key_ids, self._timed])
+        keys.sort()
+        keep = np.empty(len(keys), dtype=bool)
+        keep[:1] = True
+        np.not_equal(keys[1:], keys[:-1], out=keep[1:])
+        return keys[keep]
 
     @staticmethod
     def _quarantine_rows(
