@@ -3,8 +3,13 @@
 For each key count K (default 10k, 1M, 4M) a fresh local store gets a prefill in
 which each of the K keys has one event, run in one big batch, then 100,000-event
 batches whose keys mix a zipf-distributed hot set (60 %) with keys drawn
-uniformly over all K (40 %), so that a batch touches some 30k-60k keys. The
-pipeline is bench_pipeline's: the 8-state machine, the history written to a log.
+uniformly over all K (40 %), so that a batch touches some 30k-60k keys ("mixed":
+the larger K, the more keys a batch touches). Each K above 10,000 also runs
+batches drawn the same way from a fixed working set of 10,000 keys spread over
+the K ("10k set"): the very batch of the 10k-key run, so that time per batch
+against K shows what holding more keys costs, the batch held constant
+(``--working``). The pipeline is bench_pipeline's: the 8-state machine, the
+history written to a log.
 
 * time per batch: wall time of ``run(batch_rows=100_000)`` over the batches,
   divided by the batches (and the median of ``RunReport.batch_seconds``);
@@ -27,7 +32,7 @@ The end-to-end check (4M events, 200k keys, against a raw copy of the same rows)
 is ``benchmarks.bench_pipeline``; it is not repeated here.
 
 Usage: ``python -m benchmarks.bench_state [--quick] [--keys 10000,1000000,4000000]
-[--batches 20] [--checkpoints 5,20,50]``. ``--quick`` (10k and 100k keys, a few
+[--batches 20] [--checkpoints 5,20,50] [--working 10000]``. ``--quick`` (10k and 100k keys, a few
 batches, recovery after 2, 4 and 8 checkpoints) takes well under a minute.
 """
 
@@ -57,10 +62,17 @@ NAME = "state-bench"
 class _Feed:
     """Appends events to one source log, on one clock that only moves forward."""
 
-    def __init__(self, src: sk.Log, n_keys: int, seed: int) -> None:
+    def __init__(self, src: sk.Log, n_keys: int, seed: int, working: int | None = None) -> None:
         self.src = src
         self.n_keys = n_keys
         self.rng = np.random.default_rng(seed)
+        # A fixed working set: every batch draws its keys from these (hot set
+        # and spread alike), so a batch touches as many keys whatever is held.
+        self.working = (
+            None
+            if working is None or working >= n_keys
+            else self.rng.choice(n_keys, working, replace=False) + 1
+        )
         self.clock = int(np.datetime64(datetime(2026, 1, 1), "us").astype(np.int64))
 
     def _frame(self, ids: np.ndarray) -> pl.DataFrame:
@@ -87,7 +99,8 @@ class _Feed:
     def batches(self, count: int) -> float:
         """Append ``count`` batches of BATCH events; the mean distinct keys per batch."""
         touched = []
-        hot_keys = min(self.n_keys, HOT_KEYS)
+        pool = self.n_keys if self.working is None else len(self.working)
+        hot_keys = min(pool, HOT_KEYS)
         n_hot = int(BATCH * HOT_SHARE)
         for _ in range(count):
             ranks = self.rng.zipf(1.1, size=n_hot * 3)
@@ -95,8 +108,10 @@ class _Feed:
             if len(ranks) < n_hot:  # pragma: no cover - only with tiny hot sets
                 extra = self.rng.integers(1, hot_keys + 1, n_hot - len(ranks))
                 ranks = np.concatenate([ranks, extra])
-            spread = self.rng.integers(1, self.n_keys + 1, BATCH - n_hot)
+            spread = self.rng.integers(1, pool + 1, BATCH - n_hot)
             ids = self.rng.permutation(np.concatenate([ranks, spread]))
+            if self.working is not None:
+                ids = self.working[ids - 1]
             touched.append(len(np.unique(ids)))
             self.src.append(self._frame(ids))
         return float(np.mean(touched))
@@ -137,12 +152,15 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:,.1f} MB"
 
 
-def _keys_run(n_keys: int, batches: int, probes: int, seed: int) -> dict[str, float]:
-    """Time per batch, bytes per checkpoint and state on disk with ``n_keys`` held."""
+def _keys_run(
+    n_keys: int, batches: int, probes: int, seed: int, working: int | None = None
+) -> dict[str, float]:
+    """Time per batch, bytes per checkpoint and state on disk with ``n_keys`` held
+    (batches drawn from a working set of ``working`` keys, if given)."""
     with tempfile.TemporaryDirectory() as tmp:
         store = sk.Store(tmp)
         src = store.log("events", key="device", time="ts")
-        feed = _Feed(src, n_keys, seed)
+        feed = _Feed(src, n_keys, seed, working)
         feed.prefill()
         pipe = _pipeline(store, src)
         t0 = time.perf_counter()
@@ -223,6 +241,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--batches", type=int, default=20, help="timed 100,000-event batches")
     ap.add_argument("--probes", type=int, default=3, help="single-batch runs for bytes/checkpoint")
     ap.add_argument("--checkpoints", default="5,20,50", help="recovery after this many checkpoints")
+    ap.add_argument(
+        "--working",
+        type=int,
+        default=10_000,
+        help="also run each larger key count with batches drawn from this many keys "
+        "(the same batch at every size); 0: skip",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="10k and 100k keys, a few batches")
     args = ap.parse_args(argv)
@@ -240,15 +265,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"{HOT_KEYS:,} keys, the rest uniform over all keys), 8-state machine, local disk"
     )
     print(
-        f"{'keys held':>10} {'prefill':>8} {'ms/batch':>9} {'median':>7} {'touched':>8} "
-        f"{'bytes/checkpoint':>17} {'state on disk':>14} {'snapshot':>10} {'disk/snap':>9}"
+        f"{'keys held':>10} {'batch':>8} {'prefill':>8} {'ms/batch':>9} {'median':>7} "
+        f"{'touched':>8} {'bytes/checkpoint':>17} {'state on disk':>14} {'snapshot':>10} "
+        f"{'disk/snap':>9}"
     )
-    for k in keys:
-        r = _keys_run(k, args.batches, args.probes, args.seed)
+    runs = [(k, None) for k in keys]
+    if args.working:
+        runs += [(k, args.working) for k in keys if k > args.working]
+    for k, working in runs:
+        r = _keys_run(k, args.batches, args.probes, args.seed, working)
+        tag = "" if working is None else f"_working{working}"
         for name, value in r.items():
-            figures[f"{name}_{k}"] = value
+            figures[f"{name}_{k}{tag}"] = value
+        kind = "mixed" if working is None else f"{working // 1000}k set"
         print(
-            f"{k:>10,} {r['prefill_s']:>7.1f}s {r['ms_per_batch']:>9.0f} "
+            f"{k:>10,} {kind:>8} {r['prefill_s']:>7.1f}s {r['ms_per_batch']:>9.0f} "
             f"{r['median_batch_ms']:>7.0f} {r['keys_touched']:>8,.0f} "
             f"{_mb(r['bytes_per_checkpoint']):>17} {_mb(r['state_bytes']):>14} "
             f"{_mb(r['snapshot_bytes']):>10} {r['state_bytes'] / r['snapshot_bytes']:>8.1f}x",
@@ -270,6 +301,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             f"{figures['ratio_largest_vs_smallest']:.2f}x  (goal <= 1.5x); with the run's "
             f"start: {figures['ratio_with_start_largest_vs_smallest']:.2f}x"
         )
+        same = f"median_batch_ms_{hi}_working{args.working}"
+        if same in figures and lo <= args.working:
+            # The smallest run's batches touch every one of its keys: drawn from a
+            # working set of all its keys, they are the same kind of batch.
+            figures["ratio_same_batch_largest_vs_smallest"] = (
+                figures[same] / figures[f"median_batch_ms_{lo}"]
+            )
+            print(
+                f"  the same batch ({args.working:,}-key working set) with {hi:,} keys held "
+                f"/ {lo:,} keys: {figures['ratio_same_batch_largest_vs_smallest']:.2f}x  "
+                f"(goal <= 1.5x)"
+            )
     print(
         f"  state on disk / one snapshot, {hi:,} keys: "
         f"{figures[f'state_bytes_{hi}'] / figures[f'snapshot_bytes_{hi}']:.1f}x  (goal <= 3x)"
