@@ -61,35 +61,49 @@ def _merge_by_time(
     one = np.uint64(1)
     j = np.uint64(0)
     w = np.uint64(0)
-    t = prev = np.iinfo(np.int64).min
-    for i in range(n + one):  # i == n: the timeouts left after the last event
-        if i < n:
-            if status[i] != FIRED:
-                continue
-            t = times[i]
+    prev = np.iinfo(np.int64).min
+    never = np.iinfo(np.int64).max
+    tq = t_time[np.uint64(t_order[0])] if m > 0 else never  # the next timeout's time
+    for i in range(n):
+        t = times[i]
+        fired = status[i] == FIRED
+        if fired:
             if t < prev:
                 return -1
             prev = t
-        # Timeouts before event i: earlier, or as early and fired before it.
-        while j < m:
-            q = np.uint64(t_order[j])
-            tq = t_time[q]
-            if i < n and (tq > t or (tq == t and t_before[q] > i)):
-                break
-            o_key[w] = t_key[q]
-            o_time[w] = tq
-            o_event[w] = timeout_code
-            o_from[w] = t_from[q]
-            o_to[w] = t_to[q]
-            w += one
-            j += one
-        if i < n:
-            o_key[w] = key_ids[i]
-            o_time[w] = t
-            o_event[w] = codes[i]
-            o_from[w] = from_s[i]
-            o_to[w] = to_s[i]
-            w += one
+            # Timeouts before event i: earlier, or as early and fired before it.
+            if tq <= t:
+                while j < m:
+                    q = np.uint64(t_order[j])
+                    tq = t_time[q]
+                    if tq > t or (tq == t and t_before[q] > i):
+                        break
+                    o_key[w] = t_key[q]
+                    o_time[w] = tq
+                    o_event[w] = timeout_code
+                    o_from[w] = t_from[q]
+                    o_to[w] = t_to[q]
+                    w += one
+                    j += one
+                if j == m:
+                    tq = never
+        # Written for every event, kept (w moves on) for fired ones: no branch
+        # to mispredict; the outputs hold one spare row for the last write.
+        o_key[w] = key_ids[i]
+        o_time[w] = t
+        o_event[w] = codes[i]
+        o_from[w] = from_s[i]
+        o_to[w] = to_s[i]
+        w += np.uint64(fired)
+    while j < m:  # the timeouts after the last fired event
+        q = np.uint64(t_order[j])
+        o_key[w] = t_key[q]
+        o_time[w] = t_time[q]
+        o_event[w] = timeout_code
+        o_from[w] = t_from[q]
+        o_to[w] = t_to[q]
+        w += one
+        j += one
     return np.int64(w)
 
 
@@ -128,7 +142,7 @@ def history_arrays(
     [[0, 0, 0], [1, 6, 10], [0, 1, 0], [0, 1, 0], [1, 0, 1]]
     """
     n = len(result.status)
-    size = n + result.n_timeouts
+    size = n + result.n_timeouts + 1  # a spare row: the merge writes every event
     o_key = np.empty(size, dtype=np.int64)
     o_time = np.empty(size, dtype=np.int64)
     o_event = np.empty(size, dtype=np.int32)

@@ -235,7 +235,12 @@ class KeyState:
         """
         rows = np.take(self._buf[: self._n], np.asarray(ids, dtype=np.intp), axis=0)
         state = np.ascontiguousarray(rows.view(np.int32)[:, 2 * SLOT_STATE + _STATE_HALF])
-        return state, rows[:, SLOT_SINCE].copy(), rows[:, SLOT_LAST].copy(), rows[:, SLOT_EVENTS].copy()
+        return (
+            state,
+            rows[:, SLOT_SINCE].copy(),
+            rows[:, SLOT_LAST].copy(),
+            rows[:, SLOT_EVENTS].copy(),
+        )
 
     def copy(self) -> KeyState:
         """Return an independent copy.
