@@ -17,7 +17,8 @@ history written to a log.
   ``<store>/_pipelines/<name>/state/`` by single-batch runs, found by listing the
   directory before and after, so it holds for any state file layout;
 * state on disk after the run against one full snapshot (the final
-  ``pipe.state()`` frame as Arrow IPC, zstd);
+  ``pipe.state()`` frame as Arrow IPC, zstd); the recovery table gives it again
+  after 5, 20 and 50 checkpoints, once compaction has run (the goal is <= 3x);
 * recovery, with the largest K: a new ``Pipeline`` object (a restarted process)
   runs one pending batch after 5, 20 and 50 checkpoints were taken (default
   ``keep_checkpoints=20``); the figure is ``run()`` start to that batch committed
@@ -214,8 +215,9 @@ def _recovery(n_keys: int, points: list[int], seed: int) -> list[dict[str, float
             feed.batches(1)
             retained = _pipeline(store, src).checkpoints().height
             t0 = time.perf_counter()
-            _pipeline(store, src).state()  # reading the state alone, for comparison
+            state = _pipeline(store, src).state()  # reading the state alone, for comparison
             load = time.perf_counter() - t0
+            snapshot = _snapshot_bytes(state)
             fresh = _pipeline(store, src)  # what a restarted process builds
             t0 = time.perf_counter()
             report = fresh.run(max_batches=1, progress=False)
@@ -229,6 +231,7 @@ def _recovery(n_keys: int, points: list[int], seed: int) -> list[dict[str, float
                     "state_s": load,
                     "prepare_s": report.batch_seconds[0],
                     "state_bytes": float(sum(_files(state_dir).values())),
+                    "snapshot_bytes": float(snapshot),
                 }
             )
             taken = report.checkpoint or 0
@@ -321,16 +324,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"recovery with {hi:,} keys: a new Pipeline runs one pending batch")
     print(
         f"{'checkpoints':>12} {'retained':>9} {'run() to batch':>15} {'state()':>8} "
-        f"{'prepare':>8} {'on disk':>10}"
+        f"{'prepare':>8} {'on disk':>10} {'disk/snap':>9}"
     )
     for row in _recovery(hi, points, args.seed):
         n = int(row["checkpoints"])
         figures[f"recovery_s_after_{n}"] = row["first_batch_s"]
         figures[f"recovery_state_s_after_{n}"] = row["state_s"]
         figures[f"recovery_prepare_s_after_{n}"] = row["prepare_s"]
+        figures[f"disk_per_snapshot_after_{n}"] = row["state_bytes"] / row["snapshot_bytes"]
         print(
             f"{n:>12} {int(row['retained']):>9} {row['first_batch_s']:>14.2f}s "
-            f"{row['state_s']:>7.2f}s {row['prepare_s']:>7.2f}s {_mb(row['state_bytes']):>10}",
+            f"{row['state_s']:>7.2f}s {row['prepare_s']:>7.2f}s {_mb(row['state_bytes']):>10} "
+            f"{row['state_bytes'] / row['snapshot_bytes']:>8.1f}x",
             flush=True,
         )
     print(
