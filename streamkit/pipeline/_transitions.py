@@ -698,12 +698,9 @@ class Transitions(KeyedOperator):
             return None
         if self._timed is None:
             self._timed = np.flatnonzero(self._has_timeout[self.kstate.state]).astype(np.int64)
-        keys = np.concatenate([key_ids, self._timed])
-        keys.sort()
-        keep = np.empty(len(keys), dtype=bool)
-        keep[:1] = True
-        np.not_equal(keys[1:], keys[:-1], out=keep[1:])
-        return keys[keep]
+        from streamkit.pipeline._keyed import sorted_unique
+
+        return sorted_unique([key_ids, self._timed])
 
     @staticmethod
     def _quarantine_rows(
