@@ -6,24 +6,36 @@ log's rows to partitions, so a log partition ``p`` of ``P`` (``P`` dividing
 ``G``) holds exactly the keys of groups ``g`` with ``g mod P == p``.
 
 A group's state on disk is a chain: a *base* (every key of the group) followed
-by *deltas* (only the keys whose state changed since the previous link). A
-checkpoint writes at most one state file (Arrow IPC), its rows sorted by group
-then key id: for every group the batch touched a delta, or a new base when the
-group is compacted. Checkpoints list, per group, the (file, first row, rows)
-links of its chain, and every file once with its size and checksum::
+by *deltas* (only the keys whose state changed since the previous link). The
+groups are dealt into *bands* (group ``g`` in band ``g mod B``, ``B`` from 1
+to ``MAX_BANDS``, one per ``BAND_KEYS`` keys held). A checkpoint writes one
+state file (Arrow IPC) per band it changed, its rows sorted by group then key
+id: for every group the batch touched a delta, or a new base when the group
+is compacted (a checkpoint with few rows, or one that rewrites every group,
+writes them all into one file). Checkpoints list, per group, the (file, first
+row, rows) links of its chain, and every file once with its size and
+checksum::
 
     "state": {"key_groups": 256,
               "files": [{"path": "state/...arrow", "bytes": 1234, "crc32": 99}, ...],
               "groups": {"17": [[0, 3, 16012], [4, 0, 211]], ...}}
 
-A group is compacted (its chain replaced by a new base written from the state
-in memory) when its deltas hold ``DELTA_RATIO`` rows per base row or its chain
-reaches ``MAX_CHAIN`` links; at most a budget of rows is compacted per batch
-(``1/COMPACT_SHARE`` of the state, or twice the batch's changed keys, whichever
-is larger) so that compaction is spread over batches instead of rewriting
-everything at once. Bytes written per checkpoint are therefore proportional to
-the keys a batch changed, and restoring reads a bounded chain per group,
-whatever the number of checkpoints taken.
+Compaction replaces chains by new bases written from the state in memory. A
+group is compacted on its own when a batch changes half its keys
+(``REBASE_SHARE``), when its
+deltas would hold as many rows as its base (``DELTA_RATIO``), or when its
+chain would pass ``MAX_CHAIN`` links. Otherwise compaction goes band by band:
+when the deltas of all groups hold more than ``DELTA_BUDGET`` rows per key
+held, or the bands' chains more than ``MAX_CHAIN / 2`` links on average, the
+band with the most is compacted. The bands' deltas grow at one pace, and each
+is reset at its own time, so the compactions spread out over the batches
+(never the whole state at once), and a band's old files are freed together:
+a file holds one band, and no longer counts once that band is compacted and
+retention lets the checkpoints that list it go. Bytes written per checkpoint
+are therefore proportional to the keys a batch changed (plus one band now and
+then), restoring reads a bounded chain per group whatever the number of
+checkpoints taken, and the state on disk stays within a small multiple of one
+snapshot (``docs/design.md`` has the figures and the estimate behind them).
 
 Rows carry the key's id (``id``): ids are assigned in order of first
 appearance, and a restored state keeps their order, so a resumed run orders
@@ -35,6 +47,7 @@ orders keys by (id, group) and numbers them afresh.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -52,12 +65,23 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_KEY_GROUPS", "GroupedState", "check_key_groups", "group_of"]
 MAX_KEY_GROUPS = 1 << 16
-#: Compact a group when its deltas hold this many rows per row of its base ...
-DELTA_RATIO = 0.5
-#: ... or when its chain has this many links (base included).
+#: A group gets a new base when a batch changes this share of its keys ...
+REBASE_SHARE = 0.5
+#: ... when its deltas would hold this many rows per row of its base ...
+DELTA_RATIO = 1.0
+#: ... or when its chain would pass this many links (base included).
 MAX_CHAIN = 32
-#: Rows compacted per batch: at least ``1/COMPACT_SHARE`` of the state.
-COMPACT_SHARE = 16
+#: Deltas of all groups together: at most this many rows per key held, else
+#: the band with the most delta rows is compacted.
+DELTA_BUDGET = 0.4
+#: Bands: groups ``g`` with the same ``g mod bands`` share their state files.
+#: One band per ``BAND_KEYS`` keys held, at most ``MAX_BANDS`` ...
+MAX_BANDS = 8
+BAND_KEYS = 100_000
+#: ... and one file for every band when a checkpoint writes fewer rows than this.
+POOL_ROWS = 16_384
+#: Files a restore reads at once.
+READERS = 8
 
 ID = "id"
 
@@ -121,14 +145,20 @@ def sorted_unique(parts: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
     return ids[keep]
 
 
+def _bands(keys: int, key_groups: int) -> int:
+    """How many bands the groups of a state of ``keys`` keys are cut into."""
+    return max(1, min(MAX_BANDS, key_groups, keys // BAND_KEYS))
+
+
 @dataclass
 class Changes:
     """What one checkpoint writes for a keyed operator: the rows of ``ids``
-    (sorted by group, then id) into ``path``."""
+    (sorted by band, group, then id), rows ``start:stop`` into each of ``files``
+    (path, start, stop)."""
 
-    path: str | None
+    files: list[tuple[str, int, int]]
     ids: npt.NDArray[np.int64]
-    chains: list[list[Link]]  # every group's chain once this file is written
+    chains: list[list[Link]]  # every group's chain once these files are written
 
 
 class GroupedState:
@@ -272,9 +302,16 @@ class GroupedState:
     def take(self) -> Changes:
         """Decide what the next checkpoint writes, and advance the chains to it.
 
-        Groups without a base get one; of the groups due for compaction, the
-        most overdue are compacted within the budget; every other changed
-        group gets a delta of its changed keys.
+        Groups without a base get one, and so does a group that is due: this
+        batch changed ``REBASE_SHARE`` of its keys or more, its deltas would hold as many rows
+        as its base, or its chain would pass ``MAX_CHAIN`` links. Then, while
+        the deltas of all groups would hold more than ``DELTA_BUDGET`` rows per
+        key held, or the bands' chains more than ``MAX_CHAIN / 2`` links each on
+        average, the band with the most (rows, else links) is compacted: every
+        group of it that has deltas gets a new base. A band's deltas therefore
+        reach the budget at different times, so bands are compacted one at a
+        time, spread out, and no batch rewrites the whole state. Every other
+        changed group gets a delta of its changed keys.
         """
         n, groups = len(self.group), self.key_groups
         touched = self._take_touched(n)
@@ -284,20 +321,31 @@ class GroupedState:
         chain_len = np.array([len(c) for c in self.chains], dtype=np.int64)
         base_rows = np.array([c[0][2] if c else 0 for c in self.chains], dtype=np.int64)
         delta_rows = np.array([sum(link[2] for link in c[1:]) for c in self.chains], np.int64)
+        bands = _bands(n, groups)
+        band = np.arange(groups) % bands
         if self._rebase_all:
             rebase = has_keys.copy()
         else:
+            after = delta_rows + changed  # delta rows of each group after this batch
             rebase = has_keys & (chain_len == 0)  # a group's first write is its base
-            forced = (changed > 0) & (chain_len + 1 > MAX_CHAIN)
-            rebase |= forced
-            ratio = (delta_rows + changed) / np.maximum(base_rows, 1)
-            due = (changed > 0) & ~rebase & (ratio >= DELTA_RATIO)
-            budget = max(n // COMPACT_SHARE, 2 * len(touched)) - int(self.sizes[rebase].sum())
-            for g in np.flatnonzero(due)[np.argsort(-ratio[due], kind="stable")]:
-                if self.sizes[g] > budget:
+            rebase |= (changed > 0) & (
+                (changed >= REBASE_SHARE * self.sizes)
+                | (after >= DELTA_RATIO * np.maximum(base_rows, 1))
+                | (chain_len + 1 > MAX_CHAIN)
+            )
+            links = np.where(rebase, 1, chain_len + (changed > 0))
+            band_rows = np.bincount(band, np.where(rebase, 0, after), bands)
+            band_links = np.zeros(bands, dtype=np.int64)
+            np.maximum.at(band_links, band, links)
+            stale = (chain_len > 1) | (changed > 0)  # what a compaction rewrites
+            max_links = max(bands, 2) * (MAX_CHAIN + 1) // 2
+            for _ in range(bands):
+                over_rows = band_rows.sum() > DELTA_BUDGET * n
+                if not over_rows and band_links.sum() <= max_links:
                     break
-                rebase[g] = True
-                budget -= int(self.sizes[g])
+                b = int(np.argmax(band_rows if over_rows else band_links))
+                rebase |= (band == b) & has_keys & stale
+                band_rows[b], band_links[b] = 0, 1
         self._rebase_all = False
         rebased = np.flatnonzero(rebase)
         # Rows per group: a rebased group writes its every key, another its touched keys.
@@ -308,34 +356,52 @@ class GroupedState:
             is_delta = ~rebase[touched_group]
             delta_ids, delta_group = touched[is_delta], touched_group[is_delta]
             counts += np.bincount(delta_group, minlength=groups)
-        # (group, id) order. Members come ascending, group by group; touched ids
-        # ascending, so a stable sort by group (a radix sort on small group
-        # numbers) orders them, and is needed only when both kinds are written.
+        # Rows go band by band, group by group, then by id. Members come
+        # ascending, touched ids ascending, so a stable sort on each group's
+        # rank (a radix sort on small numbers) orders them.
+        order = np.lexsort((np.arange(groups), band))  # groups in (band, group) order
+        rank = np.empty(groups, dtype=np.int32)
+        rank[order] = np.arange(groups, dtype=np.int32)
+        rebased = rebased[np.argsort(rank[rebased], kind="stable")]
         base_ids = np.concatenate([_NO_IDS, *(self.members(int(g)) for g in rebased)])
         if len(delta_ids) == 0:
             ids = base_ids
         else:
-            narrow = np.int16 if groups <= 1 << 15 else np.int32
+            key = rank[np.concatenate([np.repeat(rebased, self.sizes[rebased]), delta_group])]
             ids = np.concatenate([base_ids, delta_ids])
-            key = np.concatenate([np.repeat(rebased, self.sizes[rebased]), delta_group])
+            narrow = np.int16 if groups <= 1 << 15 else np.int32
             ids = ids[np.argsort(key.astype(narrow), kind="stable")]
         ids = ids.astype(np.int64, copy=False)
         if len(ids) == 0:
-            return Changes(None, ids, [list(c) for c in self.chains])
-        path = new_state_path()
-        first = 0
-        for g, (rows, whole) in enumerate(zip(counts.tolist(), rebase.tolist(), strict=True)):
+            return Changes([], ids, [list(c) for c in self.chains])
+        # One file per band, so that a band's compaction frees its files whatever
+        # the other bands do; one file for all when the bands do not matter: a
+        # checkpoint that rewrites every group, or one with few rows.
+        band_count = np.bincount(band, counts, bands).astype(np.int64)
+        pooled = bands == 1 or len(ids) < POOL_ROWS or np.array_equal(rebase, has_keys)
+        files: list[tuple[str, int, int]] = []
+        start = 0
+        for b in [0] if pooled else np.flatnonzero(band_count).tolist():
+            stop = len(ids) if pooled else start + int(band_count[b])
+            files.append((new_state_path(), start, stop))
+            start = stop
+        pos, at = 0, 0
+        for g in order.tolist():
+            rows = int(counts[g])
             if rows:
-                link = (path, first, rows)
-                self.chains[g] = [link] if whole else [*self.chains[g], link]
-                first += rows
-        return Changes(path, ids, [list(c) for c in self.chains])
+                while pos >= files[at][2]:
+                    at += 1
+                path, file_start, _ = files[at]
+                link = (path, pos - file_start, rows)
+                self.chains[g] = [link] if rebase[g] else [*self.chains[g], link]
+                pos += rows
+        return Changes(files, ids, [list(c) for c in self.chains])
 
     # ---------------------------------------------------------- checkpoints
-    def entry(self, changes: Changes, written: FileRef | None) -> dict[str, Any]:
+    def entry(self, changes: Changes, written: list[FileRef]) -> dict[str, Any]:
         """The checkpoint's ``state`` entry once ``changes`` is written as ``written``."""
-        if written is not None:
-            self.refs[written.path] = written
+        for ref in written:
+            self.refs[ref.path] = ref
         files: dict[str, int] = {}
         groups: dict[str, list[list[int]]] = {}
         for g, chain in enumerate(changes.chains):
@@ -419,7 +485,9 @@ class GroupedState:
         wanted = {g: c for g, c in chains.items() if only is None or g in only}
         refs = {f.path: f for f in files}
         needed = sorted({path for chain in wanted.values() for path, _, _ in chain})
-        tables = {path: self._read_file(ckpts, refs[path], check) for path in needed}
+        with ThreadPoolExecutor(min(READERS, max(len(needed), 1))) as pool:  # I/O, zstd: no GIL
+            read = pool.map(lambda path: self._read_file(ckpts, refs[path], check), needed)
+            tables = dict(zip(needed, read, strict=True))
         parts: list[pl.DataFrame] = []
         meta: list[tuple[int, str]] = []  # (group, path) of every part
         for g in sorted(wanted):

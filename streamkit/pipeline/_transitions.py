@@ -333,7 +333,7 @@ class Transitions(KeyedOperator):
         self._fresh_waiting = []
         taken = self.grouped.take()
         rows = None
-        if taken.path is not None:
+        if taken.files:
             from streamkit.pipeline._keyed import ID
 
             stored = self.grouped.stored(taken.ids)
@@ -342,9 +342,10 @@ class Transitions(KeyedOperator):
 
     def persist(self, ckpts: CheckpointStore, changes: Any) -> dict[str, Any]:
         entry, taken, rows, fresh = changes
-        written = None
-        if rows is not None:
-            written = ckpts.write_state(rows, taken.path)
+        written = [
+            ckpts.write_state(rows.slice(start, stop - start), path)
+            for path, start, stop in taken.files
+        ]
         # Waiting events, incrementally: each batch writes only the events that
         # started waiting in it; a file drops out once the watermark passed its
         # every event (an event waits exactly while its time is after the watermark).

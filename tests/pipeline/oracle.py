@@ -12,6 +12,19 @@ from typing import Any
 
 import polars as pl
 
+#: A compaction policy for ``streamkit.pipeline._keyed`` that makes a few dozen
+#: keys do what millions do: chains of at most two links (the third batch that
+#: touches a group compacts it), bands of twenty keys with a file each, and the
+#: band budget at one delta row per key held.
+TIGHT_POLICY: dict[str, float] = {
+    "MAX_CHAIN": 2,
+    "REBASE_SHARE": 1.0,
+    "DELTA_RATIO": 1.0,
+    "DELTA_BUDGET": 1.0,
+    "BAND_KEYS": 20,
+    "POOL_ROWS": 0,
+}
+
 
 def run_oracle(
     events: pl.DataFrame,

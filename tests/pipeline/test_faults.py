@@ -16,7 +16,7 @@ from streamkit.pipeline import _checkpoints, _keyed
 from streamkit.pipeline._checkpoints import Checkpoint, CheckpointStore
 from streamkit.pipeline._keyed import GroupedState
 from streamkit.storage import _fs
-from tests.pipeline.oracle import history_by_key, state_dict
+from tests.pipeline.oracle import TIGHT_POLICY, history_by_key, state_dict
 
 
 class InjectedFault(OSError):
@@ -159,16 +159,16 @@ def test_a_failure_at_every_write_of_a_run_then_a_rerun_converges() -> None:
 def test_a_failure_at_every_write_of_chains_compaction_and_retention_then_a_rerun_converges(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Four key groups, chains of at most two links, deltas of 10 % of a base and
-    two checkpoints kept: over 11 batches groups get deltas, are compacted into new
-    bases, and retention deletes state files (also shared ones) at batch 10 and at
-    the end. A delete is a write here: retention can fail half-way too."""
+    """Four key groups, chains of at most two links, bands of ten keys with a file
+    each (``TIGHT_POLICY``) and two checkpoints kept: over 11 batches groups get
+    deltas, are compacted into new bases, and retention deletes state files (also
+    shared ones) at batch 10 and at the end. A delete is a write here: retention
+    can fail half-way too."""
     frame = generate_orders(40, span="2h", seed=11)
     plain, _ = counted_run("faultymem://chains-plain", frame)  # one base per group and batch
     reference = outcome(plain)
-    monkeypatch.setattr(_keyed, "MAX_CHAIN", 2)
-    monkeypatch.setattr(_keyed, "DELTA_RATIO", 0.1)
-    monkeypatch.setattr(_keyed, "COMPACT_SHARE", 2)
+    for name, value in TIGHT_POLICY.items():
+        monkeypatch.setattr(_keyed, name, value)
     monkeypatch.setattr(FaultyMemoryFileSystem, "deletes", True)
     commits: list[tuple[str, Checkpoint]] = []
     real_commit = CheckpointStore.commit

@@ -67,6 +67,7 @@ import streamkit as sk
 from streamkit.storage import _manifest as mf
 from streamkit.storage import log as log_module
 from streamkit.storage._fs import FileSystem, tmp_name
+from tests.pipeline.oracle import TIGHT_POLICY
 
 #: Exit code of a child ended at its crash point (what a SIGKILL'd shell job shows).
 CRASH_CODE = 137
@@ -471,12 +472,12 @@ def _compact_outcome(store: sk.Store) -> Outcome:
 # -- incremental checkpoints: chains of deltas, compaction into new bases, retention ----
 # 28 orders are 102 events: 13 batches of 8; the setup runs 2 of them (so the job
 # restores chains from disk), the job the last 11 with four key groups, chains of
-# at most two links and deltas of 10 % of a base: groups get deltas, then new
-# bases, and keep_checkpoints=2 retention (after batch 10 and at the end) deletes
-# state files that earlier checkpoints shared.
+# at most two links and bands of ten keys (``TIGHT_POLICY``): groups get deltas,
+# one file per band, then new bases, and keep_checkpoints=2 retention (after
+# batch 10 and at the end) deletes state files that earlier checkpoints shared.
 _CHAIN_ORDERS, _CHAIN_BATCH, _CHAIN_GROUPS, _CHAIN_BEFORE = 28, 8, 4, 2
 #: The compaction policy of ``streamkit.pipeline._keyed`` while the job writes state.
-_CHAIN_POLICY = {"MAX_CHAIN": 2, "DELTA_RATIO": 0.1, "COMPACT_SHARE": 2}
+_CHAIN_POLICY = TIGHT_POLICY
 
 
 @contextlib.contextmanager
