@@ -303,15 +303,16 @@ class GroupedState:
         """Decide what the next checkpoint writes, and advance the chains to it.
 
         Groups without a base get one, and so does a group that is due: this
-        batch changed ``REBASE_SHARE`` of its keys or more, its deltas would hold as many rows
-        as its base, or its chain would pass ``MAX_CHAIN`` links. Then, while
-        the deltas of all groups would hold more than ``DELTA_BUDGET`` rows per
-        key held, or the bands' chains more than ``MAX_CHAIN / 2`` links each on
-        average, the band with the most (rows, else links) is compacted: every
-        group of it that has deltas gets a new base. A band's deltas therefore
-        reach the budget at different times, so bands are compacted one at a
-        time, spread out, and no batch rewrites the whole state. Every other
-        changed group gets a delta of its changed keys.
+        batch changed ``REBASE_SHARE`` of its keys or more, its deltas would
+        hold as many rows as its base, or its chain would pass ``MAX_CHAIN``
+        links. Then, while the deltas of all groups would hold more than
+        ``DELTA_BUDGET`` rows per key held, or the bands' chains more than
+        ``MAX_CHAIN / 2`` links each on average, the band with the most (rows,
+        else links) is compacted: every group of it gets a new base, so that no
+        older file of the band's is listed any more. The bands reach the budget
+        one after the other, so they are compacted one at a time, spread over
+        the batches, and no batch rewrites the whole state. Every other changed
+        group gets a delta of its changed keys.
         """
         n, groups = len(self.group), self.key_groups
         touched = self._take_touched(n)
@@ -337,14 +338,13 @@ class GroupedState:
             band_rows = np.bincount(band, np.where(rebase, 0, after), bands)
             band_links = np.zeros(bands, dtype=np.int64)
             np.maximum.at(band_links, band, links)
-            stale = (chain_len > 1) | (changed > 0)  # what a compaction rewrites
             max_links = max(bands, 2) * (MAX_CHAIN + 1) // 2
             for _ in range(bands):
                 over_rows = band_rows.sum() > DELTA_BUDGET * n
                 if not over_rows and band_links.sum() <= max_links:
                     break
                 b = int(np.argmax(band_rows if over_rows else band_links))
-                rebase |= (band == b) & has_keys & stale
+                rebase |= (band == b) & has_keys  # all of it: its files go together
                 band_rows[b], band_links[b] = 0, 1
         self._rebase_all = False
         rebased = np.flatnonzero(rebase)
@@ -378,7 +378,7 @@ class GroupedState:
         # the other bands do; one file for all when the bands do not matter: a
         # checkpoint that rewrites every group, or one with few rows.
         band_count = np.bincount(band, counts, bands).astype(np.int64)
-        pooled = bands == 1 or len(ids) < POOL_ROWS or np.array_equal(rebase, has_keys)
+        pooled = bands == 1 or len(ids) < POOL_ROWS
         files: list[tuple[str, int, int]] = []
         start = 0
         for b in [0] if pooled else np.flatnonzero(band_count).tolist():
