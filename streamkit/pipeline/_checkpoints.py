@@ -29,6 +29,7 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,8 @@ READABLE_FORMATS = (1, 2)
 #: Key groups of a new pipeline (and of checkpoints written before key groups).
 DEFAULT_KEY_GROUPS = 256
 _ID_WIDTH = 12
+#: State files written at once by one checkpoint.
+_WRITERS = 8
 _IPC_OPTIONS = pa_ipc.IpcWriteOptions(compression=pa.Codec("zstd", compression_level=1))
 
 
@@ -507,6 +510,15 @@ class CheckpointStore:
         with pa_ipc.new_file(sink, arrow.schema, options=_IPC_OPTIONS) as writer:
             writer.write_table(arrow)
         return self._put_state(sink.getvalue().to_pybytes(), path)
+
+    def write_states(self, parts: list[tuple[pl.DataFrame, str]]) -> list[FileRef]:
+        """Write each ``(table, path)`` as :meth:`write_state` does, several at
+        once (encoding and the store's round trips overlap); raises the first
+        error once every write has ended."""
+        if len(parts) <= 1:
+            return [self.write_state(table, path) for table, path in parts]
+        with ThreadPoolExecutor(min(len(parts), _WRITERS)) as pool:
+            return list(pool.map(lambda part: self.write_state(*part), parts))
 
     def _put_state(self, data: bytes, path: str | None = None) -> FileRef:
         path = path or new_state_path()

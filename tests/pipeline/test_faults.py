@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, ClassVar
 
@@ -36,12 +37,15 @@ class FaultyMemoryFileSystem(MemoryFileSystem):
     #: Whether a delete is a write too (it counts, and fails once the budget is used up).
     deletes: ClassVar[bool] = False
 
+    _lock: ClassVar[threading.Lock] = threading.Lock()  # state files are written at once
+
     @classmethod
     def _tick(cls, path: str) -> None:
-        cls.writes += 1
-        cls.paths.append(path)
-        if cls.budget is not None and cls.writes > cls.budget:
-            raise InjectedFault(f"injected failure at write {cls.writes}")
+        with cls._lock:
+            cls.writes += 1
+            cls.paths.append(path)
+            if cls.budget is not None and cls.writes > cls.budget:
+                raise InjectedFault(f"injected failure at write {cls.writes}")
 
     def _open(self, path: str, mode: str = "rb", *args: Any, **kwargs: Any) -> Any:
         if any(c in mode for c in "wxa"):
