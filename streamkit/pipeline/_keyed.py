@@ -179,6 +179,9 @@ class GroupedState:
         self.refs: dict[str, FileRef] = {}
         self._touched: list[npt.NDArray[np.int64]] = []
         self._mark = np.zeros(0, dtype=bool)  # scratch: one flag per key id
+        # Per key id: changed since its group's base (its newest row on disk is
+        # in a delta), what a merge of the group's deltas writes.
+        self._dirty = np.zeros(0, dtype=bool)
         self._pending = 0  # ids in _touched, duplicates included
         self._rebase_all = False
         # The id each key has in the state files, when it is not its id here (a
@@ -199,6 +202,7 @@ class GroupedState:
     def group(self, groups: npt.NDArray[np.int32]) -> None:
         """Set every key's group (ids 0..n-1); sizes and members follow."""
         self._group, self._n = np.asarray(groups, dtype=np.int32), len(groups)
+        self._dirty = np.zeros(self._n, dtype=bool)
         self.sizes = np.bincount(self._group, minlength=self.key_groups).astype(np.int64)
         self._members = [[] for _ in range(self.key_groups)]
         self._add_members(np.arange(self._n, dtype=np.int64), self._group)
@@ -303,27 +307,41 @@ class GroupedState:
         """Decide what the next checkpoint writes, and advance the chains to it.
 
         Groups without a base get one, and so does a group that is due: this
-        batch changed ``REBASE_SHARE`` of its keys or more, its deltas would
-        hold as many rows as its base, or its chain would pass ``MAX_CHAIN``
-        links. Then, while the deltas of all groups would hold more than
-        ``DELTA_BUDGET`` rows per key held, or the bands' chains more than
-        ``MAX_CHAIN / 2`` links each on average, the band with the most (rows,
-        else links) is compacted: every group of it gets a new base, so that no
-        older file of the band's is listed any more. The bands reach the budget
-        one after the other, so they are compacted one at a time, spread over
-        the batches, and no batch rewrites the whole state. Every other changed
-        group gets a delta of its changed keys.
+        batch changed ``REBASE_SHARE`` of its keys or more, or its deltas would
+        hold as many rows as its base (``DELTA_RATIO``). A group whose chain
+        would pass ``MAX_CHAIN`` links is *merged*: its deltas become one delta
+        of every key changed since its base, written from memory (a key's
+        newest state once, however many deltas held it). Then, band by band:
+
+        * while the bands' chains hold more than ``MAX_CHAIN / 2`` links each
+          on average, the band with the most links is merged;
+        * while the deltas of all groups hold more than ``DELTA_BUDGET`` rows
+          per key held, the band with the most delta rows is compacted: every
+          group of it gets a new base, so that no older file of the band's is
+          listed any more.
+
+        The bands reach the budgets one after the other, so they are merged
+        and compacted one at a time, spread over the batches, and no batch
+        rewrites the whole state. Every other changed group gets a delta of
+        its changed keys.
         """
         n, groups = len(self.group), self.key_groups
         touched = self._take_touched(n)
         touched_group = self.group[touched]
         changed = np.bincount(touched_group, minlength=groups)
         has_keys = self.sizes > 0
+        if len(self._dirty) < n:
+            grown = np.zeros(max(n, 2 * len(self._dirty)), dtype=bool)
+            grown[: len(self._dirty)] = self._dirty
+            self._dirty = grown
+        dirty = self._dirty
+        dirty[touched] = True  # changed since the group's base, unless it gets a new one
         chain_len = np.array([len(c) for c in self.chains], dtype=np.int64)
         base_rows = np.array([c[0][2] if c else 0 for c in self.chains], dtype=np.int64)
         delta_rows = np.array([sum(link[2] for link in c[1:]) for c in self.chains], np.int64)
         bands = _bands(n, groups)
         band = np.arange(groups) % bands
+        merge = np.zeros(groups, dtype=bool)
         if self._rebase_all:
             rebase = has_keys.copy()
         else:
@@ -332,51 +350,63 @@ class GroupedState:
             rebase |= (changed > 0) & (
                 (changed >= REBASE_SHARE * self.sizes)
                 | (after >= DELTA_RATIO * np.maximum(base_rows, 1))
-                | (chain_len + 1 > MAX_CHAIN)
             )
-            links = np.where(rebase, 1, chain_len + (changed > 0))
-            band_rows = np.bincount(band, np.where(rebase, 0, after), bands)
+            merge = (changed > 0) & (chain_len + 1 > MAX_CHAIN) & ~rebase
+            links = np.where(rebase, 1, np.where(merge, 2, chain_len + (changed > 0)))
             band_links = np.zeros(bands, dtype=np.int64)
             np.maximum.at(band_links, band, links)
             max_links = max(bands, 2) * (MAX_CHAIN + 1) // 2
             for _ in range(bands):
-                over_rows = band_rows.sum() > DELTA_BUDGET * n
-                if not over_rows and band_links.sum() <= max_links:
+                if band_links.sum() <= max_links:
                     break
-                b = int(np.argmax(band_rows if over_rows else band_links))
+                b = int(np.argmax(band_links))
+                merge |= (band == b) & (chain_len > 1) & ~rebase
+                band_links[b] = 2
+            for g in np.flatnonzero(merge):
+                after[g] = int(np.count_nonzero(dirty[self.members(int(g))]))
+            band_rows = np.bincount(band, np.where(rebase, 0, after), bands)
+            for _ in range(bands):
+                if band_rows.sum() <= DELTA_BUDGET * n:
+                    break
+                b = int(np.argmax(band_rows))
                 rebase |= (band == b) & has_keys  # all of it: its files go together
-                band_rows[b], band_links[b] = 0, 1
+                band_rows[b] = 0
+            merge &= ~rebase
         self._rebase_all = False
-        rebased = np.flatnonzero(rebase)
-        # Rows per group: a rebased group writes its every key, another its touched keys.
-        counts = np.where(rebase, self.sizes, 0)
-        if np.array_equal(rebase, has_keys):  # every touched key is in a rebased group
-            delta_ids, delta_group = _NO_IDS, touched_group[:0]
-        else:
-            is_delta = ~rebase[touched_group]
-            delta_ids, delta_group = touched[is_delta], touched_group[is_delta]
-            counts += np.bincount(delta_group, minlength=groups)
-        # Rows go band by band, group by group, then by id. Members come
-        # ascending, touched ids ascending, so a stable sort on each group's
-        # rank (a radix sort on small numbers) orders them.
+        # Rows go band by band, group by group, then by id: a rebased group
+        # writes its every key, a merged one its keys changed since its base,
+        # another its touched keys (sorted by group rank: a stable radix sort).
         order = np.lexsort((np.arange(groups), band))  # groups in (band, group) order
         rank = np.empty(groups, dtype=np.int32)
         rank[order] = np.arange(groups, dtype=np.int32)
-        rebased = rebased[np.argsort(rank[rebased], kind="stable")]
-        base_ids = np.concatenate([_NO_IDS, *(self.members(int(g)) for g in rebased)])
-        if len(delta_ids) == 0:
-            ids = base_ids
-        else:
-            key = rank[np.concatenate([np.repeat(rebased, self.sizes[rebased]), delta_group])]
-            ids = np.concatenate([base_ids, delta_ids])
-            narrow = np.int16 if groups <= 1 << 15 else np.int32
-            ids = ids[np.argsort(key.astype(narrow), kind="stable")]
-        ids = ids.astype(np.int64, copy=False)
+        is_delta = ~(rebase | merge)[touched_group]
+        delta_ids, delta_group = touched[is_delta], touched_group[is_delta]
+        narrow = np.int16 if groups <= 1 << 15 else np.int32
+        delta_ids = delta_ids[np.argsort(rank[delta_group].astype(narrow), kind="stable")]
+        delta_count = np.bincount(delta_group, minlength=groups)
+        parts: list[npt.NDArray[np.int64]] = []
+        counts = np.zeros(groups, dtype=np.int64)
+        at = 0
+        for g in order.tolist():
+            if rebase[g]:
+                part = self.members(g)
+                dirty[part] = False
+            elif merge[g]:
+                members = self.members(g)
+                part = members[dirty[members]]
+            elif delta_count[g]:
+                part = delta_ids[at : at + int(delta_count[g])]
+                at += len(part)
+            else:
+                continue
+            parts.append(part)
+            counts[g] = len(part)
+        ids = np.concatenate([_NO_IDS, *parts]).astype(np.int64, copy=False)
         if len(ids) == 0:
             return Changes([], ids, [list(c) for c in self.chains])
         # One file per band, so that a band's compaction frees its files whatever
-        # the other bands do; one file for all when the bands do not matter: a
-        # checkpoint that rewrites every group, or one with few rows.
+        # the other bands do; one file for all when the bands do not matter (a
+        # checkpoint with few rows).
         band_count = np.bincount(band, counts, bands).astype(np.int64)
         pooled = bands == 1 or len(ids) < POOL_ROWS
         files: list[tuple[str, int, int]] = []
@@ -393,7 +423,12 @@ class GroupedState:
                     at += 1
                 path, file_start, _ = files[at]
                 link = (path, pos - file_start, rows)
-                self.chains[g] = [link] if rebase[g] else [*self.chains[g], link]
+                if rebase[g]:
+                    self.chains[g] = [link]
+                elif merge[g]:
+                    self.chains[g] = [self.chains[g][0], link]
+                else:
+                    self.chains[g] = [*self.chains[g], link]
                 pos += rows
         return Changes(files, ids, [list(c) for c in self.chains])
 
@@ -490,8 +525,9 @@ class GroupedState:
             tables = dict(zip(needed, read, strict=True))
         parts: list[pl.DataFrame] = []
         meta: list[tuple[int, str]] = []  # (group, path) of every part
+        in_delta: list[bool] = []  # every part: a delta (not its group's base)
         for g in sorted(wanted):
-            for path, first, rows in wanted[g]:
+            for k, (path, first, rows) in enumerate(wanted[g]):
                 table = tables[path]
                 if first + rows > table.height:
                     raise CorruptFileError(
@@ -501,6 +537,7 @@ class GroupedState:
                     )
                 parts.append(table.slice(first, rows))
                 meta.append((g, path))
+                in_delta.append(k > 0)
         self.refs.update(refs)
         for g, chain in wanted.items():
             self.chains[g] = list(chain)
@@ -530,6 +567,7 @@ class GroupedState:
                     "restore it, or rewind to an older checkpoint with run(from_checkpoint=N)"
                 )
         self.group = row_group
+        self._dirty = np.array(in_delta, dtype=bool)[part[pos]]
         self._set_stored(latest[ID].cast(pl.Int64).to_numpy())
         return latest
 

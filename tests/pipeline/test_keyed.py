@@ -256,6 +256,60 @@ def test_bands_spread_compaction_and_bound_the_state_on_disk(
     assert max(on_disk[60:]) < 2.4, on_disk[60:]
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_chains_merged_compacted_and_restored_give_every_keys_newest_row(
+    monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    # A plain model: every key holds the number of the step that last changed
+    # it. Keys arrive over time, steps change a random handful; chains are cut
+    # into bands of 50 keys with a file each, merged at 4 links and compacted
+    # past 0.5 delta rows per key. Every few steps the state is restored from
+    # the files alone, and the run goes on from the restored object (whose
+    # record of the keys changed since their base must feed later merges).
+    for name, value in {"BAND_KEYS": 50, "POOL_ROWS": 0, "MAX_CHAIN": 4}.items():
+        monkeypatch.setattr(_keyed, name, value)
+    monkeypatch.setattr(_keyed, "DELTA_BUDGET", 0.5)
+    store = sk.Store(f"memory://kg-model-{uuid.uuid4().hex}")
+    ckpts = _pipe(store)._ckpts()
+    rng = np.random.default_rng(seed)
+    groups, keys, value = 16, [f"k{i}" for i in range(600)], np.zeros(600, dtype=np.int64)
+    state, n = GroupedState(groups), 0
+    merged = compacted = restores = 0
+    for step in range(1, 80):
+        if n < len(keys) and step % 6 == 1:
+            state.add_keys(pl.Series(keys[n : n + 100]))
+            state.touch(np.arange(n, n + 100))
+            value[n : n + 100] = step
+            n += 100
+        ids = rng.integers(0, n, int(rng.integers(1, 60)))
+        value[ids] = step
+        state.touch(ids)
+        before = [list(c) for c in state.chains]
+        changes = state.take()
+        rows = pl.DataFrame(
+            {"id": changes.ids, "key": [keys[i] for i in changes.ids], "v": value[changes.ids]}
+        )
+        written = ckpts.write_states(
+            [(rows.slice(start, stop - start), path) for path, start, stop in changes.files]
+        )
+        entry = state.entry(changes, written)
+        for old, new in zip(before, changes.chains, strict=True):
+            if len(old) > 2 and len(new) == 2 and new[0] == old[0]:
+                merged += 1
+            if len(old) > 1 and len(new) == 1:
+                compacted += 1
+        assert max(len(c) for c in changes.chains) <= _keyed.MAX_CHAIN
+        if step % 7 == 0:
+            state = GroupedState(groups)
+            frame = state.restore(entry, ckpts)
+            assert dict(zip(frame["key"], frame["v"], strict=True)) == {
+                keys[i]: value[i] for i in range(n)
+            }
+            assert frame["id"].to_list() == list(range(n))  # ids as they were
+            restores += 1
+    assert merged and compacted and restores >= 10, (merged, compacted, restores)
+
+
 def test_restoring_some_groups_reads_only_their_files(monkeypatch: pytest.MonkeyPatch) -> None:
     store, pipe = _prefilled("memory://kg-lazy", 2000, groups=8)
     log = store.log("lamps")
