@@ -20,22 +20,25 @@ checksum::
               "files": [{"path": "state/...arrow", "bytes": 1234, "crc32": 99}, ...],
               "groups": {"17": [[0, 3, 16012], [4, 0, 211]], ...}}
 
-Compaction replaces chains by new bases written from the state in memory. A
-group is compacted on its own when a batch changes half its keys
-(``REBASE_SHARE``), when its
-deltas would hold as many rows as its base (``DELTA_RATIO``), or when its
-chain would pass ``MAX_CHAIN`` links. Otherwise compaction goes band by band:
-when the deltas of all groups hold more than ``DELTA_BUDGET`` rows per key
-held, or the bands' chains more than ``MAX_CHAIN / 2`` links on average, the
-band with the most is compacted. The bands' deltas grow at one pace, and each
-is reset at its own time, so the compactions spread out over the batches
-(never the whole state at once), and a band's old files are freed together:
-a file holds one band, and no longer counts once that band is compacted and
-retention lets the checkpoints that list it go. Bytes written per checkpoint
-are therefore proportional to the keys a batch changed (plus one band now and
-then), restoring reads a bounded chain per group whatever the number of
-checkpoints taken, and the state on disk stays within a small multiple of one
-snapshot (``docs/design.md`` has the figures and the estimate behind them).
+Chains are shortened from the state in memory, nothing read back, in two
+ways. A *merge* replaces a group's deltas by one delta of every key changed
+since its base (a flag per key records which); *compaction* replaces the whole
+chain by a new base. A group is compacted on its own when a batch changes half
+its keys (``REBASE_SHARE``) or its deltas would hold as many rows as its base
+(``DELTA_RATIO``), and merged when its chain would pass ``MAX_CHAIN`` links.
+Otherwise both go band by band: while the bands' chains hold more than
+``MAX_CHAIN / 2`` links each on average, the band with the most links is
+merged; while the deltas of all groups hold more than ``DELTA_BUDGET`` rows per
+key held, the band with the most delta rows is compacted. The bands' chains
+grow at one pace, and each is reset at its own time, so merges and compactions
+spread out over the batches (never the whole state at once), and a band's old
+files are freed together: a file holds one band. Bytes written per checkpoint
+are therefore proportional to the keys a batch changed (a merge rewrites only
+changed keys; a compaction, one band now and then, only once the deltas have
+grown to a share of the state), restoring reads a bounded chain per group
+whatever the number of checkpoints taken, and the state on disk stays within a
+small multiple of one snapshot (``docs/design.md`` has the figures and the
+estimate behind them).
 
 Rows carry the key's id (``id``): ids are assigned in order of first
 appearance, and a restored state keeps their order, so a resumed run orders
@@ -67,9 +70,11 @@ __all__ = ["DEFAULT_KEY_GROUPS", "GroupedState", "check_key_groups", "group_of"]
 MAX_KEY_GROUPS = 1 << 16
 #: A group gets a new base when a batch changes this share of its keys ...
 REBASE_SHARE = 0.5
-#: ... when its deltas would hold this many rows per row of its base ...
+#: ... or when its deltas would hold this many rows per row of its base.
 DELTA_RATIO = 1.0
-#: ... or when its chain would pass this many links (base included).
+#: A group's deltas are merged into one when its chain would pass this many
+#: links (base included; at least 2), and a band's when the bands' chains hold
+#: more than half this many links each on average.
 MAX_CHAIN = 32
 #: Deltas of all groups together: at most this many rows per key held, else
 #: the band with the most delta rows is compacted.
