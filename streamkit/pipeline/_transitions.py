@@ -342,9 +342,7 @@ class Transitions(KeyedOperator):
 
     def persist(self, ckpts: CheckpointStore, changes: Any) -> dict[str, Any]:
         entry, taken, rows, fresh = changes
-        written = ckpts.write_states(
-            [(rows.slice(start, stop - start), path) for path, start, stop in taken.files]
-        )
+        written = ckpts.write_states(rows, taken.files) if taken.files else []
         # Waiting events, incrementally: each batch writes only the events that
         # started waiting in it; a file drops out once the watermark passed its
         # every event (an event waits exactly while its time is after the watermark).

@@ -289,9 +289,7 @@ def test_chains_merged_compacted_and_restored_give_every_keys_newest_row(
         rows = pl.DataFrame(
             {"id": changes.ids, "key": [keys[i] for i in changes.ids], "v": value[changes.ids]}
         )
-        written = ckpts.write_states(
-            [(rows.slice(start, stop - start), path) for path, start, stop in changes.files]
-        )
+        written = ckpts.write_states(rows, changes.files)
         entry = state.entry(changes, written)
         for old, new in zip(before, changes.chains, strict=True):
             if len(old) > 2 and len(new) == 2 and new[0] == old[0]:
