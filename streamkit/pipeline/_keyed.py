@@ -525,9 +525,15 @@ class GroupedState:
         wanted = {g: c for g, c in chains.items() if only is None or g in only}
         refs = {f.path: f for f in files}
         needed = sorted({path for chain in wanted.values() for path, _, _ in chain})
-        with ThreadPoolExecutor(min(READERS, max(len(needed), 1))) as pool:  # I/O, zstd: no GIL
-            read = pool.map(lambda path: self._read_file(ckpts, refs[path], check), needed)
-            tables = dict(zip(needed, read, strict=True))
+
+        def read(path: str) -> pl.DataFrame:
+            return self._read_file(ckpts, refs[path], check)
+
+        if len(needed) > 1:
+            with ThreadPoolExecutor(min(READERS, len(needed))) as pool:  # I/O, zstd: no GIL
+                tables = dict(zip(needed, pool.map(read, needed), strict=True))
+        else:
+            tables = {path: read(path) for path in needed}
         parts: list[pl.DataFrame] = []
         meta: list[tuple[int, str]] = []  # (group, path) of every part
         in_delta: list[bool] = []  # every part: a delta (not its group's base)
