@@ -11,10 +11,9 @@ groups are dealt into *bands* (group ``g`` in band ``g mod B``, ``B`` from 1
 to ``MAX_BANDS``, one per ``BAND_KEYS`` keys held). A checkpoint writes one
 state file (Arrow IPC) per band it changed, its rows sorted by group then key
 id: for every group the batch touched a delta, or a new base when the group
-is compacted (a checkpoint with few rows, or one that rewrites every group,
-writes them all into one file). Checkpoints list, per group, the (file, first
-row, rows) links of its chain, and every file once with its size and
-checksum::
+is compacted (a checkpoint with few rows writes them all into one file).
+Checkpoints list, per group, the (file, first row, rows) links of its chain,
+and every file once with its size and checksum::
 
     "state": {"key_groups": 256,
               "files": [{"path": "state/...arrow", "bytes": 1234, "crc32": 99}, ...],
@@ -150,6 +149,16 @@ def sorted_unique(parts: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
     return ids[keep]
 
 
+def _room(a: npt.NDArray[Any], n: int, used: int) -> npt.NDArray[Any]:
+    """``a``, or a copy of its first ``used`` items with room for ``n`` (zeros
+    after them), grown geometrically so that appending costs what is appended."""
+    if n <= len(a):
+        return a
+    grown = np.zeros(max(n, 2 * len(a)), dtype=a.dtype)
+    grown[:used] = a[:used]
+    return grown
+
+
 def _bands(keys: int, key_groups: int) -> int:
     """How many bands the groups of a state of ``keys`` keys are cut into."""
     return max(1, min(MAX_BANDS, key_groups, keys // BAND_KEYS))
@@ -251,17 +260,12 @@ class GroupedState:
         """Register keys that just got the next ids (in id order)."""
         groups = group_of(keys, self.key_groups)
         n = self._n + len(groups)
-        if n > len(self._group):  # grow geometrically: appending costs what is appended
-            grown = np.empty(max(n, 2 * len(self._group)), dtype=np.int32)
-            grown[: self._n] = self.group
-            self._group = grown
+        self._group = _room(self._group, n, self._n)
+        self._dirty = _room(self._dirty, n, self._n)  # new keys: False until taken
         self._group[self._n : n] = groups
         self._add_members(np.arange(self._n, n, dtype=np.int64), groups)
         if self._stored is not None:  # unique in every group: above every id stored
-            if n > len(self._stored):
-                grown_ids = np.empty(max(n, 2 * len(self._stored)), dtype=np.int64)
-                grown_ids[: self._n] = self._stored[: self._n]
-                self._stored = grown_ids
+            self._stored = _room(self._stored, n, self._n)
             self._stored[self._n : n] = np.arange(
                 self._next_stored, self._next_stored + len(groups), dtype=np.int64
             )
@@ -291,8 +295,7 @@ class GroupedState:
             ids = sorted_unique(self._touched)
             self._touched, self._pending = [], 0
             return ids
-        if len(self._mark) < n:
-            self._mark = np.zeros(max(n, 2 * len(self._mark)), dtype=bool)
+        self._mark = _room(self._mark, n, len(self._mark))
         for ids in self._touched:
             self._mark[ids] = True
         self._touched, self._pending = [], 0
@@ -335,10 +338,6 @@ class GroupedState:
         touched_group = self.group[touched]
         changed = np.bincount(touched_group, minlength=groups)
         has_keys = self.sizes > 0
-        if len(self._dirty) < n:
-            grown = np.zeros(max(n, 2 * len(self._dirty)), dtype=bool)
-            grown[: len(self._dirty)] = self._dirty
-            self._dirty = grown
         dirty = self._dirty
         dirty[touched] = True  # changed since the group's base, unless it gets a new one
         chain_len = np.array([len(c) for c in self.chains], dtype=np.int64)
@@ -347,6 +346,7 @@ class GroupedState:
         bands = _bands(n, groups)
         band = np.arange(groups) % bands
         merge = np.zeros(groups, dtype=bool)
+        merged: dict[int, npt.NDArray[np.int64]] = {}  # keys changed since the base
         if self._rebase_all:
             rebase = has_keys.copy()
         else:
@@ -367,8 +367,10 @@ class GroupedState:
                 b = int(np.argmax(band_links))
                 merge |= (band == b) & (chain_len > 1) & ~rebase
                 band_links[b] = 2
-            for g in np.flatnonzero(merge):
-                after[g] = int(np.count_nonzero(dirty[self.members(int(g))]))
+            for g in np.flatnonzero(merge).tolist():
+                members = self.members(g)
+                merged[g] = members[dirty[members]]
+                after[g] = len(merged[g])
             band_rows = np.bincount(band, np.where(rebase, 0, after), bands)
             for _ in range(bands):
                 if band_rows.sum() <= DELTA_BUDGET * n:
@@ -397,8 +399,7 @@ class GroupedState:
                 part = self.members(g)
                 dirty[part] = False
             elif merge[g]:
-                members = self.members(g)
-                part = members[dirty[members]]
+                part = merged[g]
             elif delta_count[g]:
                 part = delta_ids[at : at + int(delta_count[g])]
                 at += len(part)
