@@ -16,8 +16,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/streamkit demo
 
+# Test files run in parallel (pytest-xdist), a file's tests on one worker: one
+# worker per core, at most 4 (the slow tests wait on subprocesses and S3).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -W error tests streamkit
+	$(BIN)/python -m pytest -q -W error -n auto --maxprocesses 4 --dist loadfile tests streamkit
 
 # The documentation site, into ./site (git-ignored); strict: any warning fails it.
 # It executes the notebooks first (docs/_hooks.py); tests/test_docs.py builds it in `make test`.

@@ -1,5 +1,8 @@
 """Shared fixtures: one SeaweedFS S3 server per session and stores on every backend.
 
+Under ``make test`` (pytest-xdist) each worker process is a session of its own,
+with its own server on its own free ports.
+
 Fixtures
 --------
 seaweedfs            session: ``{"endpoint_url", "key", "secret", "bucket"}``
