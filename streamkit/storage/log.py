@@ -71,6 +71,9 @@ _PROBE_MAX = 256
 _COMMIT_ATTEMPTS = 10_000
 #: The name of a segment file below its partition folder: ``<ms>-<uuid hex>.parquet``.
 _SEGMENT_NAME = re.compile(r"[0-9]+-[0-9a-f]{32}\.parquet")
+#: commit_segments checks up to this many files one by one (a request each),
+#: more by listing their partition folders (a request per 1,000 files there).
+_LIST_FROM = 64
 
 TimeBound = Position | int | dt.datetime | dt.date | None
 
@@ -683,7 +686,7 @@ class Log:
         the first commit sets the log's schema, and ``writer``/``seq`` make it
         idempotent exactly as for :meth:`append`.
 
-        The data is never read: each file must be listed in the store with the
+        The data is never read: each file must be present in the store with the
         size its reference records (its checksum is checked by every reader),
         and must be a segment file of this log that no version holds yet.
         Nothing is committed otherwise. Files of a refused commit stay for
@@ -768,8 +771,10 @@ class Log:
         Refuses references of another log, paths that are not segment files of
         this log (so a tampered reference cannot make a version point outside
         the log's folder), inconsistent counts, a file listed twice, columns
-        that differ, and files that are missing or have another size. One
-        listing per partition folder; no file is read.
+        that differ, and files that are missing or have another size. Up to
+        ``_LIST_FROM`` files are looked up one by one (the cost of a batch's
+        commit must not grow with the log), more by one listing per partition
+        folder; no file is read.
         """
         fs = self._fs
         seen: set[str] = set()
@@ -823,9 +828,12 @@ class Log:
             _check_schema(first, schema_from_b64(text, where), f"{where}: refs[{other}]")
         self._validate(pl.DataFrame(schema=first), state, where)
         listed: dict[str, int] = {}
-        for part in sorted({ref.partition for ref in refs}):
-            for entry in fs.find_details(f"data/p={part:03d}", recursive=False):
-                listed[str(entry["path"])] = int(entry["size"])
+        if len(refs) <= _LIST_FROM:  # one request per file, whatever the folder holds
+            listed = fs.sizes(ref.path for ref in refs)
+        else:  # one listing per partition folder
+            for part in sorted({ref.partition for ref in refs}):
+                for entry in fs.find_details(f"data/p={part:03d}", recursive=False):
+                    listed[str(entry["path"])] = int(entry["size"])
         for ref in refs:
             size = listed.get(ref.path)
             if size is None:

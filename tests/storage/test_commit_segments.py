@@ -22,6 +22,7 @@ from streamkit.errors import (
     SchemaError,
 )
 from streamkit.storage import Log, SegmentRef, Store
+from streamkit.storage import log as log_module
 from tests.storage.test_lost_response import LossyStore
 
 PARTS = 3
@@ -183,9 +184,42 @@ def test_duplicate_with_other_refs_deletes_them_as_append_does(
 
 
 # ---------------------------------------------------------------------- refusals
-def test_missing_or_changed_file_is_named_and_nothing_committed(
-    store_url: tuple[str, dict[str, Any]], driver: Log
+def test_a_commit_of_few_files_does_not_list_their_folders(
+    driver: Log, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Checking a batch's files costs a request per file, not a listing of
+    partition folders that grow with the log; many files are still listed."""
+    for i in range(20):  # segments of earlier versions in every partition folder
+        driver.append(frame(9, start=9 * i))
+    fs = driver.filesystem
+    listed: list[str] = []
+    real = fs.find_details
+
+    def find_details(path: str = "", **kw: Any) -> list[dict[str, Any]]:
+        listed.append(path)
+        return real(path, **kw)
+
+    monkeypatch.setattr(fs, "find_details", find_details)
+    refs = driver.write_segments(frame(30, start=500))
+    assert len(refs) == PARTS
+    assert driver.commit_segments(refs).rows == 30
+    assert listed == []
+    monkeypatch.setattr(log_module, "_LIST_FROM", len(refs) - 1)
+    more = driver.write_segments(frame(30, start=600))
+    assert driver.commit_segments(more).rows == 30
+    assert sorted(listed) == [f"data/p={p:03d}" for p in range(PARTS)]
+    assert driver.count() == 20 * 9 + 60
+
+
+@pytest.mark.parametrize("lookup", ["per-file", "listing"])
+def test_missing_or_changed_file_is_named_and_nothing_committed(
+    store_url: tuple[str, dict[str, Any]],
+    driver: Log,
+    lookup: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if lookup == "listing":  # as for a commit of more files than _LIST_FROM
+        monkeypatch.setattr(log_module, "_LIST_FROM", 0)
     refs = open_log(store_url).write_segments(frame(40))
     fs = driver.filesystem
     fs.rm([refs[1].path])

@@ -73,6 +73,18 @@ def test_listing_sees_new_files_immediately(fs: FileSystem) -> None:
     assert fs.ls("l") == ["a", "b"]
 
 
+def test_sizes_of_files_present_missing_and_rewritten(fs: FileSystem) -> None:
+    fs.put("d/a", b"abc")
+    fs.put("d/e/b", b"")
+    assert fs.sizes(["d/a", "d/e/b", "d/missing", "nowhere/x", "d/a"]) == {"d/a": 3, "d/e/b": 0}
+    assert fs.sizes([]) == {}
+    before = fs.sizes(["d/a"])  # then rewritten, as by another process
+    fs.put("d/a", b"abcdef")
+    assert (before, fs.sizes(["d/a"])) == ({"d/a": 3}, {"d/a": 6})
+    fs.rm(["d/a"])
+    assert fs.sizes(["d/a", "d/e/b"]) == {"d/e/b": 0}
+
+
 def test_child_roots(fs: FileSystem) -> None:
     child = fs.child("x/y")
     child.put("f", b"1")
