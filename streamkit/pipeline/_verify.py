@@ -192,7 +192,7 @@ def _planned(source: Any) -> bool:
 
 
 def _check_file_position(source: Any, cp: Checkpoint) -> tuple[bool, str]:
-    """A FileLog's read position: the files the checkpoint consumed, by identity.
+    """A FileLog's or a DeltaLog's read position: what the checkpoint consumed.
 
     Offsets of a FileLog count the rows read, not the rows present (consumed
     files may be deleted), so the position is checked by planning from it: a
@@ -213,13 +213,10 @@ def _check_file_position(source: Any, cp: Checkpoint) -> tuple[bool, str]:
     plan = source.plan(pos)
     pending = plan.files
     rows = int(pending["rows"].sum()) if pending.height else 0
-    cursor = pos.files
-    listed = f"the {len(cursor.files):,} consumed files it lists are unchanged"
-    if cursor.watermark is not None:
-        listed += f", no late file below its watermark {cursor.watermark!r}"
     return True, (
-        f"read position {cp.position:,}: {listed}; {pending.height:,} files ({rows:,} rows) "
-        "not yet read, all readable"
+        f"read position {cp.position:,} ({source.describe(pos)}): planned again, no file "
+        f"read has changed and none came late; {pending.height:,} files ({rows:,} rows) not "
+        "yet read, all readable"
     )
 
 

@@ -697,6 +697,37 @@ class DeltaLog:
         """
         return Position(0, files=FileCursor())
 
+    def describe(self, position: Position) -> str:
+        """What ``position`` has consumed of the table, in words (as ``verify`` says it).
+
+        Examples
+        --------
+        >>> import tempfile, polars as pl, streamkit as sk
+        >>> from deltalake import write_deltalake
+        >>> url = tempfile.mkdtemp() + "/events"
+        >>> write_deltalake(url, pl.DataFrame({"k": ["a"], "t": [1]}).to_arrow())
+        >>> dlog = sk.DeltaLog(url, key="k", time="t")
+        >>> dlog.describe(dlog.start())
+        'nothing of the table read yet'
+        >>> dlog.describe(dlog.end())
+        'read: table versions 0 to 0'
+        """
+        cursor = position.files
+        if cursor is None or cursor.watermark is None:
+            return "nothing of the table read yet"
+        version, snapshot, path = _parse_watermark(cursor.watermark)
+        if snapshot:
+            parts = [f"the files of table version {version}'s snapshot before {path!r}"]
+        else:
+            parts = [f"table versions 0 to {version - 1}"] if version else []
+            if path:
+                parts.append(f"the files version {version} added before {path!r}")
+        if cursor.partial is not None:
+            part = _parse_watermark(cursor.partial.path)[2]
+            rows = "row" if cursor.partial_rows == 1 else "rows"
+            parts.append(f"the first {cursor.partial_rows:,} {rows} of {part!r}")
+        return "read: " + ", and ".join(parts) if parts else "nothing of the table read yet"
+
     def end(self) -> Position:
         """The position after every row of the table's newest version.
 

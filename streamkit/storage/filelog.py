@@ -730,6 +730,36 @@ class FileLog:
         """
         return self.plan(self.start()).end
 
+    def describe(self, position: Position) -> str:
+        """What ``position`` has consumed of the folder, in words (as ``verify`` says it).
+
+        Examples
+        --------
+        >>> import fsspec, polars as pl, streamkit as sk
+        >>> for name in ("a", "b"):
+        ...     pl.DataFrame({"k": [1], "t": [1]}).write_parquet(fsspec.filesystem("memory").open(
+        ...         f"/streamkit-doc-fl-describe/{name}.parquet", "wb"))
+        >>> flog = sk.FileLog("memory://streamkit-doc-fl-describe", key="k", time="t")
+        >>> flog.describe(flog.start())
+        'no file read yet'
+        >>> flog.describe(flog.end())
+        'read: 2 files by name'
+        """
+        cursor = position.files
+        if cursor is None:
+            return "no file read yet"
+        parts = []
+        if cursor.watermark is not None:
+            parts.append(f"every file up to {cursor.watermark!r} in path order")
+        if cursor.files:
+            more = " more" if cursor.watermark is not None else ""
+            files = "file" if len(cursor.files) == 1 else "files"
+            parts.append(f"{len(cursor.files):,}{more} {files} by name")
+        if cursor.partial is not None:
+            rows = "row" if cursor.partial_rows == 1 else "rows"
+            parts.append(f"the first {cursor.partial_rows:,} {rows} of {cursor.partial.path!r}")
+        return "read: " + ", and ".join(parts) if parts else "no file read yet"
+
     def start(self) -> Position:
         """Offset 0 with nothing consumed: files are never truncated.
 

@@ -260,6 +260,8 @@ def test_verify_and_replay_follow_the_files_each_batch_read(tmp_path: Path) -> N
     pipe = _fsm_pipe(store, folder)
     report = pipe.verify(replay=True)
     assert report.ok, report  # a replay in name order differs: files arrived out of it
+    position = _check(report, "source position")[1]
+    assert re.match(r"read position [0-9,]+ \(read: .*files? by name.*\): planned again", position)
     assert "16 batches of the files they read" in _check(report, "replay")[1]
     assert pipe.verify(checkpoint=9, replay=True).ok  # an older checkpoint: its batches only
     # a rewind retracts batches 10-16 and reads their files again (in path order

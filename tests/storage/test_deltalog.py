@@ -9,6 +9,7 @@ one run over all the rows.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -321,6 +322,35 @@ def test_repr_and_html(tmp_path: Path) -> None:
     assert plan.end.files is not None and plan.end.files.watermark == f"{2:020d}"
 
 
+def test_describe_says_what_a_position_has_read(tmp_path: Path) -> None:
+    """In versions and files, as verify reports a DeltaLog's position."""
+    table = Table(str(tmp_path / "events"), {}, {})
+    table.append(9)
+    table.append(9)
+    dlog = table.log()
+    plan = dlog.plan()  # the snapshot of version 1: two files of 9 rows
+
+    def at(p: Any, lo: int, hi: int) -> str:
+        return dlog.describe(dlog.advance(p.start, p.batch(lo, hi)))
+
+    assert dlog.describe(dlog.start()) == "nothing of the table read yet"
+    name = r"'part-[^']+\.parquet'"
+    assert re.fullmatch(
+        rf"read: the files of table version 1's snapshot before ({name}), "
+        rf"and the first 3 rows of \1",
+        at(plan, 0, 12),
+    ), at(plan, 0, 12)
+    assert at(plan, 0, 18) == dlog.describe(dlog.end()) == "read: table versions 0 to 1"
+    table.append(5)
+    later = dlog.plan(plan.end)
+    assert re.fullmatch(
+        rf"read: table versions 0 to 1, and the files version 2 added before ({name}), "
+        rf"and the first 2 rows of \1",
+        at(later, 18, 20),
+    ), at(later, 18, 20)
+    assert at(later, 18, 23) == "read: table versions 0 to 2"
+
+
 def test_runs_cut_inside_files_verify_and_replay(tmp_path: Path) -> None:
     table = Table(str(tmp_path / "events"), {}, {})
     store = sk.Store(str(tmp_path / "lake"))
@@ -335,6 +365,8 @@ def test_runs_cut_inside_files_verify_and_replay(tmp_path: Path) -> None:
     pipe = _pipe(store, table.log(), 4)
     report = pipe.verify(replay=True)
     assert report.ok, report
+    position = next(c.message for c in report.checks if c.name == "source position")
+    assert position.startswith("read position 32 (read: table versions 0 to 4): planned again")
     state, history = _reference(tmp_path, expected)
     assert pipe.state().sort("key").equals(state.sort("key"))
     got = store.log("history").scan().collect().sort("time", "key")

@@ -358,6 +358,25 @@ def test_a_batch_cannot_consume_a_file_twice(drop: Drop) -> None:
 
 
 # ------------------------------------------------------------------ listing
+def test_describe_says_what_a_position_has_read(tmp_path: Path) -> None:
+    """In files, as verify reports a FileLog's position: within a file, by name
+    above the watermark, then up to the watermark once the window is full."""
+    for name in "abcd":
+        pl.DataFrame({"k": [1, 2, 3], "t": [1, 2, 3]}).write_parquet(tmp_path / f"{name}.parquet")
+    flog = sk.FileLog(str(tmp_path), key="k", time="t", window=2)
+    plan = flog.plan()
+
+    def at(hi: int) -> str:
+        return flog.describe(flog.advance(plan.start, plan.batch(0, hi)))
+
+    assert flog.describe(flog.start()) == "no file read yet"
+    assert at(1) == "read: the first 1 row of 'a.parquet'"
+    assert at(3) == "read: 1 file by name"
+    assert at(8) == "read: 2 files by name, and the first 2 rows of 'c.parquet'"
+    assert at(12) == flog.describe(flog.end())
+    assert at(12) == "read: every file up to 'b.parquet' in path order, and 2 more files by name"
+
+
 def test_find_details_lists_the_files_as_they_are_now(drop: Drop) -> None:
     """One listing with sizes and change tags; a listing cached by the backend
     (s3fs keeps one per directory) never hides a file another process wrote."""
