@@ -31,7 +31,7 @@ bench: $(STAMP)
 
 # Every crash point (local; a sample on S3), 200 SIGKILL trials (local and S3)
 # and 100 runs at each of 10% and 30% wire faults, each compared with an
-# uninterrupted run (about an hour on 2 cores); figures in docs/RELIABILITY.md.
+# uninterrupted run (about 85 minutes on 2 cores); figures in docs/RELIABILITY.md.
 torture: $(STAMP)
 	$(BIN)/python -m tests.torture --crashpoints --kill-trials 200 --wire-trials 100 --rates 0.1,0.3
 
